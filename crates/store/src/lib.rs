@@ -1,0 +1,117 @@
+//! Durable state behind one interface: SQLite (embedded, the default) and PostgreSQL.
+//!
+//! [`Store`] is the only way the rest of Veil touches the database. Both backends run
+//! their own migrations and pass the same conformance suite (`tests/conformance.rs`).
+//! Every write that changes what a running server caches (users, keys, groups, channels,
+//! models, balances) bumps a single revision counter in the same transaction, so servers
+//! can notice changes made by `veil admin` with one cheap poll.
+
+mod error;
+mod postgres;
+mod sqlite;
+
+pub use error::StoreError;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use veil_domain::{
+    ApiKey, CallRecord, Channel, ChannelName, Group, GroupName, KeyId, LedgerEntry, Model, Money,
+    NewApiKey, NewUser, Timestamp, User, UserId, UserName,
+};
+
+/// A call record as read back, with the account name resolved for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCallRecord {
+    pub record: CallRecord,
+    /// `None` once the account was erased or when the call was unauthenticated.
+    pub user_name: Option<UserName>,
+}
+
+/// Which call records to read, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct CallRecordFilter {
+    pub user_id: Option<UserId>,
+    pub limit: u32,
+}
+
+/// A user with the balance derived from their ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub user: User,
+    pub balance: Money,
+}
+
+/// A key-encryption-wrapped secret the installation keeps (e.g. the key-hash key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedSecret {
+    pub purpose: String,
+    /// Which master key wrapped it (so rotation can find what to re-wrap).
+    pub master_key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations; safe to call on every start and from several
+    /// processes at once.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// The change counter (see the crate docs). Never decreases.
+    async fn revision(&self) -> Result<i64, StoreError>;
+
+    // Groups
+    async fn upsert_group(&self, group: &Group) -> Result<(), StoreError>;
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError>;
+
+    // Users and their ledger
+    /// Fails with [`StoreError::Conflict`] when the name is taken and with
+    /// [`StoreError::NotFound`] when the group does not exist.
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    async fn user_by_name(&self, name: &UserName) -> Result<Option<User>, StoreError>;
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError>;
+    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError>;
+    async fn balance(&self, user: UserId) -> Result<Money, StoreError>;
+
+    // API keys
+    async fn create_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError>;
+    /// Looks a key up by the keyed hash of its secret, revoked or not.
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    async fn list_keys(&self, user: Option<UserId>) -> Result<Vec<ApiKey>, StoreError>;
+    /// Returns `false` when no such key exists; revoking twice keeps the first time.
+    async fn revoke_key(&self, id: KeyId, at: Timestamp) -> Result<bool, StoreError>;
+
+    // Channels and models
+    async fn upsert_channel(&self, channel: &Channel) -> Result<(), StoreError>;
+    async fn list_channels(&self) -> Result<Vec<Channel>, StoreError>;
+    /// Deletes config-managed channels whose names are not in `keep`.
+    async fn retire_managed_channels(&self, keep: &[ChannelName]) -> Result<u64, StoreError>;
+    async fn upsert_model(&self, model: &Model) -> Result<(), StoreError>;
+    async fn list_models(&self) -> Result<Vec<Model>, StoreError>;
+    async fn retire_managed_models(&self, keep: &[veil_domain::ModelName]) -> Result<u64, StoreError>;
+    async fn retire_managed_groups(&self, keep: &[GroupName]) -> Result<u64, StoreError>;
+
+    // Call records
+    /// Inserts a batch in one transaction.
+    async fn insert_call_records(&self, records: &[CallRecord]) -> Result<(), StoreError>;
+    async fn list_call_records(&self, filter: &CallRecordFilter) -> Result<Vec<StoredCallRecord>, StoreError>;
+
+    // Installation secrets
+    async fn wrapped_secret(&self, purpose: &str) -> Result<Option<WrappedSecret>, StoreError>;
+    /// Inserts unless one exists for the purpose already; returns the one that is kept,
+    /// so two processes starting at once agree on a single secret.
+    async fn insert_wrapped_secret_if_absent(&self, secret: &WrappedSecret) -> Result<WrappedSecret, StoreError>;
+}
+
+/// Opens the store a `database.url` names: `sqlite://…` or `postgres://…`.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url, max_connections).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}
