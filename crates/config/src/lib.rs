@@ -1,1 +1,60 @@
-//! placeholder
+//! Veil's configuration: a TOML file layered under `VEIL_…` environment variables,
+//! deserialized strictly (an unknown key is an error naming its path) and then validated
+//! into domain types. Nothing outside this crate sees the raw file shape.
+
+mod decimal;
+mod duration;
+mod env;
+mod raw;
+mod settings;
+
+pub use duration::parse_duration;
+pub use raw::RawConfig;
+pub use settings::{BillingDurability, Settings};
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: invalid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    /// A key or value is wrong; `key` is its dotted path, e.g. `channel[0].base_url`.
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { key: key.into(), message: message.into() }
+    }
+}
+
+/// Loads the file (if any), applies `VEIL_…` overrides from `env`, and validates.
+pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+                path: path.display().to_string(),
+                message: e.message().to_owned(),
+            })?
+        }
+        None => toml::Table::new(),
+    };
+    env::apply_overrides(&mut table, env)?;
+    let raw = raw::RawConfig::from_table(table)?;
+    settings::Settings::from_raw(raw)
+}
+
+/// Loads from the process environment.
+pub fn load_from_process(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    load(file, std::env::vars())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! The file's shape, exactly as operators write it (DESIGN §2). Every struct denies
+//! unknown fields; `serde_path_to_error` turns serde's message into one with the key's
+//! full path.
+
+use crate::ConfigError;
+use crate::decimal::DecimalText;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub database: RawDatabase,
+    pub redis: Option<RawRedis>,
+    #[serde(default)]
+    pub privacy: RawPrivacy,
+    #[serde(default)]
+    pub billing: RawBilling,
+    #[serde(default)]
+    pub console: RawConsole,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub group: Vec<RawGroup>,
+    #[serde(default)]
+    pub channel: Vec<RawChannel>,
+    #[serde(default)]
+    pub model: Vec<RawModel>,
+}
+
+impl RawConfig {
+    pub fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        let value = toml::Value::Table(table);
+        serde_path_to_error::deserialize(value).map_err(|error| {
+            let path = error.path().to_string();
+            let message = error.inner().to_string();
+            // The path includes an unknown field's name, except at the top level.
+            let key = match unknown_field(&message) {
+                Some(field) if path == "." => field.to_owned(),
+                _ => path,
+            };
+            ConfigError::Invalid { key, message: message.split(" at line").next().unwrap_or(&message).to_owned() }
+        })
+    }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Where Veil keeps its files (the SQLite database by default, `master.key`).
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: String,
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// How long SIGTERM waits for in-flight calls before giving up on them.
+    #[serde(default = "defaults::shutdown_grace")]
+    pub shutdown_grace: String,
+    /// How often a server looks for changes made by `veil admin` or another instance.
+    #[serde(default = "defaults::refresh_interval")]
+    pub refresh_interval: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            data_dir: defaults::data_dir(),
+            max_body_bytes: defaults::max_body_bytes(),
+            shutdown_grace: defaults::shutdown_grace(),
+            refresh_interval: defaults::refresh_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    /// `sqlite://…` or `postgres://…`; default: `sqlite://<data_dir>/veil.db`.
+    pub url: Option<String>,
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivacy {
+    #[serde(default = "defaults::log_retention_days")]
+    pub log_retention_days: u32,
+    #[serde(default = "defaults::ip_logging")]
+    pub ip_logging: String,
+    #[serde(default = "defaults::media_ttl")]
+    pub media_ttl: String,
+}
+
+impl Default for RawPrivacy {
+    fn default() -> Self {
+        Self {
+            log_retention_days: defaults::log_retention_days(),
+            ip_logging: defaults::ip_logging(),
+            media_ttl: defaults::media_ttl(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBilling {
+    #[serde(default = "defaults::currency")]
+    pub currency: String,
+    #[serde(default = "defaults::durability")]
+    pub durability: String,
+}
+
+impl Default for RawBilling {
+    fn default() -> Self {
+        Self { currency: defaults::currency(), durability: defaults::durability() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    #[serde(default = "defaults::yes")]
+    pub signup: bool,
+    #[serde(default = "defaults::group")]
+    pub signup_group: String,
+    #[serde(default)]
+    pub signup_domains: Vec<String>,
+}
+
+impl Default for RawConsole {
+    fn default() -> Self {
+        Self { signup: true, signup_group: defaults::group(), signup_domains: Vec::new() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// A tracing filter such as `info` or `veil=debug,info`.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default = "defaults::log_format")]
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self { level: defaults::log_level(), format: defaults::log_format() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub name: String,
+    pub multiplier: Option<DecimalText>,
+    pub firewall: Option<String>,
+    pub max_retention_days: Option<u32>,
+    #[serde(default)]
+    pub allow_training: bool,
+    pub regions: Option<Vec<String>>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    pub max_concurrent: Option<u32>,
+    pub daily_spend: Option<DecimalText>,
+    pub monthly_spend: Option<DecimalText>,
+    #[serde(default)]
+    pub deny_keywords: Vec<String>,
+    #[serde(default)]
+    pub deny_patterns: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannel {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub model_mapping: BTreeMap<String, String>,
+    #[serde(default)]
+    pub priority: i32,
+    pub weight: Option<u32>,
+    pub groups: Option<Vec<String>>,
+    pub retention: Option<String>,
+    pub training: Option<bool>,
+    pub region: Option<String>,
+    #[serde(default)]
+    pub human_review: bool,
+    pub operator: Option<String>,
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    pub connect_timeout: Option<String>,
+    pub first_byte_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub total_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: String,
+    pub price: Option<RawPrice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: Option<DecimalText>,
+    pub cached_input: Option<DecimalText>,
+    pub output: Option<DecimalText>,
+}
+
+mod defaults {
+    pub fn listen() -> String {
+        "127.0.0.1:8787".into()
+    }
+    pub fn data_dir() -> String {
+        "veil-data".into()
+    }
+    pub fn max_body_bytes() -> u64 {
+        32 * 1024 * 1024
+    }
+    pub fn shutdown_grace() -> String {
+        "30s".into()
+    }
+    pub fn refresh_interval() -> String {
+        "500ms".into()
+    }
+    pub fn log_retention_days() -> u32 {
+        90
+    }
+    pub fn ip_logging() -> String {
+        "truncated".into()
+    }
+    pub fn media_ttl() -> String {
+        "1h".into()
+    }
+    pub fn currency() -> String {
+        "USD".into()
+    }
+    pub fn durability() -> String {
+        "batched".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn group() -> String {
+        "default".into()
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn log_format() -> String {
+        "text".into()
+    }
+}

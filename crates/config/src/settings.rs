@@ -1,0 +1,350 @@
+//! Validated settings: the raw file turned into domain types, every error naming the key
+//! it is about. Whatever reaches [`Settings`] is usable as is.
+
+use crate::decimal::DecimalText;
+use crate::duration::parse_duration;
+use crate::raw::{RawChannel, RawConfig, RawGroup, RawModel};
+use crate::ConfigError;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use veil_domain::{
+    Channel, ChannelKind, ChannelName, DataPolicy, FirewallMode, Group, GroupName, IpLogging, KeyLimits, Model,
+    ModelName, Money, Multiplier, Price, PrivacyRequirement, Retention, Timeouts,
+};
+
+/// The name of the channel and model Veil serves when the config declares no channel.
+pub const ECHO_NAME: &str = "echo";
+pub const ECHO_MODEL: &str = "veil-echo";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BillingDurability {
+    /// Records and ledger entries are written in batches (≤ 100 ms window).
+    Batched,
+    /// Each call's records are durable before its response completes.
+    Strict,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    pub signup: bool,
+    pub signup_group: GroupName,
+    pub signup_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub refresh_interval: Duration,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub redis_url: Option<String>,
+    pub log_retention_days: u32,
+    pub ip_logging: IpLogging,
+    pub media_ttl: Duration,
+    pub currency: String,
+    pub durability: BillingDurability,
+    pub console: ConsoleSettings,
+    pub log_filter: String,
+    pub log_json: bool,
+    pub groups: Vec<Group>,
+    pub channels: Vec<Channel>,
+    pub models: Vec<Model>,
+    /// True when the config declared no channel and the built-in echo test provider
+    /// was added so a newcomer can try Veil without a provider account.
+    pub builtin_echo: bool,
+}
+
+impl Settings {
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let listen = raw
+            .server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| ConfigError::invalid("server.listen", "must be an address such as \"127.0.0.1:8787\""))?;
+        let duration = |key: &str, value: &str| parse_duration(value).map_err(|m| ConfigError::invalid(key, m));
+        let data_dir = PathBuf::from(&raw.server.data_dir);
+        let database_url = raw
+            .database
+            .url
+            .unwrap_or_else(|| format!("sqlite://{}/veil.db", raw.server.data_dir.trim_end_matches('/')));
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::invalid("database.url", "must start with sqlite:// or postgres://"));
+        }
+        let ip_logging = match raw.privacy.ip_logging.as_str() {
+            "full" => IpLogging::Full,
+            "truncated" => IpLogging::Truncated,
+            "hashed" => IpLogging::Hashed,
+            "off" => IpLogging::Off,
+            _ => return Err(ConfigError::invalid("privacy.ip_logging", "must be full, truncated, hashed or off")),
+        };
+        let durability = match raw.billing.durability.as_str() {
+            "batched" => BillingDurability::Batched,
+            "strict" => BillingDurability::Strict,
+            _ => return Err(ConfigError::invalid("billing.durability", "must be batched or strict")),
+        };
+        let log_json = match raw.log.format.as_str() {
+            "text" => false,
+            "json" => true,
+            _ => return Err(ConfigError::invalid("log.format", "must be text or json")),
+        };
+        let signup_group = GroupName::parse(&raw.console.signup_group)
+            .map_err(|e| ConfigError::invalid("console.signup_group", e.to_string()))?;
+
+        let groups = validate_groups(&raw.group)?;
+        let (channels, builtin_echo) = if raw.channel.is_empty() {
+            (vec![echo_channel()?], true)
+        } else {
+            (validate_channels(&raw.channel)?, false)
+        };
+        let models = validate_models(&raw.model, &channels)?;
+
+        Ok(Self {
+            listen,
+            data_dir,
+            max_body_bytes: usize::try_from(raw.server.max_body_bytes).unwrap_or(usize::MAX),
+            shutdown_grace: duration("server.shutdown_grace", &raw.server.shutdown_grace)?,
+            refresh_interval: duration("server.refresh_interval", &raw.server.refresh_interval)?,
+            database_url,
+            database_max_connections: raw.database.max_connections.unwrap_or(8).max(1),
+            redis_url: raw.redis.map(|r| r.url),
+            log_retention_days: raw.privacy.log_retention_days,
+            ip_logging,
+            media_ttl: duration("privacy.media_ttl", &raw.privacy.media_ttl)?,
+            currency: raw.billing.currency,
+            durability,
+            console: ConsoleSettings {
+                signup: raw.console.signup,
+                signup_group,
+                signup_domains: raw.console.signup_domains,
+            },
+            log_filter: raw.log.level,
+            log_json,
+            groups,
+            channels,
+            models,
+            builtin_echo,
+        })
+    }
+}
+
+fn money(key: &str, value: &Option<DecimalText>) -> Result<Option<Money>, ConfigError> {
+    value
+        .as_ref()
+        .map(|d| Money::parse_decimal(&d.0).map_err(|e| ConfigError::invalid(key, e.to_string())))
+        .transpose()
+}
+
+fn names<T>(key: &str, values: &[String], parse: impl Fn(&str) -> Result<T, veil_domain::NameError>) -> Result<Vec<T>, ConfigError> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse(v).map_err(|e| ConfigError::invalid(format!("{key}[{i}]"), e.to_string())))
+        .collect()
+}
+
+fn validate_groups(raw: &[RawGroup]) -> Result<Vec<Group>, ConfigError> {
+    let mut seen = HashSet::new();
+    let mut groups = Vec::with_capacity(raw.len());
+    for (i, g) in raw.iter().enumerate() {
+        let at = |field: &str| format!("group[{i}].{field}");
+        let name = GroupName::parse(&g.name).map_err(|e| ConfigError::invalid(at("name"), e.to_string()))?;
+        if !seen.insert(name.clone()) {
+            return Err(ConfigError::invalid(at("name"), format!("group '{name}' is declared twice")));
+        }
+        let multiplier = match &g.multiplier {
+            Some(m) => Multiplier::parse_decimal(&m.0).map_err(|e| ConfigError::invalid(at("multiplier"), e.to_string()))?,
+            None => Multiplier::ONE,
+        };
+        let firewall = match &g.firewall {
+            Some(f) => FirewallMode::parse(f)
+                .ok_or_else(|| ConfigError::invalid(at("firewall"), "must be off, identity or pii"))?,
+            None => FirewallMode::default(),
+        };
+        groups.push(Group {
+            name,
+            multiplier,
+            privacy: PrivacyRequirement {
+                max_retention_days: g.max_retention_days,
+                allow_training: g.allow_training,
+                regions: g.regions.clone(),
+                firewall,
+            },
+            limits: KeyLimits { rpm: g.rpm, tpm: g.tpm, max_concurrent: g.max_concurrent },
+            daily_spend: money(&at("daily_spend"), &g.daily_spend)?,
+            monthly_spend: money(&at("monthly_spend"), &g.monthly_spend)?,
+            deny_keywords: g.deny_keywords.clone(),
+            deny_patterns: g.deny_patterns.clone(),
+            managed: true,
+        });
+    }
+    Ok(groups)
+}
+
+fn validate_channels(raw: &[RawChannel]) -> Result<Vec<Channel>, ConfigError> {
+    let mut seen = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let channel = validate_channel(i, c)?;
+            if !seen.insert(channel.name.clone()) {
+                return Err(ConfigError::invalid(format!("channel[{i}].name"), format!("channel '{}' is declared twice", channel.name)));
+            }
+            Ok(channel)
+        })
+        .collect()
+}
+
+fn validate_channel(i: usize, c: &RawChannel) -> Result<Channel, ConfigError> {
+    let at = |field: &str| format!("channel[{i}].{field}");
+    let name = ChannelName::parse(&c.name).map_err(|e| ConfigError::invalid(at("name"), e.to_string()))?;
+    let kind = ChannelKind::parse(&c.kind).ok_or_else(|| {
+        ConfigError::invalid(at("type"), format!("unknown channel type '{}' (openai, azure, anthropic, gemini, bedrock or echo)", c.kind))
+    })?;
+    let base_url = match (&c.base_url, kind) {
+        (Some(url), _) => {
+            let url = url.trim_end_matches('/');
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(at("base_url"), "must start with http:// or https://"));
+            }
+            url.to_owned()
+        }
+        (None, ChannelKind::Echo) => String::new(),
+        (None, _) => return Err(ConfigError::invalid(at("base_url"), "is required for this channel type")),
+    };
+    if let Some(env) = &c.api_key_env
+        && (env.is_empty() || !env.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
+    {
+        return Err(ConfigError::invalid(at("api_key_env"), "must be the name of an environment variable"));
+    }
+    if c.models.is_empty() {
+        return Err(ConfigError::invalid(at("models"), "must list at least one model"));
+    }
+    let models = names(&at("models"), &c.models, ModelName::parse)?;
+    let mut model_mapping = BTreeMap::new();
+    for (public, upstream) in &c.model_mapping {
+        let key = format!("{}.{public}", at("model_mapping"));
+        let public = ModelName::parse(public).map_err(|e| ConfigError::invalid(&key, e.to_string()))?;
+        if !models.contains(&public) {
+            return Err(ConfigError::invalid(&key, format!("maps '{public}', which is not in this channel's models")));
+        }
+        let upstream = ModelName::parse(upstream).map_err(|e| ConfigError::invalid(&key, e.to_string()))?;
+        model_mapping.insert(public, upstream);
+    }
+    let groups = c.groups.as_ref().map(|g| names(&at("groups"), g, GroupName::parse)).transpose()?;
+    let retention = match &c.retention {
+        Some(r) => Retention::parse(r).map_err(|m| ConfigError::invalid(at("retention"), m))?,
+        None if kind == ChannelKind::Echo => Retention::None,
+        // Providers keep abuse-monitoring copies unless the operator says otherwise.
+        None => Retention::Days(30),
+    };
+    let operator = c.operator.clone().unwrap_or_else(|| match kind {
+        ChannelKind::Echo => "self".to_owned(),
+        other => other.as_str().to_owned(),
+    });
+    let defaults = Timeouts::default();
+    let timeout = |field: &str, value: &Option<String>, default: Duration| match value {
+        Some(v) => parse_duration(v).map_err(|m| ConfigError::invalid(at(field), m)),
+        None => Ok(default),
+    };
+    let weight = c.weight.unwrap_or(1);
+    if weight == 0 {
+        return Err(ConfigError::invalid(at("weight"), "must be at least 1 (disable a channel with enabled = false)"));
+    }
+    Ok(Channel {
+        name,
+        kind,
+        base_url,
+        api_key_env: c.api_key_env.clone(),
+        models,
+        model_mapping,
+        priority: c.priority,
+        weight,
+        groups,
+        policy: DataPolicy {
+            retention,
+            training: c.training.unwrap_or(false),
+            region: c.region.clone(),
+            human_review: c.human_review,
+            operator,
+        },
+        timeouts: Timeouts {
+            connect: timeout("connect_timeout", &c.connect_timeout, defaults.connect)?,
+            first_byte: timeout("first_byte_timeout", &c.first_byte_timeout, defaults.first_byte)?,
+            idle: timeout("idle_timeout", &c.idle_timeout, defaults.idle)?,
+            total: timeout("total_timeout", &c.total_timeout, defaults.total)?,
+        },
+        enabled: c.enabled,
+        managed: true,
+    })
+}
+
+fn echo_channel() -> Result<Channel, ConfigError> {
+    let model = ModelName::parse(ECHO_MODEL).map_err(|e| ConfigError::invalid("channel", e.to_string()))?;
+    let name = ChannelName::parse(ECHO_NAME).map_err(|e| ConfigError::invalid("channel", e.to_string()))?;
+    Ok(Channel {
+        name,
+        kind: ChannelKind::Echo,
+        base_url: String::new(),
+        api_key_env: None,
+        models: vec![model],
+        model_mapping: BTreeMap::new(),
+        priority: 0,
+        weight: 1,
+        groups: None,
+        policy: DataPolicy {
+            retention: Retention::None,
+            training: false,
+            region: None,
+            human_review: false,
+            operator: "self".into(),
+        },
+        timeouts: Timeouts::default(),
+        enabled: true,
+        managed: true,
+    })
+}
+
+/// Declared models with their prices, plus every model a channel serves that has no
+/// `[[model]]` entry (unpriced, so it costs nothing until the operator prices it).
+fn validate_models(raw: &[RawModel], channels: &[Channel]) -> Result<Vec<Model>, ConfigError> {
+    let mut models: Vec<Model> = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, m) in raw.iter().enumerate() {
+        let at = |field: &str| format!("model[{i}].{field}");
+        let name = ModelName::parse(&m.name).map_err(|e| ConfigError::invalid(at("name"), e.to_string()))?;
+        if !seen.insert(name.clone()) {
+            return Err(ConfigError::invalid(at("name"), format!("model '{name}' is declared twice")));
+        }
+        let price = match &m.price {
+            Some(p) => {
+                let input = money(&at("price.input"), &p.input)?.unwrap_or(Money::ZERO);
+                Price {
+                    input,
+                    cached_input: money(&at("price.cached_input"), &p.cached_input)?.unwrap_or(input),
+                    output: money(&at("price.output"), &p.output)?.unwrap_or(Money::ZERO),
+                }
+            }
+            None => Price::default(),
+        };
+        if price.input.is_negative() || price.cached_input.is_negative() || price.output.is_negative() {
+            return Err(ConfigError::invalid(at("price"), "prices cannot be negative"));
+        }
+        models.push(Model { name, price, managed: true });
+    }
+    for channel in channels {
+        for served in &channel.models {
+            if seen.insert(served.clone()) {
+                models.push(Model { name: served.clone(), price: Price::default(), managed: true });
+            }
+        }
+    }
+    Ok(models)
+}

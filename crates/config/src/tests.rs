@@ -1,0 +1,182 @@
+use super::*;
+use veil_domain::{ChannelKind, FirewallMode, IpLogging, Retention};
+
+const DESIGN_EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8787"
+
+[database]
+url = "sqlite://veil-data/veil.db"
+
+[privacy]
+log_retention_days = 90
+ip_logging = "truncated"
+media_ttl = "1h"
+
+[billing]
+currency = "USD"
+durability = "batched"
+
+[console]
+signup = true
+signup_group = "default"
+signup_domains = []
+
+[[group]]
+name = "default"
+multiplier = 1.0
+firewall = "identity"
+max_retention_days = 30
+allow_training = false
+regions = ["US", "EU"]
+rpm = 600
+deny_keywords = ["forbidden phrase"]
+deny_patterns = ['\bDROP\s+TABLE\b']
+
+[[group]]
+name = "free"
+multiplier = 0.0
+firewall = "pii"
+allow_training = true
+
+[[channel]]
+name = "openai-main"
+type = "openai"
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+models = ["gpt-4o-mini", "text-embedding-3-small"]
+model_mapping = { "gpt-4o-mini" = "gpt-4o-mini-2024-07-18" }
+priority = 10
+weight = 1
+groups = ["default"]
+retention = "30d"
+training = false
+region = "US"
+human_review = false
+operator = "openai"
+first_byte_timeout = "30s"
+
+[[model]]
+name = "gpt-4o-mini"
+price = { input = 0.15, cached_input = 0.075, output = 0.60 }
+"#;
+
+fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let dir = std::env::temp_dir().join(format!("veil-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{:x}.toml", text.len() ^ env.len() << 20 ^ text.as_ptr() as usize));
+    std::fs::write(&path, text).unwrap();
+    let result = load(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    std::fs::remove_file(&path).ok();
+    result
+}
+
+fn invalid_key(result: Result<Settings, ConfigError>) -> String {
+    match result {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected an invalid-key error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_design_example_is_valid() {
+    let s = load_text(DESIGN_EXAMPLE, &[]).unwrap();
+    assert_eq!(s.listen.to_string(), "127.0.0.1:8787");
+    assert_eq!(s.ip_logging, IpLogging::Truncated);
+    assert_eq!(s.groups.len(), 2);
+    assert_eq!(s.groups[1].privacy.firewall, FirewallMode::Pii);
+    assert_eq!(s.groups[1].multiplier.millionths(), 0);
+    let channel = &s.channels[0];
+    assert_eq!(channel.kind, ChannelKind::Openai);
+    assert_eq!(channel.policy.retention, Retention::Days(30));
+    assert_eq!(channel.timeouts.first_byte, std::time::Duration::from_secs(30));
+    assert!(!s.builtin_echo);
+    let mini = s.models.iter().find(|m| m.name.as_str() == "gpt-4o-mini").unwrap();
+    assert_eq!(mini.price.input.nanos(), 150_000_000);
+    assert_eq!(mini.price.cached_input.nanos(), 75_000_000);
+    assert_eq!(mini.price.output.nanos(), 600_000_000);
+    // Served but unpriced models still exist, at no charge.
+    assert!(s.models.iter().any(|m| m.name.as_str() == "text-embedding-3-small"));
+}
+
+#[test]
+fn no_config_serves_the_echo_test_provider_on_the_default_address() {
+    let s = load(None, Vec::new()).unwrap();
+    assert_eq!(s.listen.to_string(), "127.0.0.1:8787");
+    assert_eq!(s.database_url, "sqlite://veil-data/veil.db");
+    assert!(s.builtin_echo);
+    assert_eq!(s.channels[0].kind, ChannelKind::Echo);
+    assert_eq!(s.models[0].name.as_str(), "veil-echo");
+}
+
+#[test]
+fn unknown_keys_are_named_by_their_path() {
+    assert_eq!(invalid_key(load_text("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n", &[])), "server.lisen");
+    assert_eq!(invalid_key(load_text("colour = 1\n", &[])), "colour");
+    let bad_channel = "[[channel]]\nname = \"a\"\ntype = \"echo\"\nmodels = [\"m\"]\nbase_ulr = \"x\"\n";
+    assert_eq!(invalid_key(load_text(bad_channel, &[])), "channel[0].base_ulr");
+    let bad_price = "[[model]]\nname = \"m\"\nprice = { input = 1, outptu = 2 }\n";
+    assert_eq!(invalid_key(load_text(bad_price, &[])), "model[0].price.outptu");
+}
+
+#[test]
+fn wrong_values_are_named_by_their_path() {
+    assert_eq!(invalid_key(load_text("[server]\nlisten = \"nowhere\"\n", &[])), "server.listen");
+    assert_eq!(invalid_key(load_text("[privacy]\nlog_retention_days = \"ninety\"\n", &[])), "privacy.log_retention_days");
+    let bad_type = "[[channel]]\nname = \"a\"\ntype = \"telepathy\"\nmodels = [\"m\"]\n";
+    assert_eq!(invalid_key(load_text(bad_type, &[])), "channel[0].type");
+    let no_url = "[[channel]]\nname = \"a\"\ntype = \"openai\"\nmodels = [\"m\"]\n";
+    assert_eq!(invalid_key(load_text(no_url, &[])), "channel[0].base_url");
+    let bad_mapping = "[[channel]]\nname = \"a\"\ntype = \"echo\"\nmodels = [\"m\"]\nmodel_mapping = { other = \"x\" }\n";
+    assert_eq!(invalid_key(load_text(bad_mapping, &[])), "channel[0].model_mapping.other");
+    let too_precise = "[[model]]\nname = \"m\"\nprice = { input = \"0.0000000001\" }\n";
+    assert_eq!(invalid_key(load_text(too_precise, &[])), "model[0].price.input");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let s = load_text(
+        DESIGN_EXAMPLE,
+        &[
+            ("VEIL_SERVER__LISTEN", "0.0.0.0:9000"),
+            ("VEIL_PRIVACY__LOG_RETENTION_DAYS", "7"),
+            ("VEIL_CHANNEL__0__PRIORITY", "3"),
+            ("VEIL_MASTER_KEY", "not a config key"),
+            ("HOME", "/root"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(s.log_retention_days, 7);
+    assert_eq!(s.channels[0].priority, 3);
+}
+
+#[test]
+fn environment_can_declare_a_channel_and_rejects_typos() {
+    let s = load(
+        None,
+        [
+            ("VEIL_CHANNEL__0__NAME", "local"),
+            ("VEIL_CHANNEL__0__TYPE", "openai"),
+            ("VEIL_CHANNEL__0__BASE_URL", "http://127.0.0.1:8000/v1"),
+            ("VEIL_CHANNEL__0__MODELS", "[\"llama\"]"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )
+    .unwrap();
+    assert_eq!(s.channels[0].base_url, "http://127.0.0.1:8000/v1");
+    assert!(!s.builtin_echo);
+    let typo = load(None, [("VEIL_SERVR__LISTEN".to_owned(), "x".to_owned())]);
+    assert!(matches!(typo, Err(ConfigError::Env { .. })), "{typo:?}");
+    let unknown = load(None, [("VEIL_SERVER__LISEN".to_owned(), "x".to_owned())]);
+    assert_eq!(invalid_key(unknown), "server.lisen");
+}
+
+#[test]
+fn durations_parse() {
+    assert_eq!(parse_duration("500ms"), Ok(std::time::Duration::from_millis(500)));
+    assert_eq!(parse_duration("2m"), Ok(std::time::Duration::from_secs(120)));
+    assert_eq!(parse_duration("1d"), Ok(std::time::Duration::from_secs(86_400)));
+    assert!(parse_duration("soon").is_err());
+    assert!(parse_duration("5 parsecs").is_err());
+}
