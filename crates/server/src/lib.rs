@@ -1,1 +1,28 @@
-//! placeholder
+//! Veil's HTTP server: the OpenAI-compatible relay surface, the request lifecycle,
+//! authentication, call records and graceful shutdown.
+//!
+//! Layout: `app` builds and runs everything; `listener` owns connections and shutdown;
+//! `router` is the route table and layer order; `openai` holds the client format and
+//! thin handlers; `relay` sequences the phases of a call; `call` guarantees each call is
+//! recorded exactly once; `records` batches those records into the store; `state` and
+//! `refresh` keep the cached view of the store fresh; `error` is the one place errors
+//! become responses.
+
+mod app;
+mod auth;
+mod call;
+pub mod client_ip;
+mod error;
+mod listener;
+mod openai;
+mod records;
+mod refresh;
+mod relay;
+mod request_meta;
+mod router;
+mod seed;
+mod state;
+
+pub use app::{Application, StartupError, open_store};
+pub use error::ApiError;
+pub use listener::shutdown_signal;

@@ -6,10 +6,12 @@
 //! models, balances) bumps a single revision counter in the same transaction, so servers
 //! can notice changes made by `veil admin` with one cheap poll.
 
+mod codec;
 mod error;
 mod postgres;
 mod sqlite;
 
+pub use codec::ROUTE_PATHS;
 pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -56,12 +58,13 @@ pub struct WrappedSecret {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations; safe to call on every start and from several
-    /// processes at once.
+    /// processes at once. A fresh database already has the `default` group.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// The change counter (see the crate docs). Never decreases.
     async fn revision(&self) -> Result<i64, StoreError>;
 
     // Groups
+    /// Inserts or replaces by name; bumps the revision only when something changed.
     async fn upsert_group(&self, group: &Group) -> Result<(), StoreError>;
     async fn list_groups(&self) -> Result<Vec<Group>, StoreError>;
 
@@ -71,44 +74,65 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
     async fn user_by_name(&self, name: &UserName) -> Result<Option<User>, StoreError>;
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    /// Ordered by name (bytewise), each with the sum of its ledger.
     async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError>;
+    /// Fails with [`StoreError::NotFound`] when the user does not exist.
     async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError>;
     async fn balance(&self, user: UserId) -> Result<Money, StoreError>;
 
     // API keys
+    /// Fails with [`StoreError::Conflict`] when the hash is taken and with
+    /// [`StoreError::NotFound`] when the user does not exist.
     async fn create_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError>;
     /// Looks a key up by the keyed hash of its secret, revoked or not.
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// In creation order; `Some(user)` keeps only that user's keys.
     async fn list_keys(&self, user: Option<UserId>) -> Result<Vec<ApiKey>, StoreError>;
     /// Returns `false` when no such key exists; revoking twice keeps the first time.
     async fn revoke_key(&self, id: KeyId, at: Timestamp) -> Result<bool, StoreError>;
 
     // Channels and models
+    /// Inserts or replaces by name; bumps the revision only when something changed.
     async fn upsert_channel(&self, channel: &Channel) -> Result<(), StoreError>;
     async fn list_channels(&self) -> Result<Vec<Channel>, StoreError>;
     /// Deletes config-managed channels whose names are not in `keep`.
     async fn retire_managed_channels(&self, keep: &[ChannelName]) -> Result<u64, StoreError>;
+    /// Inserts or replaces by name; bumps the revision only when something changed.
     async fn upsert_model(&self, model: &Model) -> Result<(), StoreError>;
     async fn list_models(&self) -> Result<Vec<Model>, StoreError>;
-    async fn retire_managed_models(&self, keep: &[veil_domain::ModelName]) -> Result<u64, StoreError>;
+    async fn retire_managed_models(
+        &self,
+        keep: &[veil_domain::ModelName],
+    ) -> Result<u64, StoreError>;
+    /// Deletes config-managed groups whose names are not in `keep`, except `default` and
+    /// groups users still belong to.
     async fn retire_managed_groups(&self, keep: &[GroupName]) -> Result<u64, StoreError>;
 
     // Call records
     /// Inserts a batch in one transaction.
     async fn insert_call_records(&self, records: &[CallRecord]) -> Result<(), StoreError>;
-    async fn list_call_records(&self, filter: &CallRecordFilter) -> Result<Vec<StoredCallRecord>, StoreError>;
+    /// Newest first (time, then request id, descending); `limit` 0 means 100.
+    async fn list_call_records(
+        &self,
+        filter: &CallRecordFilter,
+    ) -> Result<Vec<StoredCallRecord>, StoreError>;
 
     // Installation secrets
     async fn wrapped_secret(&self, purpose: &str) -> Result<Option<WrappedSecret>, StoreError>;
     /// Inserts unless one exists for the purpose already; returns the one that is kept,
     /// so two processes starting at once agree on a single secret.
-    async fn insert_wrapped_secret_if_absent(&self, secret: &WrappedSecret) -> Result<WrappedSecret, StoreError>;
+    async fn insert_wrapped_secret_if_absent(
+        &self,
+        secret: &WrappedSecret,
+    ) -> Result<WrappedSecret, StoreError>;
 }
 
 /// Opens the store a `database.url` names: `sqlite://…` or `postgres://…`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url, max_connections).await?))
+        Ok(Arc::new(
+            PostgresStore::connect(url, max_connections).await?,
+        ))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
     } else {

@@ -1,4 +1,10 @@
 //! Test-only helpers: [`spawn_app`] starts the real Veil application on port 0 with its
 //! own store, and [`mock_upstream`] is a scripted OpenAI-format upstream with timed SSE.
 
+// Test support: failing loudly on a broken fixture is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod mock_upstream;
+mod spawn;
+
+pub use spawn::{KeyOptions, TestApp, spawn_app};

@@ -1,0 +1,141 @@
+//! Building and running the application: the composition root for everything the
+//! server needs. `Application::build` does all fallible start-up work (store,
+//! migrations, config seeding, secrets, listener) and returns a value whose port is
+//! known, so tests can bind port 0; `run_until_stopped` serves until the shutdown
+//! future resolves, then drains calls, stops background work and flushes call records.
+
+use crate::records::{self, RecordWriter};
+use crate::state::{AppState, Snapshot};
+use crate::{listener, refresh, router, seed};
+use arc_swap::ArcSwap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use veil_config::{BillingDurability, Settings};
+use veil_providers::HttpClient;
+use veil_secrets::{MasterKey, SecretsError};
+use veil_store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the store")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error("cannot listen on {address}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+    #[error("cannot create the upstream HTTP client: {0}")]
+    Http(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: Arc<AppState>,
+    writer: RecordWriter,
+    refresh_interval: Duration,
+    shutdown_grace: Duration,
+    has_users: bool,
+}
+
+impl Application {
+    /// `master_key_env` is the value of `VEIL_MASTER_KEY`, if set.
+    pub async fn build(settings: &Settings, master_key_env: Option<&str>) -> Result<Self, StartupError> {
+        let store = open_store(settings).await?;
+        let master = MasterKey::load_or_create(master_key_env, &settings.data_dir)?;
+        let hasher = veil_secrets::key_hasher(store.as_ref(), &master).await?;
+        let http = HttpClient::new().map_err(|e| StartupError::Http(e.to_string()))?;
+
+        // Read the revision before the snapshot, so a change racing start-up is seen
+        // again by the first refresh rather than missed.
+        let revision = store.revision().await?;
+        let snapshot = Snapshot::load(store.as_ref(), &http).await?;
+        let has_users = !store.list_users().await?.is_empty();
+
+        let window = match settings.durability {
+            BillingDurability::Batched => Duration::from_millis(100),
+            BillingDurability::Strict => Duration::ZERO,
+        };
+        let (sink, writer) = records::channel(Arc::clone(&store), window);
+
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartupError::Bind { address: settings.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind { address: settings.listen, source })?;
+
+        // Load the tokenizer now rather than on the first call.
+        if tokio::task::spawn_blocking(veil_tokens::warm_up).await.is_err() {
+            tracing::warn!("tokenizer warm-up did not finish");
+        }
+
+        let state = Arc::new(AppState {
+            store,
+            http,
+            hasher,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            principals: AppState::principal_cache(),
+            revision: AtomicI64::new(revision),
+            store_healthy: AtomicBool::new(true),
+            records: sink,
+            max_body_bytes: settings.max_body_bytes,
+            ip_logging: settings.ip_logging,
+        });
+        Ok(Self {
+            listener,
+            local_addr,
+            state,
+            writer,
+            refresh_interval: settings.refresh_interval,
+            shutdown_grace: settings.shutdown_grace,
+            has_users,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Whether any account exists yet (to tell a newcomer how to create the first).
+    pub fn has_users(&self) -> bool {
+        self.has_users
+    }
+
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        let background = TaskTracker::new();
+        let stop_background = CancellationToken::new();
+        let writer = background.spawn(self.writer.run());
+        background.spawn(refresh::follow_store(Arc::clone(&self.state), self.refresh_interval, stop_background.clone()));
+
+        let router = router::build(Arc::clone(&self.state));
+        listener::serve(self.listener, router, shutdown, self.shutdown_grace).await;
+
+        stop_background.cancel();
+        // The record writer stops once the last sink is gone: the router's and the
+        // state's. Every call has finished (or been cut off) by now.
+        drop(self.state);
+        if writer.await.is_err() {
+            tracing::error!("the call record writer failed");
+        }
+        background.close();
+        background.wait().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Opens the store, applies migrations and the config file's declarations. Shared by
+/// `veil serve` and `veil admin`, so either can be run first on a fresh install.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
+    let store = veil_store::connect(&settings.database_url, settings.database_max_connections).await?;
+    store.migrate().await?;
+    seed::apply_config(store.as_ref(), settings).await?;
+    Ok(store)
+}

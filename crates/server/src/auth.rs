@@ -1,0 +1,108 @@
+//! Authentication: the bearer key of a request becomes a [`Principal`], or the request
+//! is refused in the client's error shape before anything else happens.
+//!
+//! Only tokens shaped like Veil keys are hashed and looked up; lookups go through a cache
+//! (hits never touch the database) whose entries are revision-stamped, so revoked keys,
+//! expired keys and disabled accounts stop working within one refresh interval.
+
+use crate::error::ApiError;
+use crate::request_meta::RequestMeta;
+use crate::state::{AppState, CachedPrincipal, Principal};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use std::sync::Arc;
+use veil_domain::{ErrorCode, Timestamp};
+use veil_secrets::KeyHasher;
+
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, meta: &RequestMeta) -> Result<Arc<Principal>, ApiError> {
+    let token = bearer_token(headers).ok_or_else(|| {
+        ApiError::invalid_api_key(
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        )
+    })?;
+    let incorrect = || {
+        ApiError::invalid_api_key(format!(
+            "Incorrect API key provided: {}****. You can find your API key in the console or ask your operator.",
+            KeyHasher::display_prefix(token)
+        ))
+    };
+    if !KeyHasher::looks_like_key(token) {
+        return Err(incorrect());
+    }
+    let hash = state.hasher.hash(token);
+    let principal = lookup(state, hash).await?.ok_or_else(incorrect)?;
+
+    let now = Timestamp::now();
+    if principal.key.revoked_at.is_some() {
+        return Err(ApiError::invalid_api_key("This API key has been revoked."));
+    }
+    if principal.key.expires_at.is_some_and(|at| now >= at) {
+        return Err(ApiError::invalid_api_key("This API key has expired."));
+    }
+    if principal.user.disabled {
+        return Err(ApiError::invalid_api_key("The account this API key belongs to is disabled."));
+    }
+    if !principal.key.ip_allow.is_empty() && !principal.key.ip_allow.iter().any(|net| net.contains(&meta.client_ip)) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            ErrorCode::IpNotAllowed,
+            "This API key may not be used from your network address.",
+        ));
+    }
+    Ok(principal)
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+async fn lookup(state: &AppState, hash: String) -> Result<Option<Arc<Principal>>, ApiError> {
+    let current = state.current_revision();
+    if let Some(cached) = state.principals.get(&hash).await {
+        if cached.revision >= current {
+            return Ok(cached.principal);
+        }
+        state.principals.invalidate(&hash).await;
+    }
+    let store = Arc::clone(&state.store);
+    let key_hash = hash.clone();
+    // Concurrent misses for one key share a single database read.
+    let entry = state
+        .principals
+        .try_get_with(hash, async move {
+            let key = store.key_by_hash(&key_hash).await?;
+            let principal = match key {
+                Some(key) => store.user_by_id(key.user_id).await?.map(|user| Arc::new(Principal { key, user })),
+                None => None,
+            };
+            Ok::<_, veil_store::StoreError>(CachedPrincipal { revision: current, principal })
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(error = %error, "key lookup failed");
+            ApiError::internal()
+        })?;
+    Ok(entry.principal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn bearer_tokens_are_read_strictly() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-veil-abc"));
+        assert_eq!(bearer_token(&headers), Some("sk-veil-abc"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer   sk-veil-abc "));
+        assert_eq!(bearer_token(&headers), Some("sk-veil-abc"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer_token(&headers), None);
+    }
+}

@@ -1,0 +1,105 @@
+//! Thin handlers for the OpenAI-compatible routes: extract, call the relay, return.
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::openai::body::OpenAiJson;
+use crate::relay;
+use crate::request_meta::RequestMeta;
+use crate::state::{AppState, Principal};
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use veil_domain::{ChannelKind, ModelName};
+use veil_providers::Endpoint;
+
+/// An authenticated caller; rejection renders in OpenAI's error shape.
+pub struct Authenticated(pub Arc<Principal>);
+
+impl FromRequestParts<Arc<AppState>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let meta = RequestMeta::from_request_parts(parts, state).await?;
+        auth::authenticate(state, &parts.headers, &meta).await.map(Authenticated)
+    }
+}
+
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    meta: RequestMeta,
+    Authenticated(principal): Authenticated,
+    OpenAiJson(body): OpenAiJson,
+) -> Response {
+    relay::relay_openai(&state, principal, meta, Endpoint::ChatCompletions, body).await
+}
+
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    meta: RequestMeta,
+    Authenticated(principal): Authenticated,
+    OpenAiJson(body): OpenAiJson,
+) -> Response {
+    relay::relay_openai(&state, principal, meta, Endpoint::Completions, body).await
+}
+
+pub async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    meta: RequestMeta,
+    Authenticated(principal): Authenticated,
+    OpenAiJson(body): OpenAiJson,
+) -> Response {
+    relay::relay_openai(&state, principal, meta, Endpoint::Embeddings, body).await
+}
+
+/// `GET /v1/models`: only the models this key may use.
+pub async fn list_models(State(state): State<Arc<AppState>>, Authenticated(principal): Authenticated) -> Json<Value> {
+    let snapshot = state.snapshot.load();
+    let data: Vec<Value> = snapshot
+        .catalogue
+        .models_for_group(&principal.user.group)
+        .into_iter()
+        .filter(|model| key_allows(&principal, model))
+        .map(|model| model_object(&state, model))
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+/// `GET /v1/models/{id}`.
+pub async fn get_model(
+    State(state): State<Arc<AppState>>,
+    Authenticated(principal): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let snapshot = state.snapshot.load();
+    let model = ModelName::parse(&id)
+        .ok()
+        .filter(|m| snapshot.catalogue.models_for_group(&principal.user.group).contains(&m))
+        .filter(|m| key_allows(&principal, m))
+        .ok_or_else(|| ApiError::model_not_found(&id.chars().take(64).collect::<String>()))?;
+    Ok(Json(model_object(&state, &model)))
+}
+
+fn key_allows(principal: &Principal, model: &ModelName) -> bool {
+    principal.key.models.as_ref().is_none_or(|allowed| allowed.contains(model))
+}
+
+fn model_object(state: &AppState, model: &ModelName) -> Value {
+    let snapshot = state.snapshot.load();
+    let owner = snapshot
+        .catalogue
+        .channels()
+        .find(|c| c.channel.serves(model))
+        .map(|c| match c.channel.kind {
+            ChannelKind::Echo => "veil-echo-test-provider".to_owned(),
+            _ => c.channel.policy.operator.clone(),
+        })
+        .unwrap_or_else(|| "veil".to_owned());
+    json!({ "id": model.as_str(), "object": "model", "created": 0, "owned_by": owner })
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(axum::http::StatusCode::NOT_FOUND, veil_domain::ErrorCode::NotFound, "Unknown route.")
+}

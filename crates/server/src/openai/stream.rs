@@ -1,0 +1,181 @@
+//! Turning an upstream OpenAI event stream into the client's SSE response.
+//!
+//! Each upstream event is forwarded as soon as it is parsed; nothing is buffered beyond
+//! the event in hand, so memory stays flat however long the stream runs. On the way the
+//! usage is captured (Veil always asks the upstream for it) and hidden again from
+//! clients that did not ask, and generated text is counted so a stream that ends without
+//! usage can still be settled from an estimate. When the stream ends — completed,
+//! failed, or dropped because the client went away — the call record is finished.
+
+use crate::call::Call;
+use crate::error::ApiError;
+use crate::openai::usage;
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::Value;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use veil_domain::{ErrorCode, TokenUsage};
+use veil_providers::{EventStream, SseEvent, UpstreamError};
+
+pub struct StreamPlan {
+    pub client_wants_usage: bool,
+    pub prompt_estimate: u64,
+}
+
+pub fn sse_response(events: EventStream, call: Call, plan: StreamPlan) -> Response {
+    let body = RelayStream {
+        events,
+        call: Some(call),
+        plan,
+        usage: None,
+        output_estimate: 0,
+        state: State::Streaming,
+    };
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tell reverse proxies in front of Veil not to buffer the stream either.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+#[derive(PartialEq, Eq)]
+enum State {
+    Streaming,
+    /// `[DONE]` was forwarded; the stream ends at the next poll.
+    Done,
+    Ended,
+}
+
+struct RelayStream {
+    events: EventStream,
+    call: Option<Call>,
+    plan: StreamPlan,
+    usage: Option<TokenUsage>,
+    output_estimate: u64,
+    state: State,
+}
+
+impl RelayStream {
+    /// What to send the client for one upstream event, if anything.
+    fn forward(&mut self, event: SseEvent) -> Option<Bytes> {
+        if event.data == "[DONE]" {
+            self.state = State::Done;
+            return Some(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Value>(&event.data) else {
+            // Not JSON: pass it on unchanged; it is the upstream's business.
+            return Some(frame(&event.data));
+        };
+        if let Some(seen) = usage::from_value(&chunk) {
+            self.usage = Some(seen);
+        }
+        self.output_estimate += usage::estimate_output(&chunk);
+        if chunk.get("choices").is_some_and(|c| c.as_array().is_some_and(|a| !a.is_empty()))
+            && let Some(call) = self.call.as_mut()
+        {
+            call.mark_first_token();
+        }
+        if self.plan.client_wants_usage {
+            return Some(frame(&event.data));
+        }
+        // The client did not ask for usage: drop the usage-only chunk and the
+        // `"usage": null` field the upstream adds to every other chunk.
+        let is_usage_only = chunk.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
+            && chunk.get("usage").is_some_and(Value::is_object);
+        if is_usage_only {
+            return None;
+        }
+        match chunk.as_object_mut() {
+            Some(object) if object.get("usage").is_some_and(Value::is_null) => {
+                object.remove("usage");
+                Some(frame(&chunk.to_string()))
+            }
+            _ => Some(frame(&event.data)),
+        }
+    }
+
+    fn settle(&mut self) {
+        let Some(call) = self.call.as_mut() else { return };
+        match self.usage {
+            Some(usage) => call.set_usage(usage, false),
+            None => call.set_usage(
+                TokenUsage { input_tokens: self.plan.prompt_estimate, cached_tokens: 0, output_tokens: self.output_estimate },
+                true,
+            ),
+        }
+    }
+
+    fn finish(&mut self, error: Option<ErrorCode>) {
+        self.settle();
+        if let Some(call) = self.call.take() {
+            call.finish(200, error);
+        }
+        self.state = State::Ended;
+    }
+
+    fn fail(&mut self, error: &UpstreamError) -> Bytes {
+        let api = ApiError::from_upstream(error);
+        self.finish(Some(api.code));
+        frame(&api.openai_body().to_string())
+    }
+}
+
+impl Drop for RelayStream {
+    fn drop(&mut self) {
+        // The client went away mid-stream: settle from what was seen; `Call`'s own drop
+        // records the disconnect.
+        if self.call.is_some() {
+            self.settle();
+        }
+    }
+}
+
+fn frame(data: &str) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+impl Stream for RelayStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.state {
+                State::Ended => return Poll::Ready(None),
+                State::Done => {
+                    this.finish(None);
+                    return Poll::Ready(None);
+                }
+                State::Streaming => {}
+            }
+            match this.events.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(event))) => {
+                    if let Some(bytes) = this.forward(event) {
+                        return Poll::Ready(Some(Ok(bytes)));
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::warn!(error = %error, "upstream stream failed after the first byte");
+                    return Poll::Ready(Some(Ok(this.fail(&error))));
+                }
+                Poll::Ready(None) => {
+                    // Ended without `[DONE]`: the upstream died mid-stream.
+                    return Poll::Ready(Some(Ok(this.fail(&UpstreamError::Truncated))));
+                }
+            }
+        }
+    }
+}

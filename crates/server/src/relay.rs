@@ -1,0 +1,140 @@
+//! The request lifecycle for relayed calls, as explicit phases:
+//!
+//! 1. authenticate (done by the extractor before this module is reached),
+//! 2. validate the request just enough to route it,
+//! 3. resolve: the caller's group, the key's model allow-list, the candidate channels,
+//! 4. call upstream, failing over to the next candidate on retryable errors while
+//!    nothing has been sent to the client,
+//! 5. respond: a whole body, or a stream transformed event by event,
+//! 6. record: the call record is written on every path (see `call.rs`).
+//!
+//! Later capabilities (policy, firewall, screening, holds and settlement) slot in as
+//! further phases between 3 and 4 and after 5.
+
+use crate::call::Call;
+use crate::client_ip;
+use crate::error::ApiError;
+use crate::openai::request::{self, RoutedRequest};
+use crate::openai::stream::{self, StreamPlan};
+use crate::openai::usage;
+use crate::request_meta::RequestMeta;
+use crate::state::{AppState, Principal, Snapshot};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use veil_domain::{Timestamp, TokenUsage};
+use veil_providers::{Endpoint, UpstreamError, UpstreamReply, UpstreamRequest};
+
+/// At most this many channels are tried for one call.
+const MAX_ATTEMPTS: usize = 3;
+
+pub async fn relay_openai(
+    state: &AppState,
+    principal: Arc<Principal>,
+    meta: RequestMeta,
+    endpoint: Endpoint,
+    mut body: Map<String, Value>,
+) -> Response {
+    let snapshot = state.snapshot.load_full();
+    let group = snapshot.group(&principal.user.group);
+    let ip = client_ip::for_record(meta.client_ip, state.ip_logging, &state.hasher, Timestamp::now());
+    let mut call = Call::begin(
+        &meta,
+        &principal,
+        group.name.clone(),
+        group.multiplier,
+        endpoint.route(),
+        ip,
+        state.records.clone(),
+    );
+
+    let routed = match request::validate(endpoint, &body) {
+        Ok(routed) => routed,
+        Err(error) => return fail(call, error),
+    };
+    call.set_model(routed.model.clone(), routed.stream);
+    if routed.stream && !routed.client_wants_usage {
+        // Always ask for usage so the call can be settled exactly; the extra chunk is
+        // hidden from the client again in `stream.rs`.
+        body.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+    }
+    let body = Arc::new(body);
+
+    match call_upstream(&snapshot, &principal, &group.name, endpoint, &routed, &body, &mut call).await {
+        Ok(UpstreamReply::Complete(bytes)) => {
+            let (usage, estimated) = match usage::from_body(&bytes) {
+                Some(usage) => (usage, false),
+                None => (estimate_whole(&body, &bytes), true),
+            };
+            call.set_usage(usage, estimated);
+            call.mark_first_token();
+            call.finish(200, None);
+            json_response(bytes)
+        }
+        Ok(UpstreamReply::Stream(events)) => {
+            let plan = StreamPlan {
+                client_wants_usage: routed.client_wants_usage,
+                prompt_estimate: usage::estimate_prompt(&body),
+            };
+            stream::sse_response(events, call, plan)
+        }
+        Err(error) => fail(call, error),
+    }
+}
+
+fn fail(call: Call, error: ApiError) -> Response {
+    call.finish(error.status.as_u16(), Some(error.code));
+    error.into_response()
+}
+
+fn json_response(bytes: bytes::Bytes) -> Response {
+    let mut response = (StatusCode::OK, bytes).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn estimate_whole(body: &Map<String, Value>, reply: &[u8]) -> TokenUsage {
+    let output = serde_json::from_slice::<Value>(reply).map_or(0, |v| usage::estimate_output(&v));
+    TokenUsage { input_tokens: usage::estimate_prompt(body), cached_tokens: 0, output_tokens: output }
+}
+
+/// Phases 3 and 4: pick candidates and try them in order.
+async fn call_upstream(
+    snapshot: &Snapshot,
+    principal: &Principal,
+    group: &veil_domain::GroupName,
+    endpoint: Endpoint,
+    routed: &RoutedRequest,
+    body: &Arc<Map<String, Value>>,
+    call: &mut Call,
+) -> Result<UpstreamReply, ApiError> {
+    if let Some(allowed) = &principal.key.models
+        && !allowed.contains(&routed.model)
+    {
+        return Err(ApiError::model_not_found(routed.model.as_str()));
+    }
+    let candidates = snapshot.catalogue.candidates(&routed.model, group, &mut rand::rng());
+    if candidates.is_empty() {
+        return Err(ApiError::model_not_found(routed.model.as_str()));
+    }
+    let mut last_error: Option<UpstreamError> = None;
+    for candidate in candidates.iter().take(MAX_ATTEMPTS) {
+        let channel = &candidate.channel;
+        let upstream_model = channel.upstream_model(&routed.model).clone();
+        call.trying(channel.name.clone(), upstream_model.clone(), channel.policy.class());
+        let request = UpstreamRequest { endpoint, body: Arc::clone(body), model: upstream_model, stream: routed.stream };
+        match candidate.attached.send(request).await {
+            Ok(reply) => return Ok(reply),
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(channel = channel.name.as_str(), error = %error, "upstream failed; trying the next channel");
+                last_error = Some(error);
+            }
+            Err(error) => {
+                tracing::warn!(channel = channel.name.as_str(), error = %error, "upstream refused the call");
+                return Err(ApiError::from_upstream(&error));
+            }
+        }
+    }
+    Err(last_error.map_or_else(ApiError::internal, |error| ApiError::from_upstream(&error)))
+}

@@ -1,0 +1,44 @@
+//! Route table and layer order. From the outside in: request identity and access log,
+//! body limit, then the routes. Authentication is an extractor on each relay route, so
+//! a route without it is visibly unauthenticated; the only such routes are the health
+//! checks and the fallback.
+
+use crate::openai::body::BodyLimit;
+use crate::openai::handlers;
+use crate::request_meta;
+use crate::state::AppState;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Extension, Router, middleware};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub fn build(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/embeddings", post(handlers::embeddings))
+        .route("/v1/models", get(handlers::list_models))
+        .route("/v1/models/{*id}", get(handlers::get_model))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(handlers::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(Extension(BodyLimit(limit)))
+        .layer(middleware::from_fn(request_meta::layer))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+    if state.store_healthy.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
+    }
+}

@@ -1,0 +1,95 @@
+//! Shared application state and the cached view of the store the request path reads.
+//!
+//! Steady state does no synchronous database read: channels, models and groups live in
+//! an immutable [`Snapshot`] swapped atomically, and API keys are cached by hash. Both
+//! follow the store's revision counter (see `refresh.rs`), so changes made by
+//! `veil admin` or another instance are seen within one refresh interval.
+
+use crate::records::RecordSink;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+use veil_domain::{ApiKey, Group, GroupName, IpLogging, User};
+use veil_providers::{HttpClient, Provider, provider_for};
+use veil_routing::Catalogue;
+use veil_secrets::KeyHasher;
+use veil_store::{Store, StoreError};
+
+pub type ProviderCatalogue = Catalogue<Arc<dyn Provider>>;
+
+/// What routing and policy read on every call.
+pub struct Snapshot {
+    pub catalogue: ProviderCatalogue,
+    pub groups: HashMap<GroupName, Group>,
+}
+
+impl Snapshot {
+    pub async fn load(store: &dyn Store, http: &HttpClient) -> Result<Self, StoreError> {
+        let channels = store.list_channels().await?;
+        let models = store.list_models().await?;
+        let groups = store.list_groups().await?;
+        let with_providers = channels
+            .into_iter()
+            .map(|channel| {
+                let provider = provider_for(&channel, http);
+                (channel, provider)
+            })
+            .collect();
+        Ok(Self {
+            catalogue: Catalogue::new(with_providers, models),
+            groups: groups.into_iter().map(|g| (g.name.clone(), g)).collect(),
+        })
+    }
+
+    /// The user's group, or the built-in default if it vanished from the store.
+    pub fn group(&self, name: &GroupName) -> Group {
+        self.groups.get(name).cloned().unwrap_or_else(Group::builtin_default)
+    }
+}
+
+/// An authenticated caller: the key presented and the account it belongs to.
+#[derive(Debug)]
+pub struct Principal {
+    pub key: ApiKey,
+    pub user: User,
+}
+
+/// A cache entry: the principal for a key hash (or its absence), stamped with the store
+/// revision current when it was read. An entry older than the newest revision seen is
+/// read again, so a revocation can never be hidden by a lookup that raced it.
+#[derive(Clone)]
+pub struct CachedPrincipal {
+    pub revision: i64,
+    pub principal: Option<Arc<Principal>>,
+}
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub http: HttpClient,
+    pub hasher: KeyHasher,
+    pub snapshot: ArcSwap<Snapshot>,
+    pub principals: moka::future::Cache<String, CachedPrincipal>,
+    /// The newest store revision this process has seen.
+    pub revision: AtomicI64,
+    /// Whether the last look at the store succeeded (drives `/readyz`).
+    pub store_healthy: AtomicBool,
+    pub records: RecordSink,
+    pub max_body_bytes: usize,
+    pub ip_logging: IpLogging,
+}
+
+impl AppState {
+    pub fn principal_cache() -> moka::future::Cache<String, CachedPrincipal> {
+        moka::future::Cache::builder()
+            .max_capacity(100_000)
+            // A backstop only: the revision stamp is what keeps entries fresh.
+            .time_to_live(Duration::from_secs(300))
+            .build()
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+}

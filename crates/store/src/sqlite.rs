@@ -1,0 +1,703 @@
+//! The SQLite backend (embedded, the default): one database file in WAL mode. Writes run in
+//! `BEGIN IMMEDIATE` transactions so concurrent writers queue on the busy timeout instead of
+//! failing on a lock upgrade; ids are stored as hyphenated UUID text.
+
+use crate::codec::{self, CallRecordParams, ChannelParams, Columns, GroupParams, KeyParams};
+use crate::{CallRecordFilter, Store, StoreError, StoredCallRecord, UserSummary, WrappedSecret};
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+use veil_domain::{
+    ApiKey, CallRecord, Channel, ChannelName, Group, GroupName, KeyId, LedgerEntry, Model,
+    ModelName, Money, NewApiKey, NewUser, Timestamp, User, UserId, UserName,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// SQLite's default limit on bind parameters per statement is 32766.
+const CALL_RECORDS_PER_STATEMENT: usize = 32_766 / CallRecordParams::COLUMNS;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database a `sqlite://relative/path.db` or
+    /// `sqlite:///absolute/path.db` URL names, creating its directory too.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(parent) = options.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(sqlx::Error::Io)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+impl Columns for SqliteRow {
+    fn text(&self, column: &'static str) -> Result<String, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn int(&self, column: &'static str) -> Result<i64, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_int(&self, column: &'static str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn flag(&self, column: &'static str) -> Result<bool, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn bytes(&self, column: &'static str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn uuid(&self, column: &'static str) -> Result<Uuid, StoreError> {
+        let raw: String = self.try_get(column)?;
+        Uuid::parse_str(&raw).map_err(|_| codec::corrupt(column))
+    }
+    fn opt_uuid(&self, column: &'static str) -> Result<Option<Uuid>, StoreError> {
+        let raw: Option<String> = self.try_get(column)?;
+        raw.map(|raw| Uuid::parse_str(&raw).map_err(|_| codec::corrupt(column)))
+            .transpose()
+    }
+}
+
+fn id_text(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+async fn bump_revision(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // sqlx takes no lock for SQLite migrations; holding the write lock for the whole run
+        // makes concurrent starts queue, and sqlx turns its per-migration transactions into
+        // savepoints inside this one. `run_direct` is what `run` calls; taking the connection
+        // directly avoids `run`'s `Acquire` bound, which a `Send` future cannot satisfy here.
+        let mut tx = self.write().await?;
+        MIGRATOR.run_direct(None, &mut *tx, false).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revision(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT revision FROM meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        row.int("revision")
+    }
+
+    async fn upsert_group(&self, group: &Group) -> Result<(), StoreError> {
+        let p = GroupParams::new(group);
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(
+            "INSERT INTO groups (name, multiplier, max_retention_days, allow_training, regions, \
+                firewall, rpm, tpm, max_concurrent, daily_spend, monthly_spend, deny_keywords, \
+                deny_patterns, managed) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET multiplier = excluded.multiplier, \
+                max_retention_days = excluded.max_retention_days, \
+                allow_training = excluded.allow_training, regions = excluded.regions, \
+                firewall = excluded.firewall, rpm = excluded.rpm, tpm = excluded.tpm, \
+                max_concurrent = excluded.max_concurrent, daily_spend = excluded.daily_spend, \
+                monthly_spend = excluded.monthly_spend, deny_keywords = excluded.deny_keywords, \
+                deny_patterns = excluded.deny_patterns, managed = excluded.managed \
+             WHERE (groups.multiplier, groups.max_retention_days, groups.allow_training, \
+                    groups.regions, groups.firewall, groups.rpm, groups.tpm, \
+                    groups.max_concurrent, groups.daily_spend, groups.monthly_spend, \
+                    groups.deny_keywords, groups.deny_patterns, groups.managed) \
+                IS NOT (excluded.multiplier, excluded.max_retention_days, \
+                    excluded.allow_training, excluded.regions, excluded.firewall, excluded.rpm, \
+                    excluded.tpm, excluded.max_concurrent, excluded.daily_spend, \
+                    excluded.monthly_spend, excluded.deny_keywords, excluded.deny_patterns, \
+                    excluded.managed)",
+        )
+        .bind(p.name)
+        .bind(p.multiplier)
+        .bind(p.max_retention_days)
+        .bind(p.allow_training)
+        .bind(p.regions)
+        .bind(p.firewall)
+        .bind(p.rpm)
+        .bind(p.tpm)
+        .bind(p.max_concurrent)
+        .bind(p.daily_spend)
+        .bind(p.monthly_spend)
+        .bind(p.deny_keywords)
+        .bind(p.deny_patterns)
+        .bind(p.managed)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        sqlx::query(
+            "SELECT name, multiplier, max_retention_days, allow_training, regions, firewall, rpm, \
+                tpm, max_concurrent, daily_spend, monthly_spend, deny_keywords, deny_patterns, \
+                managed \
+             FROM groups ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(codec::group)
+        .collect()
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        let id = UserId::generate();
+        let created_at = Timestamp::now();
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO users (id, name, email, role, group_name, password_hash, disabled, \
+                created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+        )
+        .bind(id_text(id.as_uuid()))
+        .bind(user.name.as_str())
+        .bind(user.email.as_deref())
+        .bind(user.role.as_str())
+        .bind(user.group.as_str())
+        .bind(user.password_hash.as_deref())
+        .bind(created_at.unix_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| {
+            codec::translate(
+                error,
+                || format!("user {}", user.name),
+                || format!("group {}", user.group),
+            )
+        })?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(User {
+            id,
+            name: user.name,
+            email: user.email,
+            role: user.role,
+            group: user.group,
+            password_hash: user.password_hash,
+            disabled: false,
+            created_at,
+        })
+    }
+
+    async fn user_by_name(&self, name: &UserName) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, email, role, group_name, password_hash, disabled, created_at \
+             FROM users WHERE name = ?",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(codec::user).transpose()
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, email, role, group_name, password_hash, disabled, created_at \
+             FROM users WHERE id = ?",
+        )
+        .bind(id_text(id.as_uuid()))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(codec::user).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.name, u.email, u.role, u.group_name, u.password_hash, u.disabled, \
+                u.created_at, \
+                COALESCE((SELECT SUM(l.amount) FROM ledger l WHERE l.user_id = u.id), 0) \
+                    AS balance \
+             FROM users u ORDER BY u.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UserSummary {
+                    user: codec::user(row)?,
+                    balance: Money::from_nanos(row.int("balance")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO ledger (user_id, kind, amount, time, request_id, note) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id_text(entry.user_id.as_uuid()))
+        .bind(entry.kind.as_str())
+        .bind(entry.amount.nanos())
+        .bind(entry.time.unix_millis())
+        .bind(entry.request_id.as_deref())
+        .bind(entry.note.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| {
+            codec::translate(
+                error,
+                || "ledger entry".to_owned(),
+                || format!("user {}", entry.user_id),
+            )
+        })?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn balance(&self, user: UserId) -> Result<Money, StoreError> {
+        let row =
+            sqlx::query("SELECT COALESCE(SUM(amount), 0) AS balance FROM ledger WHERE user_id = ?")
+                .bind(id_text(user.as_uuid()))
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Money::from_nanos(row.int("balance")?))
+    }
+
+    async fn create_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
+        let id = KeyId::generate();
+        let created_at = Timestamp::now();
+        let p = KeyParams::new(&key);
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, prefix, hash, models, expires_at, quota, \
+                rpm, tpm, max_concurrent, ip_allow, allow_training, revoked_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(id_text(id.as_uuid()))
+        .bind(id_text(key.user_id.as_uuid()))
+        .bind(p.name)
+        .bind(p.prefix)
+        .bind(p.hash)
+        .bind(p.models)
+        .bind(p.expires_at)
+        .bind(p.quota)
+        .bind(p.rpm)
+        .bind(p.tpm)
+        .bind(p.max_concurrent)
+        .bind(p.ip_allow)
+        .bind(p.allow_training)
+        .bind(created_at.unix_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| {
+            codec::translate(
+                error,
+                || "api key hash".to_owned(),
+                || format!("user {}", key.user_id),
+            )
+        })?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(ApiKey {
+            id,
+            user_id: key.user_id,
+            name: key.name,
+            prefix: key.prefix,
+            hash: key.hash,
+            models: key.models,
+            expires_at: key.expires_at,
+            quota: key.quota,
+            limits: key.limits,
+            ip_allow: key.ip_allow,
+            allow_training: key.allow_training,
+            revoked_at: None,
+            created_at,
+        })
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
+                max_concurrent, ip_allow, allow_training, revoked_at, created_at \
+             FROM api_keys WHERE hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(codec::key).transpose()
+    }
+
+    async fn list_keys(&self, user: Option<UserId>) -> Result<Vec<ApiKey>, StoreError> {
+        let rows =
+            match user {
+                None => sqlx::query(
+                    "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
+                        max_concurrent, ip_allow, allow_training, revoked_at, created_at \
+                     FROM api_keys ORDER BY created_at, id",
+                )
+                .fetch_all(&self.pool)
+                .await?,
+                Some(user) => sqlx::query(
+                    "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
+                        max_concurrent, ip_allow, allow_training, revoked_at, created_at \
+                     FROM api_keys WHERE user_id = ? ORDER BY created_at, id",
+                )
+                .bind(id_text(user.as_uuid()))
+                .fetch_all(&self.pool)
+                .await?,
+            };
+        rows.iter().map(codec::key).collect()
+    }
+
+    async fn revoke_key(&self, id: KeyId, at: Timestamp) -> Result<bool, StoreError> {
+        let id = id_text(id.as_uuid());
+        let mut tx = self.write().await?;
+        let revoked =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(at.unix_millis())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let exists = if revoked > 0 {
+            bump_revision(&mut tx).await?;
+            true
+        } else {
+            sqlx::query("SELECT 1 FROM api_keys WHERE id = ?")
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some()
+        };
+        tx.commit().await?;
+        Ok(exists)
+    }
+
+    async fn upsert_channel(&self, channel: &Channel) -> Result<(), StoreError> {
+        let p = ChannelParams::new(channel);
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(
+            "INSERT INTO channels (name, kind, base_url, api_key_env, models, model_mapping, \
+                priority, weight, allowed_groups, retention_days, training, region, human_review, \
+                operator, connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, \
+                total_timeout_ms, enabled, managed) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, \
+                base_url = excluded.base_url, api_key_env = excluded.api_key_env, \
+                models = excluded.models, model_mapping = excluded.model_mapping, \
+                priority = excluded.priority, weight = excluded.weight, \
+                allowed_groups = excluded.allowed_groups, \
+                retention_days = excluded.retention_days, training = excluded.training, \
+                region = excluded.region, human_review = excluded.human_review, \
+                operator = excluded.operator, connect_timeout_ms = excluded.connect_timeout_ms, \
+                first_byte_timeout_ms = excluded.first_byte_timeout_ms, \
+                idle_timeout_ms = excluded.idle_timeout_ms, \
+                total_timeout_ms = excluded.total_timeout_ms, enabled = excluded.enabled, \
+                managed = excluded.managed \
+             WHERE (channels.kind, channels.base_url, channels.api_key_env, channels.models, \
+                    channels.model_mapping, channels.priority, channels.weight, \
+                    channels.allowed_groups, channels.retention_days, channels.training, \
+                    channels.region, channels.human_review, channels.operator, \
+                    channels.connect_timeout_ms, channels.first_byte_timeout_ms, \
+                    channels.idle_timeout_ms, channels.total_timeout_ms, channels.enabled, \
+                    channels.managed) \
+                IS NOT (excluded.kind, excluded.base_url, excluded.api_key_env, \
+                    excluded.models, excluded.model_mapping, excluded.priority, excluded.weight, \
+                    excluded.allowed_groups, excluded.retention_days, excluded.training, \
+                    excluded.region, excluded.human_review, excluded.operator, \
+                    excluded.connect_timeout_ms, excluded.first_byte_timeout_ms, \
+                    excluded.idle_timeout_ms, excluded.total_timeout_ms, excluded.enabled, \
+                    excluded.managed)",
+        )
+        .bind(p.name)
+        .bind(p.kind)
+        .bind(p.base_url)
+        .bind(p.api_key_env)
+        .bind(p.models)
+        .bind(p.model_mapping)
+        .bind(p.priority)
+        .bind(p.weight)
+        .bind(p.allowed_groups)
+        .bind(p.retention_days)
+        .bind(p.training)
+        .bind(p.region)
+        .bind(p.human_review)
+        .bind(p.operator)
+        .bind(p.connect_timeout_ms)
+        .bind(p.first_byte_timeout_ms)
+        .bind(p.idle_timeout_ms)
+        .bind(p.total_timeout_ms)
+        .bind(p.enabled)
+        .bind(p.managed)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_channels(&self) -> Result<Vec<Channel>, StoreError> {
+        sqlx::query(
+            "SELECT name, kind, base_url, api_key_env, models, model_mapping, priority, weight, \
+                allowed_groups, retention_days, training, region, human_review, operator, \
+                connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms, \
+                enabled, managed \
+             FROM channels ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(codec::channel)
+        .collect()
+    }
+
+    async fn retire_managed_channels(&self, keep: &[ChannelName]) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM channels \
+             WHERE managed = 1 AND name NOT IN (SELECT value FROM json_each(?))",
+        )
+        .bind(codec::json_list(keep))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn upsert_model(&self, model: &Model) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(
+            "INSERT INTO models (name, input_price, cached_input_price, output_price, managed) \
+             VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET input_price = excluded.input_price, \
+                cached_input_price = excluded.cached_input_price, \
+                output_price = excluded.output_price, managed = excluded.managed \
+             WHERE (models.input_price, models.cached_input_price, models.output_price, \
+                    models.managed) \
+                IS NOT (excluded.input_price, excluded.cached_input_price, \
+                    excluded.output_price, excluded.managed)",
+        )
+        .bind(model.name.as_str())
+        .bind(model.price.input.nanos())
+        .bind(model.price.cached_input.nanos())
+        .bind(model.price.output.nanos())
+        .bind(model.managed)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_models(&self) -> Result<Vec<Model>, StoreError> {
+        sqlx::query(
+            "SELECT name, input_price, cached_input_price, output_price, managed \
+             FROM models ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(codec::model)
+        .collect()
+    }
+
+    async fn retire_managed_models(&self, keep: &[ModelName]) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM models \
+             WHERE managed = 1 AND name NOT IN (SELECT value FROM json_each(?))",
+        )
+        .bind(codec::json_list(keep))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn retire_managed_groups(&self, keep: &[GroupName]) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM groups \
+             WHERE managed = 1 AND name <> 'default' \
+               AND name NOT IN (SELECT value FROM json_each(?)) \
+               AND NOT EXISTS (SELECT 1 FROM users WHERE users.group_name = groups.name)",
+        )
+        .bind(codec::json_list(keep))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn insert_call_records(&self, records: &[CallRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for chunk in records.chunks(CALL_RECORDS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO call_records (request_id, time, user_id, key_id, group_name, model, \
+                    upstream_model, channel, path, stream, input_tokens, cached_tokens, \
+                    output_tokens, cost, multiplier, status, error_code, latency_ms, ttft_ms, \
+                    client_ip, user_agent, redactions, rule_id, policy_class, estimated, \
+                    channels_tried) ",
+            );
+            insert.push_values(chunk, |mut row, record| {
+                let p = CallRecordParams::new(record);
+                row.push_bind(p.request_id)
+                    .push_bind(p.time)
+                    .push_bind(p.user_id.map(id_text))
+                    .push_bind(p.key_id.map(id_text))
+                    .push_bind(p.group_name)
+                    .push_bind(p.model)
+                    .push_bind(p.upstream_model)
+                    .push_bind(p.channel)
+                    .push_bind(p.path)
+                    .push_bind(p.stream)
+                    .push_bind(p.input_tokens)
+                    .push_bind(p.cached_tokens)
+                    .push_bind(p.output_tokens)
+                    .push_bind(p.cost)
+                    .push_bind(p.multiplier)
+                    .push_bind(p.status)
+                    .push_bind(p.error_code)
+                    .push_bind(p.latency_ms)
+                    .push_bind(p.ttft_ms)
+                    .push_bind(p.client_ip)
+                    .push_bind(p.user_agent)
+                    .push_bind(p.redactions)
+                    .push_bind(p.rule_id)
+                    .push_bind(p.policy_class)
+                    .push_bind(p.estimated)
+                    .push_bind(p.channels_tried);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_call_records(
+        &self,
+        filter: &CallRecordFilter,
+    ) -> Result<Vec<StoredCallRecord>, StoreError> {
+        let limit = i64::from(if filter.limit == 0 { 100 } else { filter.limit });
+        let rows = match filter.user_id {
+            None => {
+                sqlx::query(
+                    "SELECT c.request_id, c.time, c.user_id, c.key_id, c.group_name, c.model, \
+                        c.upstream_model, c.channel, c.path, c.stream, c.input_tokens, \
+                        c.cached_tokens, c.output_tokens, c.cost, c.multiplier, c.status, \
+                        c.error_code, c.latency_ms, c.ttft_ms, c.client_ip, c.user_agent, \
+                        c.redactions, c.rule_id, c.policy_class, c.estimated, c.channels_tried, \
+                        u.name AS user_name \
+                     FROM call_records c LEFT JOIN users u ON u.id = c.user_id \
+                     ORDER BY c.time DESC, c.request_id DESC, c.id DESC LIMIT ?",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(user) => {
+                sqlx::query(
+                    "SELECT c.request_id, c.time, c.user_id, c.key_id, c.group_name, c.model, \
+                        c.upstream_model, c.channel, c.path, c.stream, c.input_tokens, \
+                        c.cached_tokens, c.output_tokens, c.cost, c.multiplier, c.status, \
+                        c.error_code, c.latency_ms, c.ttft_ms, c.client_ip, c.user_agent, \
+                        c.redactions, c.rule_id, c.policy_class, c.estimated, c.channels_tried, \
+                        u.name AS user_name \
+                     FROM call_records c LEFT JOIN users u ON u.id = c.user_id \
+                     WHERE c.user_id = ? \
+                     ORDER BY c.time DESC, c.request_id DESC, c.id DESC LIMIT ?",
+                )
+                .bind(id_text(user.as_uuid()))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(codec::call_record).collect()
+    }
+
+    async fn wrapped_secret(&self, purpose: &str) -> Result<Option<WrappedSecret>, StoreError> {
+        let row = sqlx::query(
+            "SELECT purpose, master_key_id, nonce, ciphertext FROM secrets WHERE purpose = ?",
+        )
+        .bind(purpose)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(codec::secret).transpose()
+    }
+
+    async fn insert_wrapped_secret_if_absent(
+        &self,
+        secret: &WrappedSecret,
+    ) -> Result<WrappedSecret, StoreError> {
+        sqlx::query(
+            "INSERT INTO secrets (purpose, master_key_id, nonce, ciphertext) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (purpose) DO NOTHING",
+        )
+        .bind(&secret.purpose)
+        .bind(&secret.master_key_id)
+        .bind(&secret.nonce)
+        .bind(&secret.ciphertext)
+        .execute(&self.pool)
+        .await?;
+        self.wrapped_secret(&secret.purpose)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("secret {}", secret.purpose)))
+    }
+}

@@ -1,0 +1,129 @@
+//! `spawn_app`: the real application, built through the production builder, listening
+//! on 127.0.0.1:0 with its own temporary data directory and SQLite store.
+
+use std::sync::Arc;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use veil_config::Settings;
+use veil_domain::{ApiKey, GroupName, KeyLimits, NewApiKey, NewUser, Role, Timestamp, User, UserName};
+use veil_secrets::{ApiKeySecret, KeyHasher, MasterKey};
+use veil_server::Application;
+use veil_store::Store;
+
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    pub store: Arc<dyn Store>,
+    pub settings: Settings,
+    pub data_dir: TempDir,
+    hasher: KeyHasher,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+/// Options for a test key; the defaults are an unrestricted key.
+#[derive(Default, Clone)]
+pub struct KeyOptions {
+    pub models: Option<Vec<&'static str>>,
+    pub expires_at: Option<Timestamp>,
+    pub ip_allow: Vec<ipnet::IpNet>,
+}
+
+/// Starts Veil with `config` (TOML). `server.listen`, `server.data_dir` and, unless the
+/// config names one, `database.url` are set to test values.
+pub async fn spawn_app(config: &str) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let mut table: toml::Table = config.parse().expect("test config is TOML");
+    let server = table.entry("server").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let server = server.as_table_mut().expect("[server] is a table");
+    server.insert("listen".into(), "127.0.0.1:0".into());
+    server.insert("data_dir".into(), data_dir.path().display().to_string().into());
+    server.entry("refresh_interval").or_insert_with(|| "100ms".into());
+    server.entry("shutdown_grace").or_insert_with(|| "5s".into());
+    let path = data_dir.path().join("veil.toml");
+    std::fs::write(&path, toml::to_string(&table).expect("config renders")).expect("config written");
+    let settings = veil_config::load(Some(&path), Vec::new()).expect("test config is valid");
+
+    let app = Application::build(&settings, None).await.expect("application builds");
+    let address = format!("http://{}", app.local_addr());
+    let store = veil_server::open_store(&settings).await.expect("store opens");
+    let master = MasterKey::load_or_create(None, &settings.data_dir).expect("master key");
+    let hasher = veil_secrets::key_hasher(store.as_ref(), &master).await.expect("key hasher");
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    #[allow(clippy::disallowed_methods)] // the test owns this task and joins it in `stop`
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp { address, store, settings, data_dir, hasher, stop: Some(stop), server: Some(server) }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn create_user(&self, name: &str, group: &str) -> User {
+        self.store
+            .create_user(NewUser {
+                name: UserName::parse(name).expect("user name"),
+                email: None,
+                role: Role::User,
+                group: GroupName::parse(group).expect("group name"),
+                password_hash: None,
+            })
+            .await
+            .expect("user created")
+    }
+
+    /// Creates a key for `user` and returns its secret with the stored record.
+    pub async fn create_key(&self, user: &User, options: KeyOptions) -> (String, ApiKey) {
+        let secret = ApiKeySecret::generate();
+        let models = options
+            .models
+            .map(|names| names.into_iter().map(|n| veil_domain::ModelName::parse(n).expect("model name")).collect());
+        let key = self
+            .store
+            .create_key(NewApiKey {
+                user_id: user.id,
+                name: Some("test".into()),
+                prefix: secret.prefix(),
+                hash: self.hasher.hash(secret.expose()),
+                models,
+                expires_at: options.expires_at,
+                quota: None,
+                limits: KeyLimits::default(),
+                ip_allow: options.ip_allow,
+                allow_training: false,
+            })
+            .await
+            .expect("key created");
+        (secret.expose().to_owned(), key)
+    }
+
+    /// A user in the default group with one unrestricted key: the common case.
+    pub async fn user_with_key(&self, name: &str) -> (User, String) {
+        let user = self.create_user(name, "default").await;
+        let (secret, _) = self.create_key(&user, KeyOptions::default()).await;
+        (user, secret)
+    }
+
+    /// Graceful shutdown, as on SIGTERM: returns once calls drained and records flushed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task finished cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Command-line declarations only (no logic): what `veil --help` shows.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "veil", version, about = "Veil: a privacy-first AI API relay")]
+pub struct Cli {
+    /// Configuration file (TOML). Every value can be overridden by VEIL_… variables.
+    #[arg(long, global = true, env = "VEIL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay.
+    Serve,
+    /// Validate the configuration without starting.
+    CheckConfig,
+    /// Apply database migrations and the config file's declarations, then exit.
+    Migrate,
+    /// Operate on the store directly (no running server needed).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Upstream channels.
+    Channel {
+        #[command(subcommand)]
+        command: ChannelCommand,
+    },
+    /// Call records (metadata only), newest first.
+    Logs {
+        /// Only this user's calls.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account.
+    Add {
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// Read a console password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long, default_value = "default")]
+        group: String,
+        /// user, admin or root.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Initial credit, in currency units (e.g. 10 or 1.5).
+        #[arg(long, value_name = "AMOUNT", allow_hyphen_values = true)]
+        credit: Option<String>,
+    },
+    /// List accounts with their balances.
+    List,
+    /// Add (or, with a negative amount, remove) credit.
+    Credit {
+        name: String,
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key; its secret is printed once and never stored.
+    Create(KeyCreate),
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a key by id; running servers refuse it within seconds.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreate {
+    #[arg(long)]
+    pub user: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Models this key may use, comma-separated (default: all of its group's).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+    /// Lifetime such as 30d or 12h, or an RFC 3339 time.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Spending cap, in currency units.
+    #[arg(long, value_name = "AMOUNT")]
+    pub quota: Option<String>,
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    #[arg(long)]
+    pub tpm: Option<u32>,
+    #[arg(long)]
+    pub max_concurrent: Option<u32>,
+    /// Client networks allowed to use the key, comma-separated CIDRs.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
+    pub ip_allow: Option<Vec<String>>,
+    /// Consent to channels that may train on the data (recorded).
+    #[arg(long)]
+    pub allow_training: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// List channels with their data policies.
+    List,
+    /// Make one real call through a channel and report its latency or error.
+    Test { name: String },
+}

@@ -1,0 +1,430 @@
+//! `veil admin …`: scriptable operations on the store, with no server running. Running
+//! servers notice every change within their refresh interval (the store's revision
+//! counter moves with each write).
+
+use crate::cli::{AdminCommand, ChannelCommand, KeyCommand, KeyCreate, UserCommand};
+use crate::output;
+use anyhow::{Context, anyhow, bail};
+use serde_json::{Value, json};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+use veil_config::{Settings, parse_duration};
+use veil_domain::{
+    ApiKey, Channel, GroupName, KeyId, KeyLimits, LedgerEntry, LedgerKind, ModelName, Money, NewApiKey, NewUser, Role,
+    Timestamp, User, UserName,
+};
+use veil_secrets::{ApiKeySecret, MASTER_KEY_ENV, MasterKey};
+use veil_store::{CallRecordFilter, Store, StoredCallRecord};
+
+pub async fn run(settings: &Settings, command: AdminCommand, as_json: bool) -> anyhow::Result<ExitCode> {
+    let store = veil_server::open_store(settings).await.context("cannot open the store")?;
+    match command {
+        AdminCommand::User { command } => user(store.as_ref(), command, as_json).await,
+        AdminCommand::Key { command } => key(settings, store, command, as_json).await,
+        AdminCommand::Channel { command } => channel(store.as_ref(), command, as_json).await,
+        AdminCommand::Logs { user, limit } => logs(store.as_ref(), user, limit, as_json).await,
+    }
+}
+
+async fn find_user(store: &dyn Store, name: &str) -> anyhow::Result<User> {
+    let name = UserName::parse(name)?;
+    store.user_by_name(&name).await?.ok_or_else(|| anyhow!("no user named '{name}'"))
+}
+
+async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        UserCommand::Add { name, email, password_stdin, group, role, credit } => {
+            let name = UserName::parse(&name)?;
+            let group = GroupName::parse(&group)?;
+            let role = Role::parse(&role).ok_or_else(|| anyhow!("--role must be user, admin or root"))?;
+            let credit = credit.map(|c| Money::parse_decimal(&c)).transpose()?;
+            let password_hash = if password_stdin { Some(hash_password(read_password()?).await?) } else { None };
+            let user = store
+                .create_user(NewUser { name, email, role, group, password_hash })
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            if let Some(amount) = credit.filter(|a| *a != Money::ZERO) {
+                store.append_ledger(&credit_entry(&user, amount)).await?;
+            }
+            let balance = store.balance(user.id).await?;
+            if as_json {
+                output::json(&user_json(&user, balance));
+            } else {
+                output::line(&format!("created user {} ({}, group {}, balance {balance})", user.name, user.role, user.group));
+            }
+        }
+        UserCommand::List => {
+            let users = store.list_users().await?;
+            if as_json {
+                output::json(&Value::Array(users.iter().map(|u| user_json(&u.user, u.balance)).collect()));
+            } else {
+                let rows = users
+                    .iter()
+                    .map(|u| vec![u.user.name.to_string(), u.user.role.to_string(), u.user.group.to_string(), u.balance.to_string()])
+                    .collect::<Vec<_>>();
+                output::table(&["NAME", "ROLE", "GROUP", "BALANCE"], &rows);
+            }
+        }
+        UserCommand::Credit { name, amount } => {
+            let user = find_user(store, &name).await?;
+            let amount = Money::parse_decimal(&amount)?;
+            if amount == Money::ZERO {
+                bail!("the amount must not be zero");
+            }
+            store.append_ledger(&credit_entry(&user, amount)).await?;
+            let balance = store.balance(user.id).await?;
+            if as_json {
+                output::json(&json!({"name": user.name, "credited": amount.to_decimal_string(), "balance": balance.to_decimal_string()}));
+            } else {
+                output::line(&format!("credited {amount} to {}; balance {balance}", user.name));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn credit_entry(user: &User, amount: Money) -> LedgerEntry {
+    LedgerEntry {
+        user_id: user.id,
+        kind: if amount.is_negative() { LedgerKind::Adjustment } else { LedgerKind::Topup },
+        amount,
+        time: Timestamp::now(),
+        request_id: None,
+        note: Some("credit by admin".into()),
+    }
+}
+
+fn user_json(user: &User, balance: Money) -> Value {
+    json!({
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "role": user.role.as_str(),
+        "group": user.group,
+        "balance": balance.to_decimal_string(),
+        "disabled": user.disabled,
+        "created_at": user.created_at.to_rfc3339(),
+    })
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.chars().count() < 8 {
+        bail!("the password must have at least 8 characters");
+    }
+    Ok(password)
+}
+
+async fn hash_password(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::PasswordHasher;
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|hash| hash.to_string())
+            .map_err(|e| anyhow!("cannot hash the password: {e}"))
+    })
+    .await
+    .context("password hashing was interrupted")?
+}
+
+async fn key(settings: &Settings, store: Arc<dyn Store>, command: KeyCommand, as_json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        KeyCommand::Create(create) => create_key(settings, store.as_ref(), create, as_json).await?,
+        KeyCommand::List { user } => {
+            let owner = match user {
+                Some(name) => Some(find_user(store.as_ref(), &name).await?),
+                None => None,
+            };
+            let keys = store.list_keys(owner.as_ref().map(|u| u.id)).await?;
+            let users = store.list_users().await?;
+            let name_of = |key: &ApiKey| {
+                users.iter().find(|u| u.user.id == key.user_id).map(|u| u.user.name.to_string()).unwrap_or_default()
+            };
+            if as_json {
+                output::json(&Value::Array(keys.iter().map(|k| key_json(k, &name_of(k))).collect()));
+            } else {
+                let now = Timestamp::now();
+                let rows = keys
+                    .iter()
+                    .map(|k| {
+                        let status = if k.revoked_at.is_some() {
+                            "revoked"
+                        } else if !k.is_usable_at(now) {
+                            "expired"
+                        } else {
+                            "active"
+                        };
+                        vec![
+                            k.id.to_string(),
+                            name_of(k),
+                            k.name.clone().unwrap_or_default(),
+                            format!("{}…", k.prefix),
+                            status.to_owned(),
+                            k.expires_at.map(Timestamp::to_rfc3339).unwrap_or_default(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                output::table(&["ID", "USER", "NAME", "PREFIX", "STATUS", "EXPIRES"], &rows);
+            }
+        }
+        KeyCommand::Revoke { id } => {
+            let id = KeyId::parse(&id)?;
+            if !store.revoke_key(id, Timestamp::now()).await? {
+                bail!("no key with id {id}");
+            }
+            if as_json {
+                output::json(&json!({"id": id, "revoked": true}));
+            } else {
+                output::line(&format!("revoked key {id}"));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create_key(settings: &Settings, store: &dyn Store, create: KeyCreate, as_json: bool) -> anyhow::Result<()> {
+    let user = find_user(store, &create.user).await?;
+    let models = create
+        .models
+        .map(|names| names.iter().map(|m| ModelName::parse(m.trim())).collect::<Result<Vec<_>, _>>())
+        .transpose()?;
+    let expires_at = create.expires.as_deref().map(parse_expiry).transpose()?;
+    let quota = create.quota.as_deref().map(Money::parse_decimal).transpose()?;
+    let ip_allow = create
+        .ip_allow
+        .unwrap_or_default()
+        .iter()
+        .map(|raw| parse_network(raw.trim()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let master = MasterKey::load_or_create(std::env::var(MASTER_KEY_ENV).ok().as_deref(), &settings.data_dir)?;
+    let hasher = veil_secrets::key_hasher(store, &master).await?;
+    let secret = ApiKeySecret::generate();
+    let key = store
+        .create_key(NewApiKey {
+            user_id: user.id,
+            name: create.name,
+            prefix: secret.prefix(),
+            hash: hasher.hash(secret.expose()),
+            models,
+            expires_at,
+            quota,
+            limits: KeyLimits { rpm: create.rpm, tpm: create.tpm, max_concurrent: create.max_concurrent },
+            ip_allow,
+            allow_training: create.allow_training,
+        })
+        .await?;
+    if as_json {
+        let mut value = key_json(&key, user.name.as_str());
+        if let Some(object) = value.as_object_mut() {
+            object.insert("secret".into(), json!(secret.expose()));
+        }
+        output::json(&value);
+    } else {
+        output::line(secret.expose());
+        output::note(&format!("Key {} for {} created. The secret above is shown only once.", key.id, user.name));
+    }
+    Ok(())
+}
+
+fn parse_expiry(raw: &str) -> anyhow::Result<Timestamp> {
+    if let Ok(at) = Timestamp::parse_rfc3339(raw) {
+        return Ok(at);
+    }
+    let lifetime = parse_duration(raw).map_err(|e| anyhow!("--expires: {e}"))?;
+    Ok(Timestamp::now().plus_millis(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX)))
+}
+
+fn parse_network(raw: &str) -> anyhow::Result<ipnet::IpNet> {
+    if let Ok(net) = raw.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    raw.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| anyhow!("--ip-allow: '{raw}' is not an address or CIDR network"))
+}
+
+fn key_json(key: &ApiKey, user: &str) -> Value {
+    json!({
+        "id": key.id,
+        "user": user,
+        "name": key.name,
+        "prefix": key.prefix,
+        "models": key.models,
+        "expires_at": key.expires_at.map(Timestamp::to_rfc3339),
+        "quota": key.quota.map(Money::to_decimal_string),
+        "rpm": key.limits.rpm,
+        "tpm": key.limits.tpm,
+        "max_concurrent": key.limits.max_concurrent,
+        "ip_allow": key.ip_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "allow_training": key.allow_training,
+        "revoked_at": key.revoked_at.map(Timestamp::to_rfc3339),
+        "created_at": key.created_at.to_rfc3339(),
+    })
+}
+
+async fn channel(store: &dyn Store, command: ChannelCommand, as_json: bool) -> anyhow::Result<ExitCode> {
+    let channels = store.list_channels().await?;
+    match command {
+        ChannelCommand::List => {
+            if as_json {
+                output::json(&Value::Array(channels.iter().map(channel_json).collect()));
+            } else {
+                let rows = channels
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.name.to_string(),
+                            if c.kind == veil_domain::ChannelKind::Echo { "echo (test provider)".into() } else { c.kind.to_string() },
+                            c.models.iter().map(ModelName::as_str).collect::<Vec<_>>().join(","),
+                            c.priority.to_string(),
+                            c.weight.to_string(),
+                            c.policy.class().to_string(),
+                            c.policy.retention.to_string(),
+                            if c.enabled { "enabled".into() } else { "disabled".into() },
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                output::table(&["NAME", "TYPE", "MODELS", "PRIORITY", "WEIGHT", "CLASS", "RETENTION", "STATE"], &rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ChannelCommand::Test { name } => {
+            let channel = channels
+                .into_iter()
+                .find(|c| c.name.as_str() == name)
+                .ok_or_else(|| anyhow!("no channel named '{name}'"))?;
+            let outcome = probe(&channel).await;
+            let ok = outcome.is_ok();
+            if as_json {
+                output::json(&match &outcome {
+                    Ok(probe) => json!({"channel": channel.name, "ok": true, "model": probe.model, "latency_ms": probe.latency_ms}),
+                    Err(error) => json!({"channel": channel.name, "ok": false, "error": error}),
+                });
+            } else {
+                match &outcome {
+                    Ok(probe) => output::line(&format!("{}: ok, {} answered in {} ms", channel.name, probe.model, probe.latency_ms)),
+                    Err(error) => output::line(&format!("{}: failed: {error}", channel.name)),
+                }
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn channel_json(c: &Channel) -> Value {
+    json!({
+        "name": c.name,
+        "type": c.kind.as_str(),
+        "test_provider": c.kind == veil_domain::ChannelKind::Echo,
+        "base_url": c.base_url,
+        "api_key_env": c.api_key_env,
+        "models": c.models,
+        "model_mapping": c.model_mapping,
+        "priority": c.priority,
+        "weight": c.weight,
+        "groups": c.groups,
+        "class": c.policy.class().as_str(),
+        "retention": c.policy.retention.to_string(),
+        "training": c.policy.training,
+        "region": c.policy.region,
+        "human_review": c.policy.human_review,
+        "operator": c.policy.operator,
+        "enabled": c.enabled,
+        "managed": c.managed,
+    })
+}
+
+pub struct Probe {
+    model: String,
+    latency_ms: u64,
+}
+
+/// One real, minimal call through the channel: a one-token chat completion, or an
+/// embedding for embedding models.
+async fn probe(channel: &Channel) -> Result<Probe, String> {
+    let http = veil_providers::HttpClient::new().map_err(|e| e.to_string())?;
+    let provider = veil_providers::provider_for(channel, &http);
+    let public = channel.models.first().ok_or("the channel serves no model")?;
+    let upstream = channel.upstream_model(public).clone();
+    let is_embedding = upstream.as_str().contains("embed");
+    let (endpoint, body) = if is_embedding {
+        (veil_providers::Endpoint::Embeddings, json!({"input": "ping"}))
+    } else {
+        (veil_providers::Endpoint::ChatCompletions, json!({"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}))
+    };
+    let Value::Object(body) = body else { return Err("internal: probe body".into()) };
+    let started = Instant::now();
+    provider
+        .send(veil_providers::UpstreamRequest { endpoint, body: Arc::new(body), model: upstream.clone(), stream: false })
+        .await
+        .map_err(|e| format!("{e}: {}", e.client_message()))?;
+    Ok(Probe { model: upstream.to_string(), latency_ms: started.elapsed().as_millis() as u64 })
+}
+
+async fn logs(store: &dyn Store, user: Option<String>, limit: u32, as_json: bool) -> anyhow::Result<ExitCode> {
+    let user_id = match user {
+        Some(name) => Some(find_user(store, &name).await?.id),
+        None => None,
+    };
+    let records = store.list_call_records(&CallRecordFilter { user_id, limit }).await?;
+    if as_json {
+        output::json(&Value::Array(records.iter().map(record_json).collect()));
+    } else {
+        let rows = records
+            .iter()
+            .map(|s| {
+                let r = &s.record;
+                vec![
+                    r.time.to_rfc3339(),
+                    s.user_name.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    r.model.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    r.channel.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    r.status.to_string(),
+                    r.error_code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                    format!("{}/{}", r.usage.input_tokens, r.usage.output_tokens),
+                    r.cost.to_string(),
+                    format!("{} ms", r.latency_ms),
+                ]
+            })
+            .collect::<Vec<_>>();
+        output::table(&["TIME", "USER", "MODEL", "CHANNEL", "STATUS", "ERROR", "TOKENS IN/OUT", "COST", "LATENCY"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A call record with the field names of DESIGN §3.5.
+fn record_json(stored: &StoredCallRecord) -> Value {
+    let r = &stored.record;
+    json!({
+        "request_id": r.request_id,
+        "time": r.time.to_rfc3339(),
+        "user": stored.user_name,
+        "key_id": r.key_id,
+        "group": r.group,
+        "model": r.model,
+        "upstream_model": r.upstream_model,
+        "channel": r.channel,
+        "path": r.path,
+        "stream": r.stream,
+        "input_tokens": r.usage.input_tokens,
+        "cached_tokens": r.usage.cached_tokens,
+        "output_tokens": r.usage.output_tokens,
+        "cost": r.cost.to_decimal_string(),
+        "multiplier": r.multiplier.to_decimal_string(),
+        "status": r.status,
+        "error_code": r.error_code.map(|c| c.as_str()),
+        "latency_ms": r.latency_ms,
+        "ttft_ms": r.ttft_ms,
+        "client_ip": r.client_ip,
+        "user_agent": r.user_agent,
+        "redactions": r.redactions,
+        "rule_id": r.rule_id,
+        "policy_class": r.policy_class.map(|c| c.as_str()),
+        "estimated": r.estimated,
+        "channels_tried": r.channels_tried,
+    })
+}
