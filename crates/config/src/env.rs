@@ -10,16 +10,14 @@
 
 use crate::ConfigError;
 
-const SECTIONS: &[&str] = &["server", "database", "redis", "privacy", "billing", "console", "log", "group", "channel", "model"];
+const SECTIONS: &[&str] =
+    &["server", "database", "redis", "privacy", "billing", "console", "log", "group", "channel", "model"];
 
 pub fn apply_overrides(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    let mut overrides: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(name, _)| name.starts_with("VEIL_"))
-        .collect();
+    let mut overrides: Vec<(String, String)> = env.into_iter().filter(|(name, _)| name.starts_with("VEIL_")).collect();
     // Deterministic order, so array indices are created before their fields.
     overrides.sort();
     for (var, raw) in overrides {
@@ -33,7 +31,10 @@ pub fn apply_overrides(
             continue;
         }
         if path.len() < 2 {
-            return Err(ConfigError::Env { var, message: "name a key inside the section, e.g. VEIL_SERVER__LISTEN".into() });
+            return Err(ConfigError::Env {
+                var,
+                message: "name a key inside the section, e.g. VEIL_SERVER__LISTEN".into(),
+            });
         }
         set_path(table, &path, parse_value(&raw)).map_err(|message| ConfigError::Env { var, message })?;
     }

@@ -1,10 +1,10 @@
 //! Validated settings: the raw file turned into domain types, every error naming the key
 //! it is about. Whatever reaches [`Settings`] is usable as is.
 
+use crate::ConfigError;
 use crate::decimal::DecimalText;
 use crate::duration::parse_duration;
 use crate::raw::{RawChannel, RawConfig, RawGroup, RawModel};
-use crate::ConfigError;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -136,13 +136,14 @@ impl Settings {
 }
 
 fn money(key: &str, value: &Option<DecimalText>) -> Result<Option<Money>, ConfigError> {
-    value
-        .as_ref()
-        .map(|d| Money::parse_decimal(&d.0).map_err(|e| ConfigError::invalid(key, e.to_string())))
-        .transpose()
+    value.as_ref().map(|d| Money::parse_decimal(&d.0).map_err(|e| ConfigError::invalid(key, e.to_string()))).transpose()
 }
 
-fn names<T>(key: &str, values: &[String], parse: impl Fn(&str) -> Result<T, veil_domain::NameError>) -> Result<Vec<T>, ConfigError> {
+fn names<T>(
+    key: &str,
+    values: &[String],
+    parse: impl Fn(&str) -> Result<T, veil_domain::NameError>,
+) -> Result<Vec<T>, ConfigError> {
     values
         .iter()
         .enumerate()
@@ -160,7 +161,9 @@ fn validate_groups(raw: &[RawGroup]) -> Result<Vec<Group>, ConfigError> {
             return Err(ConfigError::invalid(at("name"), format!("group '{name}' is declared twice")));
         }
         let multiplier = match &g.multiplier {
-            Some(m) => Multiplier::parse_decimal(&m.0).map_err(|e| ConfigError::invalid(at("multiplier"), e.to_string()))?,
+            Some(m) => {
+                Multiplier::parse_decimal(&m.0).map_err(|e| ConfigError::invalid(at("multiplier"), e.to_string()))?
+            }
             None => Multiplier::ONE,
         };
         let firewall = match &g.firewall {
@@ -195,7 +198,10 @@ fn validate_channels(raw: &[RawChannel]) -> Result<Vec<Channel>, ConfigError> {
         .map(|(i, c)| {
             let channel = validate_channel(i, c)?;
             if !seen.insert(channel.name.clone()) {
-                return Err(ConfigError::invalid(format!("channel[{i}].name"), format!("channel '{}' is declared twice", channel.name)));
+                return Err(ConfigError::invalid(
+                    format!("channel[{i}].name"),
+                    format!("channel '{}' is declared twice", channel.name),
+                ));
             }
             Ok(channel)
         })
@@ -206,7 +212,10 @@ fn validate_channel(i: usize, c: &RawChannel) -> Result<Channel, ConfigError> {
     let at = |field: &str| format!("channel[{i}].{field}");
     let name = ChannelName::parse(&c.name).map_err(|e| ConfigError::invalid(at("name"), e.to_string()))?;
     let kind = ChannelKind::parse(&c.kind).ok_or_else(|| {
-        ConfigError::invalid(at("type"), format!("unknown channel type '{}' (openai, azure, anthropic, gemini, bedrock or echo)", c.kind))
+        ConfigError::invalid(
+            at("type"),
+            format!("unknown channel type '{}' (openai, azure, anthropic, gemini, bedrock or echo)", c.kind),
+        )
     })?;
     let base_url = match (&c.base_url, kind) {
         (Some(url), _) => {

@@ -122,12 +122,16 @@ fn unknown_keys_are_named_by_their_path() {
 #[test]
 fn wrong_values_are_named_by_their_path() {
     assert_eq!(invalid_key(load_text("[server]\nlisten = \"nowhere\"\n", &[])), "server.listen");
-    assert_eq!(invalid_key(load_text("[privacy]\nlog_retention_days = \"ninety\"\n", &[])), "privacy.log_retention_days");
+    assert_eq!(
+        invalid_key(load_text("[privacy]\nlog_retention_days = \"ninety\"\n", &[])),
+        "privacy.log_retention_days"
+    );
     let bad_type = "[[channel]]\nname = \"a\"\ntype = \"telepathy\"\nmodels = [\"m\"]\n";
     assert_eq!(invalid_key(load_text(bad_type, &[])), "channel[0].type");
     let no_url = "[[channel]]\nname = \"a\"\ntype = \"openai\"\nmodels = [\"m\"]\n";
     assert_eq!(invalid_key(load_text(no_url, &[])), "channel[0].base_url");
-    let bad_mapping = "[[channel]]\nname = \"a\"\ntype = \"echo\"\nmodels = [\"m\"]\nmodel_mapping = { other = \"x\" }\n";
+    let bad_mapping =
+        "[[channel]]\nname = \"a\"\ntype = \"echo\"\nmodels = [\"m\"]\nmodel_mapping = { other = \"x\" }\n";
     assert_eq!(invalid_key(load_text(bad_mapping, &[])), "channel[0].model_mapping.other");
     let too_precise = "[[model]]\nname = \"m\"\nprice = { input = \"0.0000000001\" }\n";
     assert_eq!(invalid_key(load_text(too_precise, &[])), "model[0].price.input");

@@ -65,10 +65,8 @@ impl Money {
             let digit = fraction.as_bytes().get(position).map_or(0, |b| i64::from(b - b'0'));
             fraction_value = fraction_value * 10 + digit;
         }
-        let magnitude = whole_value
-            .checked_mul(NANOS_PER_UNIT)
-            .and_then(|w| w.checked_add(fraction_value))
-            .ok_or_else(overflow)?;
+        let magnitude =
+            whole_value.checked_mul(NANOS_PER_UNIT).and_then(|w| w.checked_add(fraction_value)).ok_or_else(overflow)?;
         Ok(Self(if negative { -magnitude } else { magnitude }))
     }
 

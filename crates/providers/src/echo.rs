@@ -43,7 +43,7 @@ impl EchoProvider {
 #[async_trait]
 impl Provider for EchoProvider {
     async fn send(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
-        let call = Call::new(&request.body);
+        let call = Call::new(&request);
         match request.endpoint {
             Endpoint::ChatCompletions => chat(&call, &request.body, request.stream),
             Endpoint::Completions => completion(&call, &request.body, request.stream),
@@ -61,12 +61,13 @@ struct Call {
 }
 
 impl Call {
-    fn new(body: &Map<String, Value>) -> Self {
+    fn new(request: &UpstreamRequest) -> Self {
         Self {
             serial: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs()),
-            model: body.get("model").and_then(Value::as_str).unwrap_or("echo").to_owned(),
-            include_usage: body
+            model: request.model.to_string(),
+            include_usage: request
+                .body
                 .get("stream_options")
                 .and_then(|options| options.get("include_usage"))
                 .and_then(Value::as_bool)
@@ -198,10 +199,9 @@ fn chat(call: &Call, body: &Map<String, Value>, streaming: bool) -> Result<Upstr
         return Ok(stream(chat_chunks(call, &id, &tool_call_id, &answer, usage)));
     }
     let (message, finish_reason) = match &answer {
-        ChatAnswer::Text(text) => (
-            json!({"role": "assistant", "content": text, "refusal": null, "annotations": []}),
-            "stop",
-        ),
+        ChatAnswer::Text(text) => {
+            (json!({"role": "assistant", "content": text, "refusal": null, "annotations": []}), "stop")
+        }
         ChatAnswer::WeatherCall => (
             json!({
                 "role": "assistant",
@@ -435,7 +435,9 @@ fn embeddings(call: &Call, body: &Map<String, Value>) -> Result<UpstreamReply, U
     let base64 = match body.get("encoding_format").and_then(Value::as_str) {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(_) => return Err(invalid_request("'encoding_format' must be 'float' or 'base64'.")),
+        Some(_) => {
+            return Err(invalid_request("'encoding_format' must be 'float' or 'base64'."));
+        }
     };
     let prompt_tokens = inputs.iter().map(EmbeddingInput::tokens).fold(0, u64::saturating_add);
     let data = inputs
@@ -499,8 +501,9 @@ mod tests {
     use futures_util::StreamExt;
 
     fn request(endpoint: Endpoint, body: Value, stream: bool) -> UpstreamRequest {
+        let model = veil_domain::ModelName::parse(body["model"].as_str().unwrap_or("echo")).unwrap();
         let Value::Object(body) = body else { panic!("body must be an object") };
-        UpstreamRequest { endpoint, body, stream }
+        UpstreamRequest { endpoint, body: std::sync::Arc::new(body), model, stream }
     }
 
     async fn complete_json(request: UpstreamRequest) -> Value {
@@ -581,7 +584,8 @@ mod tests {
         assert_eq!(call["function"]["arguments"], r#"{"city":"Paris"}"#);
 
         // Without tools, or once the tool has answered, it is plain text again.
-        let without_tools = complete_json(request(Endpoint::ChatCompletions, chat_body(json!("weather?")), false)).await;
+        let without_tools =
+            complete_json(request(Endpoint::ChatCompletions, chat_body(json!("weather?")), false)).await;
         assert_eq!(without_tools["choices"][0]["finish_reason"], "stop");
         let mut after_tool = body;
         let messages = after_tool["messages"].as_array_mut().unwrap();
@@ -702,7 +706,8 @@ mod tests {
         let floats: Vec<f32> = bytes.chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let plain = json!({"model": "e", "input": "hello world", "dimensions": 3});
         let plain = complete_json(request(Endpoint::Embeddings, plain, false)).await;
-        let plain: Vec<f32> = plain["data"][0]["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let plain: Vec<f32> =
+            plain["data"][0]["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
         assert_eq!(floats, plain);
 
         let tokens = json!({"model": "e", "input": [[1, 2, 3], [4]]});

@@ -133,7 +133,9 @@ impl UpstreamError {
         match self {
             Self::Connect => "Could not connect to the upstream provider.".to_owned(),
             Self::Timeout(TimeoutPhase::Connect) => "Timed out connecting to the upstream provider.".to_owned(),
-            Self::Timeout(TimeoutPhase::FirstByte) => "The upstream provider did not start answering in time.".to_owned(),
+            Self::Timeout(TimeoutPhase::FirstByte) => {
+                "The upstream provider did not start answering in time.".to_owned()
+            }
             Self::Timeout(TimeoutPhase::Idle) => "The upstream provider stopped sending data.".to_owned(),
             Self::Timeout(TimeoutPhase::Total) => "The upstream call took longer than allowed.".to_owned(),
             Self::Status { status: status @ (401 | 403), .. } => {
@@ -145,11 +147,15 @@ impl UpstreamError {
             Self::Status { status, message, .. } => {
                 format!("The upstream provider returned HTTP {status}: {message}")
             }
-            Self::Malformed(reason) => format!("The upstream provider sent an invalid response ({reason})."),
+            Self::Malformed(reason) => {
+                format!("The upstream provider sent an invalid response ({reason}).")
+            }
             Self::MissingCredential { .. } | Self::Misconfigured(_) => {
                 "The upstream channel for this model is not configured correctly.".to_owned()
             }
-            Self::Unsupported(kind) => format!("Upstream channels of type {kind} are not supported yet."),
+            Self::Unsupported(kind) => {
+                format!("Upstream channels of type {kind} are not supported yet.")
+            }
             Self::Truncated => "The upstream response ended before it was complete.".to_owned(),
         }
     }
@@ -214,9 +220,7 @@ fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
             .and_then(|value| value.trim().parse::<f64>().ok())
             .filter(|value| value.is_finite() && *value >= 0.0)
     };
-    let wait = number("retry-after-ms")
-        .map(|ms| ms / 1000.0)
-        .or_else(|| number("retry-after"))?;
+    let wait = number("retry-after-ms").map(|ms| ms / 1000.0).or_else(|| number("retry-after"))?;
     Some(Duration::from_secs_f64(wait.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
@@ -264,7 +268,8 @@ mod tests {
     #[test]
     fn odd_codes_are_dropped_and_long_messages_truncated() {
         let long = "x".repeat(2000);
-        let body = serde_json::to_vec(&serde_json::json!({"error": {"message": long, "code": "has spaces in it"}})).unwrap();
+        let body =
+            serde_json::to_vec(&serde_json::json!({"error": {"message": long, "code": "has spaces in it"}})).unwrap();
         let UpstreamError::Status { message, code, .. } = UpstreamError::from_status(500, &HeaderMap::new(), &body)
         else {
             panic!("expected a status error");

@@ -1,11 +1,12 @@
 //! Everything that talks to upstream model providers: one [`Provider`] trait, one file
 //! per vendor, the shared HTTP client, and the SSE parser.
 //!
-//! A provider receives a request already in its wire format (today: OpenAI's, with the
-//! upstream model name filled in) and answers with either a complete JSON body or a
-//! stream of SSE events, forwarded as they arrive. Errors are normalised into
-//! [`UpstreamError`]; upstream error bodies are parsed into a short message that may be
-//! shown to the client but is never logged (it can echo the prompt).
+//! A provider receives a request already in its wire format (today: OpenAI's), sends
+//! it with the channel's upstream model name in place of the public one, and answers
+//! with either a complete JSON body or a stream of SSE events, forwarded as they
+//! arrive. Errors are normalised into [`UpstreamError`]; upstream error bodies are
+//! parsed into a short message that may be shown to the client but is never logged (it
+//! can echo the prompt).
 
 mod echo;
 mod error;
@@ -15,7 +16,7 @@ pub mod sse;
 
 pub use echo::EchoProvider;
 pub use error::{TimeoutPhase, UpstreamError};
-pub use http::HttpClient;
+pub use http::{HttpClient, HttpClientError};
 pub use openai::OpenAiProvider;
 pub use sse::{SseEvent, SseParser};
 
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
-use veil_domain::{Channel, ChannelKind};
+use veil_domain::{Channel, ChannelKind, ModelName};
 
 /// Which OpenAI-style endpoint a call is for; the path is relative to the base URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,13 +53,48 @@ impl Endpoint {
     }
 }
 
-/// One call to send upstream. `body` is the complete JSON request in the provider's
-/// wire format, with the upstream model name already in place.
+/// One call to send upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamRequest {
     pub endpoint: Endpoint,
-    pub body: serde_json::Map<String, serde_json::Value>,
+    /// The complete JSON request in the provider's wire format, shared (never copied)
+    /// between attempts on different channels. Its `model` is not sent: see `model`.
+    pub body: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// The model name this channel's upstream knows; sent as the body's `model`.
+    pub model: ModelName,
     pub stream: bool,
+}
+
+impl UpstreamRequest {
+    /// The body as JSON with `model` set to [`UpstreamRequest::model`] (added when the
+    /// body has none), written straight from the shared body without copying it.
+    pub fn encode_body(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&BodyWithModel { body: &self.body, model: self.model.as_str() })
+    }
+}
+
+struct BodyWithModel<'a> {
+    body: &'a serde_json::Map<String, serde_json::Value>,
+    model: &'a str,
+}
+
+impl serde::Serialize for BodyWithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let has_model = self.body.contains_key("model");
+        let mut map = serializer.serialize_map(Some(self.body.len() + usize::from(!has_model)))?;
+        if !has_model {
+            map.serialize_entry("model", self.model)?;
+        }
+        for (key, value) in self.body {
+            if key == "model" {
+                map.serialize_entry(key, self.model)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, UpstreamError>> + Send>>;
@@ -98,5 +134,37 @@ pub fn provider_for(channel: &Channel, http: &HttpClient) -> Arc<dyn Provider> {
         kind @ (ChannelKind::Azure | ChannelKind::Anthropic | ChannelKind::Gemini | ChannelKind::Bedrock) => {
             Arc::new(UnsupportedProvider(kind))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(body: serde_json::Value) -> UpstreamRequest {
+        let serde_json::Value::Object(body) = body else { panic!("an object") };
+        UpstreamRequest {
+            endpoint: Endpoint::ChatCompletions,
+            body: Arc::new(body),
+            model: ModelName::parse("gpt-4o-mini-2024-07-18").unwrap(),
+            stream: false,
+        }
+    }
+
+    #[test]
+    fn the_upstream_model_replaces_the_public_one() {
+        let request = request(json!({"model": "gpt-4o-mini", "messages": [], "temperature": 0.5}));
+        let sent: serde_json::Value = serde_json::from_slice(&request.encode_body().unwrap()).unwrap();
+        assert_eq!(sent, json!({"model": "gpt-4o-mini-2024-07-18", "messages": [], "temperature": 0.5}));
+        // The shared body is untouched for the next attempt.
+        assert_eq!(request.body["model"], "gpt-4o-mini");
+    }
+
+    #[test]
+    fn a_missing_model_is_added() {
+        let sent: serde_json::Value =
+            serde_json::from_slice(&request(json!({"input": "x"})).encode_body().unwrap()).unwrap();
+        assert_eq!(sent, json!({"model": "gpt-4o-mini-2024-07-18", "input": "x"}));
     }
 }

@@ -14,8 +14,8 @@ use crate::sse::{SseError, SseEvent, SseParser};
 use crate::{EventStream, Provider, UpstreamReply, UpstreamRequest};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::HeaderValue;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
@@ -38,7 +38,9 @@ enum Credential {
     /// The channel has no `api_key_env`: local servers need no credential.
     None,
     Bearer(HeaderValue),
-    Missing { env: String },
+    Missing {
+        env: String,
+    },
     Unusable,
 }
 
@@ -112,12 +114,10 @@ impl OpenAiProvider {
 impl Provider for OpenAiProvider {
     async fn send(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
         let authorization = self.authorization()?;
-        let base_url = self
-            .base_url
-            .as_deref()
-            .ok_or(UpstreamError::Misconfigured("the base URL is not an http(s) URL"))?;
-        let body = serde_json::to_vec(&request.body)
-            .map_err(|_| UpstreamError::Malformed("the request body could not be encoded"))?;
+        let base_url =
+            self.base_url.as_deref().ok_or(UpstreamError::Misconfigured("the base URL is not an http(s) URL"))?;
+        let body =
+            request.encode_body().map_err(|_| UpstreamError::Malformed("the request body could not be encoded"))?;
 
         let started = Instant::now();
         let deadline = started + self.timeouts.total;
@@ -300,13 +300,8 @@ struct StreamState {
 /// Ends after `[DONE]`; a body ending without it yields `Err(Truncated)` last, and any
 /// error is the last item.
 fn event_stream(body: Body) -> EventStream {
-    let state = StreamState {
-        body: Some(body),
-        parser: SseParser::new(),
-        ready: VecDeque::new(),
-        failure: None,
-        done: false,
-    };
+    let state =
+        StreamState { body: Some(body), parser: SseParser::new(), ready: VecDeque::new(), failure: None, done: false };
     Box::pin(futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(event) = state.ready.pop_front() {
@@ -484,9 +479,11 @@ mod tests {
     }
 
     fn chat(stream: bool) -> UpstreamRequest {
-        let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream});
+        let body =
+            serde_json::json!({"model": "public", "messages": [{"role": "user", "content": "hi"}], "stream": stream});
         let serde_json::Value::Object(body) = body else { unreachable!() };
-        UpstreamRequest { endpoint: Endpoint::ChatCompletions, body, stream }
+        let model = veil_domain::ModelName::parse("upstream-m").unwrap();
+        UpstreamRequest { endpoint: Endpoint::ChatCompletions, body: std::sync::Arc::new(body), model, stream }
     }
 
     fn complete(reply: UpstreamReply) -> serde_json::Value {
@@ -513,6 +510,7 @@ mod tests {
         assert!(seen.head.contains("\r\nauthorization: bearer sk-test\r\n"));
         assert!(seen.head.contains("\r\ncontent-type: application/json\r\n"));
         assert_eq!(seen.body["messages"][0]["content"], "hi");
+        assert_eq!(seen.body["model"], "upstream-m");
         let names: Vec<&str> =
             seen.head.lines().skip(1).filter_map(|line| line.split_once(':')).map(|(name, _)| name).collect();
         for name in &names {
@@ -583,10 +581,7 @@ mod tests {
         .await;
         let mut provider = provider(&server.base_url, None);
         provider.max_body_bytes = 150;
-        assert_eq!(
-            provider.send(chat(false)).await.err(),
-            Some(UpstreamError::Malformed("upstream body too large"))
-        );
+        assert_eq!(provider.send(chat(false)).await.err(), Some(UpstreamError::Malformed("upstream body too large")));
     }
 
     #[tokio::test]
@@ -631,7 +626,8 @@ mod tests {
     #[tokio::test]
     async fn a_stream_cut_mid_body_is_truncated() {
         // Half a chunk, then the connection goes away.
-        let server = scripted(vec![stream_head(), chunk("data: {\"n\":1}\n\n"), write("40\r\ndata: {\"n"), Step::Close]).await;
+        let server =
+            scripted(vec![stream_head(), chunk("data: {\"n\":1}\n\n"), write("40\r\ndata: {\"n"), Step::Close]).await;
         let mut events = stream(provider(&server.base_url, None).send(chat(true)).await.unwrap());
         assert_eq!(events.next().await, Some(Ok(SseEvent::data("{\"n\":1}"))));
         assert_eq!(events.next().await, Some(Err(UpstreamError::Truncated)));
@@ -650,7 +646,12 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_sse_is_malformed() {
-        let server = scripted(vec![stream_head(), chunk("data: ok\n\ndata: \u{0}\n\n"), Step::Write(b"4\r\n\xFF\xFE\n\n\r\n".to_vec())]).await;
+        let server = scripted(vec![
+            stream_head(),
+            chunk("data: ok\n\ndata: \u{0}\n\n"),
+            Step::Write(b"4\r\n\xFF\xFE\n\n\r\n".to_vec()),
+        ])
+        .await;
         let mut events = stream(provider(&server.base_url, None).send(chat(true)).await.unwrap());
         assert_eq!(events.next().await, Some(Ok(SseEvent::data("ok"))));
         assert_eq!(events.next().await, Some(Ok(SseEvent::data("\u{0}"))));

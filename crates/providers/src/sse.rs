@@ -458,8 +458,7 @@ mod tests {
     async fn turns_a_byte_stream_into_events() {
         let chunks: Vec<Result<Bytes, std::io::Error>> =
             SAMPLE.chunks(7).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-        let events: Vec<SseEvent> =
-            events(futures_util::stream::iter(chunks)).map(|e| e.unwrap()).collect().await;
+        let events: Vec<SseEvent> = events(futures_util::stream::iter(chunks)).map(|e| e.unwrap()).collect().await;
         assert_eq!(events, sample_events());
     }
 

@@ -78,11 +78,8 @@ impl<T> Catalogue<T> {
     /// The channels to try for `model` on behalf of `group`, in order.
     pub fn candidates(&self, model: &ModelName, group: &GroupName, rng: &mut impl Rng) -> Vec<Arc<Candidate<T>>> {
         let Some(indexes) = self.serving.get(model) else { return Vec::new() };
-        let eligible: Vec<&Arc<Candidate<T>>> = indexes
-            .iter()
-            .filter_map(|&i| self.channels.get(i))
-            .filter(|c| c.channel.admits_group(group))
-            .collect();
+        let eligible: Vec<&Arc<Candidate<T>>> =
+            indexes.iter().filter_map(|&i| self.channels.get(i)).filter(|c| c.channel.admits_group(group)).collect();
         let mut ordered = Vec::with_capacity(eligible.len());
         for tier in eligible.chunk_by(|a, b| a.channel.priority == b.channel.priority) {
             let mut remaining: Vec<&Arc<Candidate<T>>> = tier.to_vec();
@@ -124,7 +121,13 @@ mod tests {
             priority,
             weight,
             groups: groups.map(|g| g.iter().map(|n| GroupName::parse(n).unwrap()).collect()),
-            policy: DataPolicy { retention: Retention::None, training: false, region: None, human_review: false, operator: "self".into() },
+            policy: DataPolicy {
+                retention: Retention::None,
+                training: false,
+                region: None,
+                human_review: false,
+                operator: "self".into(),
+            },
             timeouts: Timeouts::default(),
             enabled: true,
             managed: true,
@@ -153,7 +156,9 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(42);
         let model = ModelName::parse("m").unwrap();
         let first_a = (0..4000)
-            .filter(|_| catalogue.candidates(&model, &GroupName::default_group(), &mut rng)[0].channel.name.as_str() == "a")
+            .filter(|_| {
+                catalogue.candidates(&model, &GroupName::default_group(), &mut rng)[0].channel.name.as_str() == "a"
+            })
             .count();
         // Expected 3000 of 4000; allow generous statistical slack.
         assert!((2800..3200).contains(&first_a), "a first {first_a} times");
@@ -163,12 +168,20 @@ mod tests {
     fn groups_and_disabled_channels_are_respected() {
         let (mut off, ()) = channel("off", 5, 1, None);
         off.enabled = false;
-        let catalogue = Catalogue::new(vec![(off, ()), channel("vip-only", 3, 1, Some(&["vip"])), channel("all", 1, 1, None)], vec![]);
+        let catalogue = Catalogue::new(
+            vec![(off, ()), channel("vip-only", 3, 1, Some(&["vip"])), channel("all", 1, 1, None)],
+            vec![],
+        );
         let mut rng = StdRng::seed_from_u64(1);
         let model = ModelName::parse("m").unwrap();
         assert_eq!(names(&catalogue.candidates(&model, &GroupName::default_group(), &mut rng)), ["all"]);
-        assert_eq!(names(&catalogue.candidates(&model, &GroupName::parse("vip").unwrap(), &mut rng)), ["vip-only", "all"]);
-        assert!(catalogue.candidates(&ModelName::parse("other").unwrap(), &GroupName::default_group(), &mut rng).is_empty());
+        assert_eq!(
+            names(&catalogue.candidates(&model, &GroupName::parse("vip").unwrap(), &mut rng)),
+            ["vip-only", "all"]
+        );
+        assert!(
+            catalogue.candidates(&ModelName::parse("other").unwrap(), &GroupName::default_group(), &mut rng).is_empty()
+        );
         assert_eq!(catalogue.models_for_group(&GroupName::default_group()).len(), 1);
     }
 }

@@ -54,12 +54,7 @@ impl MasterKey {
             .cipher()?
             .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: purpose.as_bytes() })
             .map_err(|_| SecretsError::Unwrap { purpose: purpose.to_owned() })?;
-        Ok(WrappedSecret {
-            purpose: purpose.to_owned(),
-            master_key_id: self.id(),
-            nonce: nonce.to_vec(),
-            ciphertext,
-        })
+        Ok(WrappedSecret { purpose: purpose.to_owned(), master_key_id: self.id(), nonce: nonce.to_vec(), ciphertext })
     }
 
     pub fn unwrap_secret(&self, wrapped: &WrappedSecret) -> Result<Zeroizing<Vec<u8>>, SecretsError> {

@@ -49,7 +49,9 @@ impl MasterKey {
         let path = data_dir.join(FILE_NAME);
         let io = |source| SecretsError::MasterKeyIo { path: path.display().to_string(), source };
         match std::fs::read_to_string(&path) {
-            Ok(text) => Self::decode(&text).ok_or_else(|| SecretsError::BadMasterKeyFile { path: path.display().to_string() }),
+            Ok(text) => {
+                Self::decode(&text).ok_or_else(|| SecretsError::BadMasterKeyFile { path: path.display().to_string() })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(data_dir).map_err(io)?;
                 let mut bytes = Zeroizing::new([0u8; 32]);

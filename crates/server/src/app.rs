@@ -66,7 +66,8 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| StartupError::Bind { address: settings.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind { address: settings.listen, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| StartupError::Bind { address: settings.listen, source })?;
 
         // Load the tokenizer now rather than on the first call.
         if tokio::task::spawn_blocking(veil_tokens::warm_up).await.is_err() {
@@ -113,7 +114,11 @@ impl Application {
         let background = TaskTracker::new();
         let stop_background = CancellationToken::new();
         let writer = background.spawn(self.writer.run());
-        background.spawn(refresh::follow_store(Arc::clone(&self.state), self.refresh_interval, stop_background.clone()));
+        background.spawn(refresh::follow_store(
+            Arc::clone(&self.state),
+            self.refresh_interval,
+            stop_background.clone(),
+        ));
 
         let router = router::build(Arc::clone(&self.state));
         listener::serve(self.listener, router, shutdown, self.shutdown_grace).await;

@@ -14,7 +14,11 @@ use std::sync::Arc;
 use veil_domain::{ErrorCode, Timestamp};
 use veil_secrets::KeyHasher;
 
-pub async fn authenticate(state: &AppState, headers: &HeaderMap, meta: &RequestMeta) -> Result<Arc<Principal>, ApiError> {
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    meta: &RequestMeta,
+) -> Result<Arc<Principal>, ApiError> {
     let token = bearer_token(headers).ok_or_else(|| {
         ApiError::invalid_api_key(
             "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",

@@ -70,10 +70,6 @@ impl Call {
         });
     }
 
-    pub fn set_stream(&mut self, stream: bool) {
-        self.with_record(|r| r.stream = stream);
-    }
-
     /// Notes the channel about to be tried (the last one tried is the one that served).
     pub fn trying(&mut self, channel: ChannelName, upstream_model: ModelName, class: PolicyClass) {
         self.with_record(|r| {

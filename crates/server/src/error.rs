@@ -83,7 +83,9 @@ impl ApiError {
                 // Client-side problems the upstream found keep their status so SDKs react
                 // as they would against the vendor; server-side ones become 502.
                 let mapped = match *status {
-                    400 | 404 | 409 | 413 | 422 | 429 => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    400 | 404 | 409 | 413 | 422 | 429 => {
+                        StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+                    }
                     _ => StatusCode::BAD_GATEWAY,
                 };
                 let mut api = Self::new(mapped, ErrorCode::UpstreamError, error.client_message());

@@ -123,7 +123,8 @@ async fn call_upstream(
         let channel = &candidate.channel;
         let upstream_model = channel.upstream_model(&routed.model).clone();
         call.trying(channel.name.clone(), upstream_model.clone(), channel.policy.class());
-        let request = UpstreamRequest { endpoint, body: Arc::clone(body), model: upstream_model, stream: routed.stream };
+        let request =
+            UpstreamRequest { endpoint, body: Arc::clone(body), model: upstream_model, stream: routed.stream };
         match candidate.attached.send(request).await {
             Ok(reply) => return Ok(reply),
             Err(error) if error.is_retryable() => {

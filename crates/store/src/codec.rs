@@ -12,10 +12,9 @@ use std::fmt::Display;
 use std::time::Duration;
 use uuid::Uuid;
 use veil_domain::{
-    ApiKey, CallRecord, Channel, ChannelKind, ChannelName, DataPolicy, ErrorCode, FirewallMode,
-    Group, GroupName, KeyId, KeyLimits, Model, ModelName, Money, Multiplier, PolicyClass, Price,
-    PrivacyRequirement, RequestId, Retention, Role, Timeouts, Timestamp, TokenUsage, User, UserId,
-    UserName,
+    ApiKey, CallRecord, Channel, ChannelKind, ChannelName, DataPolicy, ErrorCode, FirewallMode, Group, GroupName,
+    KeyId, KeyLimits, Model, ModelName, Money, Multiplier, PolicyClass, Price, PrivacyRequirement, RequestId,
+    Retention, Role, Timeouts, Timestamp, TokenUsage, User, UserId, UserName,
 };
 
 /// Route templates a call record's `path` can hold. The column is text, the domain field a
@@ -37,11 +36,7 @@ pub const ROUTE_PATHS: &[&str] = &[
 ];
 
 pub(crate) fn route_path(raw: &str) -> &'static str {
-    ROUTE_PATHS
-        .iter()
-        .copied()
-        .find(|known| *known == raw)
-        .unwrap_or("other")
+    ROUTE_PATHS.iter().copied().find(|known| *known == raw).unwrap_or("other")
 }
 
 /// Typed access to one result row by selected column name; each backend implements it
@@ -80,20 +75,12 @@ pub(crate) fn translate(
 // (no real token count or duration reaches i64::MAX).
 
 pub(crate) fn json_list<T: Display>(items: &[T]) -> String {
-    Value::Array(
-        items
-            .iter()
-            .map(|item| Value::String(item.to_string()))
-            .collect(),
-    )
-    .to_string()
+    Value::Array(items.iter().map(|item| Value::String(item.to_string())).collect()).to_string()
 }
 
 fn json_map(map: &BTreeMap<ModelName, ModelName>) -> String {
-    let object = map
-        .iter()
-        .map(|(public, upstream)| (public.to_string(), Value::String(upstream.to_string())))
-        .collect();
+    let object =
+        map.iter().map(|(public, upstream)| (public.to_string(), Value::String(upstream.to_string()))).collect();
     Value::Object(object).to_string()
 }
 
@@ -309,32 +296,17 @@ impl<'a> CallRecordParams<'a> {
 // ---------------------------------------------------------------------------------------
 // Decoding: row → domain value. Every parse failure names the column only.
 
-fn parsed<T, E>(
-    raw: &str,
-    column: &'static str,
-    parse: impl FnOnce(&str) -> Result<T, E>,
-) -> Result<T, StoreError> {
+fn parsed<T, E>(raw: &str, column: &'static str, parse: impl FnOnce(&str) -> Result<T, E>) -> Result<T, StoreError> {
     parse(raw).map_err(|_| corrupt(column))
 }
 
-fn label<T>(
-    raw: &str,
-    column: &'static str,
-    parse: impl FnOnce(&str) -> Option<T>,
-) -> Result<T, StoreError> {
+fn label<T>(raw: &str, column: &'static str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, StoreError> {
     parse(raw).ok_or_else(|| corrupt(column))
 }
 
-fn list<T, E>(
-    raw: &str,
-    column: &'static str,
-    parse: impl Fn(&str) -> Result<T, E>,
-) -> Result<Vec<T>, StoreError> {
+fn list<T, E>(raw: &str, column: &'static str, parse: impl Fn(&str) -> Result<T, E>) -> Result<Vec<T>, StoreError> {
     let items: Vec<String> = serde_json::from_str(raw).map_err(|_| corrupt(column))?;
-    items
-        .iter()
-        .map(|item| parsed(item, column, &parse))
-        .collect()
+    items.iter().map(|item| parsed(item, column, &parse)).collect()
 }
 
 /// List items that are free-form operator text (regions, deny rules).
@@ -354,10 +326,7 @@ fn narrow<T: TryFrom<i64>>(value: i64, column: &'static str) -> Result<T, StoreE
     T::try_from(value).map_err(|_| corrupt(column))
 }
 
-fn opt_narrow<T: TryFrom<i64>>(
-    value: Option<i64>,
-    column: &'static str,
-) -> Result<Option<T>, StoreError> {
+fn opt_narrow<T: TryFrom<i64>>(value: Option<i64>, column: &'static str) -> Result<Option<T>, StoreError> {
     value.map(|value| narrow(value, column)).transpose()
 }
 
@@ -374,10 +343,7 @@ fn limits_from(row: &impl Columns) -> Result<KeyLimits, StoreError> {
 }
 
 /// Qualifies a `Corrupt` column name with its table, so the message points at one place.
-fn in_table<T>(
-    table: &str,
-    decode: impl FnOnce() -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+fn in_table<T>(table: &str, decode: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     decode().map_err(|error| match error {
         StoreError::Corrupt(column) => StoreError::Corrupt(format!("{table}.{column}")),
         other => other,
@@ -390,10 +356,7 @@ pub(crate) fn group(row: &impl Columns) -> Result<Group, StoreError> {
             name: parsed(&row.text("name")?, "name", GroupName::parse)?,
             multiplier: Multiplier::from_millionths(row.int("multiplier")?),
             privacy: PrivacyRequirement {
-                max_retention_days: opt_narrow(
-                    row.opt_int("max_retention_days")?,
-                    "max_retention_days",
-                )?,
+                max_retention_days: opt_narrow(row.opt_int("max_retention_days")?, "max_retention_days")?,
                 allow_training: row.flag("allow_training")?,
                 regions: opt_list(row.opt_text("regions")?, "regions", plain)?,
                 firewall: label(&row.text("firewall")?, "firewall", FirewallMode::parse)?,
@@ -445,15 +408,11 @@ pub(crate) fn key(row: &impl Columns) -> Result<ApiKey, StoreError> {
 
 fn model_mapping(raw: &str) -> Result<BTreeMap<ModelName, ModelName>, StoreError> {
     const COLUMN: &str = "model_mapping";
-    let object: BTreeMap<String, String> =
-        serde_json::from_str(raw).map_err(|_| corrupt(COLUMN))?;
+    let object: BTreeMap<String, String> = serde_json::from_str(raw).map_err(|_| corrupt(COLUMN))?;
     object
         .iter()
         .map(|(public, upstream)| {
-            Ok((
-                parsed(public, COLUMN, ModelName::parse)?,
-                parsed(upstream, COLUMN, ModelName::parse)?,
-            ))
+            Ok((parsed(public, COLUMN, ModelName::parse)?, parsed(upstream, COLUMN, ModelName::parse)?))
         })
         .collect()
 }
@@ -469,11 +428,7 @@ pub(crate) fn channel(row: &impl Columns) -> Result<Channel, StoreError> {
             model_mapping: model_mapping(&row.text("model_mapping")?)?,
             priority: narrow(row.int("priority")?, "priority")?,
             weight: narrow(row.int("weight")?, "weight")?,
-            groups: opt_list(
-                row.opt_text("allowed_groups")?,
-                "allowed_groups",
-                GroupName::parse,
-            )?,
+            groups: opt_list(row.opt_text("allowed_groups")?, "allowed_groups", GroupName::parse)?,
             policy: DataPolicy {
                 retention: match opt_narrow(row.opt_int("retention_days")?, "retention_days")? {
                     None => Retention::None,
@@ -486,10 +441,7 @@ pub(crate) fn channel(row: &impl Columns) -> Result<Channel, StoreError> {
             },
             timeouts: Timeouts {
                 connect: duration_ms(row.int("connect_timeout_ms")?, "connect_timeout_ms")?,
-                first_byte: duration_ms(
-                    row.int("first_byte_timeout_ms")?,
-                    "first_byte_timeout_ms",
-                )?,
+                first_byte: duration_ms(row.int("first_byte_timeout_ms")?, "first_byte_timeout_ms")?,
                 idle: duration_ms(row.int("idle_timeout_ms")?, "idle_timeout_ms")?,
                 total: duration_ms(row.int("total_timeout_ms")?, "total_timeout_ms")?,
             },
@@ -531,11 +483,7 @@ pub(crate) fn call_record(row: &impl Columns) -> Result<StoredCallRecord, StoreE
             key_id: row.opt_uuid("key_id")?.map(KeyId::from_uuid),
             group: opt_name(row.opt_text("group_name")?, "group_name", GroupName::parse)?,
             model: opt_name(row.opt_text("model")?, "model", ModelName::parse)?,
-            upstream_model: opt_name(
-                row.opt_text("upstream_model")?,
-                "upstream_model",
-                ModelName::parse,
-            )?,
+            upstream_model: opt_name(row.opt_text("upstream_model")?, "upstream_model", ModelName::parse)?,
             channel: opt_name(row.opt_text("channel")?, "channel", ChannelName::parse)?,
             path: route_path(&row.text("path")?),
             stream: row.flag("stream")?,
@@ -562,11 +510,7 @@ pub(crate) fn call_record(row: &impl Columns) -> Result<StoredCallRecord, StoreE
                 .map(|raw| label(&raw, "policy_class", PolicyClass::parse))
                 .transpose()?,
             estimated: row.flag("estimated")?,
-            channels_tried: list(
-                &row.text("channels_tried")?,
-                "channels_tried",
-                ChannelName::parse,
-            )?,
+            channels_tried: list(&row.text("channels_tried")?, "channels_tried", ChannelName::parse)?,
         };
         let user_name = opt_name(row.opt_text("user_name")?, "user_name", UserName::parse)?;
         Ok(StoredCallRecord { record, user_name })
@@ -595,10 +539,7 @@ mod tests {
 
     #[test]
     fn lists_round_trip_and_reject_bad_items() {
-        let names = vec![
-            ModelName::parse("a/b:c").unwrap(),
-            ModelName::parse("d").unwrap(),
-        ];
+        let names = vec![ModelName::parse("a/b:c").unwrap(), ModelName::parse("d").unwrap()];
         let raw = json_list(&names);
         assert_eq!(list(&raw, "models", ModelName::parse).unwrap(), names);
         let error = list(r#"["bad name"]"#, "models", ModelName::parse).unwrap_err();

@@ -19,8 +19,8 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 use std::sync::Arc;
 use veil_domain::{
-    ApiKey, CallRecord, Channel, ChannelName, Group, GroupName, KeyId, LedgerEntry, Model, Money,
-    NewApiKey, NewUser, Timestamp, User, UserId, UserName,
+    ApiKey, CallRecord, Channel, ChannelName, Group, GroupName, KeyId, LedgerEntry, Model, Money, NewApiKey, NewUser,
+    Timestamp, User, UserId, UserName,
 };
 
 /// A call record as read back, with the account name resolved for display.
@@ -100,10 +100,7 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces by name; bumps the revision only when something changed.
     async fn upsert_model(&self, model: &Model) -> Result<(), StoreError>;
     async fn list_models(&self) -> Result<Vec<Model>, StoreError>;
-    async fn retire_managed_models(
-        &self,
-        keep: &[veil_domain::ModelName],
-    ) -> Result<u64, StoreError>;
+    async fn retire_managed_models(&self, keep: &[veil_domain::ModelName]) -> Result<u64, StoreError>;
     /// Deletes config-managed groups whose names are not in `keep`, except `default` and
     /// groups users still belong to.
     async fn retire_managed_groups(&self, keep: &[GroupName]) -> Result<u64, StoreError>;
@@ -112,27 +109,19 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a batch in one transaction.
     async fn insert_call_records(&self, records: &[CallRecord]) -> Result<(), StoreError>;
     /// Newest first (time, then request id, descending); `limit` 0 means 100.
-    async fn list_call_records(
-        &self,
-        filter: &CallRecordFilter,
-    ) -> Result<Vec<StoredCallRecord>, StoreError>;
+    async fn list_call_records(&self, filter: &CallRecordFilter) -> Result<Vec<StoredCallRecord>, StoreError>;
 
     // Installation secrets
     async fn wrapped_secret(&self, purpose: &str) -> Result<Option<WrappedSecret>, StoreError>;
     /// Inserts unless one exists for the purpose already; returns the one that is kept,
     /// so two processes starting at once agree on a single secret.
-    async fn insert_wrapped_secret_if_absent(
-        &self,
-        secret: &WrappedSecret,
-    ) -> Result<WrappedSecret, StoreError>;
+    async fn insert_wrapped_secret_if_absent(&self, secret: &WrappedSecret) -> Result<WrappedSecret, StoreError>;
 }
 
 /// Opens the store a `database.url` names: `sqlite://…` or `postgres://…`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(
-            PostgresStore::connect(url, max_connections).await?,
-        ))
+        Ok(Arc::new(PostgresStore::connect(url, max_connections).await?))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
     } else {

@@ -10,8 +10,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 use veil_domain::{
-    ApiKey, CallRecord, Channel, ChannelName, Group, GroupName, KeyId, LedgerEntry, Model,
-    ModelName, Money, NewApiKey, NewUser, Timestamp, User, UserId, UserName,
+    ApiKey, CallRecord, Channel, ChannelName, Group, GroupName, KeyId, LedgerEntry, Model, ModelName, Money, NewApiKey,
+    NewUser, Timestamp, User, UserId, UserName,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -27,10 +27,7 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names; it must exist already.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .connect(url)
-            .await?;
+        let pool = PgPoolOptions::new().max_connections(max_connections.max(1)).connect(url).await?;
         Ok(Self { pool })
     }
 
@@ -67,9 +64,7 @@ impl Columns for PgRow {
 }
 
 async fn bump_revision(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1")
-        .execute(conn)
-        .await?;
+    sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1").execute(conn).await?;
     Ok(())
 }
 
@@ -86,9 +81,7 @@ impl Store for PostgresStore {
     }
 
     async fn revision(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT revision FROM meta WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT revision FROM meta WHERE id = 1").fetch_one(&self.pool).await?;
         row.int("revision")
     }
 
@@ -174,11 +167,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(|error| {
-            codec::translate(
-                error,
-                || format!("user {}", user.name),
-                || format!("group {}", user.group),
-            )
+            codec::translate(error, || format!("user {}", user.name), || format!("group {}", user.group))
         })?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;
@@ -228,12 +217,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
-                Ok(UserSummary {
-                    user: codec::user(row)?,
-                    balance: Money::from_nanos(row.int("balance")?),
-                })
-            })
+            .map(|row| Ok(UserSummary { user: codec::user(row)?, balance: Money::from_nanos(row.int("balance")?) }))
             .collect()
     }
 
@@ -251,25 +235,17 @@ impl Store for PostgresStore {
         .bind(entry.note.as_deref())
         .execute(&mut *tx)
         .await
-        .map_err(|error| {
-            codec::translate(
-                error,
-                || "ledger entry".to_owned(),
-                || format!("user {}", entry.user_id),
-            )
-        })?;
+        .map_err(|error| codec::translate(error, || "ledger entry".to_owned(), || format!("user {}", entry.user_id)))?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn balance(&self, user: UserId) -> Result<Money, StoreError> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(amount), 0)::BIGINT AS balance FROM ledger WHERE user_id = $1",
-        )
-        .bind(user.as_uuid())
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT COALESCE(SUM(amount), 0)::BIGINT AS balance FROM ledger WHERE user_id = $1")
+            .bind(user.as_uuid())
+            .fetch_one(&self.pool)
+            .await?;
         Ok(Money::from_nanos(row.int("balance")?))
     }
 
@@ -299,13 +275,7 @@ impl Store for PostgresStore {
         .bind(created_at.unix_millis())
         .execute(&mut *tx)
         .await
-        .map_err(|error| {
-            codec::translate(
-                error,
-                || "api key hash".to_owned(),
-                || format!("user {}", key.user_id),
-            )
-        })?;
+        .map_err(|error| codec::translate(error, || "api key hash".to_owned(), || format!("user {}", key.user_id)))?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(ApiKey {
@@ -338,36 +308,38 @@ impl Store for PostgresStore {
     }
 
     async fn list_keys(&self, user: Option<UserId>) -> Result<Vec<ApiKey>, StoreError> {
-        let rows =
-            match user {
-                None => sqlx::query(
+        let rows = match user {
+            None => {
+                sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
                         max_concurrent, ip_allow, allow_training, revoked_at, created_at \
                      FROM api_keys ORDER BY created_at, id",
                 )
                 .fetch_all(&self.pool)
-                .await?,
-                Some(user) => sqlx::query(
+                .await?
+            }
+            Some(user) => {
+                sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
                         max_concurrent, ip_allow, allow_training, revoked_at, created_at \
                      FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",
                 )
                 .bind(user.as_uuid())
                 .fetch_all(&self.pool)
-                .await?,
-            };
+                .await?
+            }
+        };
         rows.iter().map(codec::key).collect()
     }
 
     async fn revoke_key(&self, id: KeyId, at: Timestamp) -> Result<bool, StoreError> {
         let mut tx = self.write().await?;
-        let revoked =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(at.unix_millis())
-                .bind(id.as_uuid())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let revoked = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at.unix_millis())
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         let exists = if revoked > 0 {
             bump_revision(&mut tx).await?;
             true
@@ -598,10 +570,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn list_call_records(
-        &self,
-        filter: &CallRecordFilter,
-    ) -> Result<Vec<StoredCallRecord>, StoreError> {
+    async fn list_call_records(&self, filter: &CallRecordFilter) -> Result<Vec<StoredCallRecord>, StoreError> {
         let limit = i64::from(if filter.limit == 0 { 100 } else { filter.limit });
         // Two statements rather than `$1 IS NULL OR …`, so each keeps its own index plan.
         let rows = match filter.user_id {
@@ -644,19 +613,14 @@ impl Store for PostgresStore {
     }
 
     async fn wrapped_secret(&self, purpose: &str) -> Result<Option<WrappedSecret>, StoreError> {
-        let row = sqlx::query(
-            "SELECT purpose, master_key_id, nonce, ciphertext FROM secrets WHERE purpose = $1",
-        )
-        .bind(purpose)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT purpose, master_key_id, nonce, ciphertext FROM secrets WHERE purpose = $1")
+            .bind(purpose)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(codec::secret).transpose()
     }
 
-    async fn insert_wrapped_secret_if_absent(
-        &self,
-        secret: &WrappedSecret,
-    ) -> Result<WrappedSecret, StoreError> {
+    async fn insert_wrapped_secret_if_absent(&self, secret: &WrappedSecret) -> Result<WrappedSecret, StoreError> {
         // Under READ COMMITTED the insert waits for a concurrent one on the same purpose and
         // the following read sees whichever committed first.
         sqlx::query(

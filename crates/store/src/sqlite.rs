@@ -7,16 +7,16 @@ use crate::{CallRecordFilter, Store, StoreError, StoredCallRecord, UserSummary, 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
 use veil_domain::{
-    ApiKey, CallRecord, Channel, ChannelName, Group, GroupName, KeyId, LedgerEntry, Model,
-    ModelName, Money, NewApiKey, NewUser, Timestamp, User, UserId, UserName,
+    ApiKey, CallRecord, Channel, ChannelName, Group, GroupName, KeyId, LedgerEntry, Model, ModelName, Money, NewApiKey,
+    NewUser, Timestamp, User, UserId, UserName,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -42,14 +42,9 @@ impl SqliteStore {
         if let Some(parent) = options.get_filename().parent()
             && !parent.as_os_str().is_empty()
         {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(sqlx::Error::Io)?;
+            tokio::fs::create_dir_all(parent).await.map_err(sqlx::Error::Io)?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await?;
         Ok(Self { pool })
     }
 
@@ -83,8 +78,7 @@ impl Columns for SqliteRow {
     }
     fn opt_uuid(&self, column: &'static str) -> Result<Option<Uuid>, StoreError> {
         let raw: Option<String> = self.try_get(column)?;
-        raw.map(|raw| Uuid::parse_str(&raw).map_err(|_| codec::corrupt(column)))
-            .transpose()
+        raw.map(|raw| Uuid::parse_str(&raw).map_err(|_| codec::corrupt(column))).transpose()
     }
 }
 
@@ -93,9 +87,7 @@ fn id_text(id: Uuid) -> String {
 }
 
 async fn bump_revision(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1")
-        .execute(conn)
-        .await?;
+    sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1").execute(conn).await?;
     Ok(())
 }
 
@@ -113,9 +105,7 @@ impl Store for SqliteStore {
     }
 
     async fn revision(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT revision FROM meta WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT revision FROM meta WHERE id = 1").fetch_one(&self.pool).await?;
         row.int("revision")
     }
 
@@ -201,11 +191,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|error| {
-            codec::translate(
-                error,
-                || format!("user {}", user.name),
-                || format!("group {}", user.group),
-            )
+            codec::translate(error, || format!("user {}", user.name), || format!("group {}", user.group))
         })?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;
@@ -254,12 +240,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
-                Ok(UserSummary {
-                    user: codec::user(row)?,
-                    balance: Money::from_nanos(row.int("balance")?),
-                })
-            })
+            .map(|row| Ok(UserSummary { user: codec::user(row)?, balance: Money::from_nanos(row.int("balance")?) }))
             .collect()
     }
 
@@ -277,24 +258,17 @@ impl Store for SqliteStore {
         .bind(entry.note.as_deref())
         .execute(&mut *tx)
         .await
-        .map_err(|error| {
-            codec::translate(
-                error,
-                || "ledger entry".to_owned(),
-                || format!("user {}", entry.user_id),
-            )
-        })?;
+        .map_err(|error| codec::translate(error, || "ledger entry".to_owned(), || format!("user {}", entry.user_id)))?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn balance(&self, user: UserId) -> Result<Money, StoreError> {
-        let row =
-            sqlx::query("SELECT COALESCE(SUM(amount), 0) AS balance FROM ledger WHERE user_id = ?")
-                .bind(id_text(user.as_uuid()))
-                .fetch_one(&self.pool)
-                .await?;
+        let row = sqlx::query("SELECT COALESCE(SUM(amount), 0) AS balance FROM ledger WHERE user_id = ?")
+            .bind(id_text(user.as_uuid()))
+            .fetch_one(&self.pool)
+            .await?;
         Ok(Money::from_nanos(row.int("balance")?))
     }
 
@@ -324,13 +298,7 @@ impl Store for SqliteStore {
         .bind(created_at.unix_millis())
         .execute(&mut *tx)
         .await
-        .map_err(|error| {
-            codec::translate(
-                error,
-                || "api key hash".to_owned(),
-                || format!("user {}", key.user_id),
-            )
-        })?;
+        .map_err(|error| codec::translate(error, || "api key hash".to_owned(), || format!("user {}", key.user_id)))?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;
         Ok(ApiKey {
@@ -363,46 +331,44 @@ impl Store for SqliteStore {
     }
 
     async fn list_keys(&self, user: Option<UserId>) -> Result<Vec<ApiKey>, StoreError> {
-        let rows =
-            match user {
-                None => sqlx::query(
+        let rows = match user {
+            None => {
+                sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
                         max_concurrent, ip_allow, allow_training, revoked_at, created_at \
                      FROM api_keys ORDER BY created_at, id",
                 )
                 .fetch_all(&self.pool)
-                .await?,
-                Some(user) => sqlx::query(
+                .await?
+            }
+            Some(user) => {
+                sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
                         max_concurrent, ip_allow, allow_training, revoked_at, created_at \
                      FROM api_keys WHERE user_id = ? ORDER BY created_at, id",
                 )
                 .bind(id_text(user.as_uuid()))
                 .fetch_all(&self.pool)
-                .await?,
-            };
+                .await?
+            }
+        };
         rows.iter().map(codec::key).collect()
     }
 
     async fn revoke_key(&self, id: KeyId, at: Timestamp) -> Result<bool, StoreError> {
         let id = id_text(id.as_uuid());
         let mut tx = self.write().await?;
-        let revoked =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(at.unix_millis())
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let revoked = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(at.unix_millis())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         let exists = if revoked > 0 {
             bump_revision(&mut tx).await?;
             true
         } else {
-            sqlx::query("SELECT 1 FROM api_keys WHERE id = ?")
-                .bind(&id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some()
+            sqlx::query("SELECT 1 FROM api_keys WHERE id = ?").bind(&id).fetch_optional(&mut *tx).await?.is_some()
         };
         tx.commit().await?;
         Ok(exists)
@@ -630,10 +596,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_call_records(
-        &self,
-        filter: &CallRecordFilter,
-    ) -> Result<Vec<StoredCallRecord>, StoreError> {
+    async fn list_call_records(&self, filter: &CallRecordFilter) -> Result<Vec<StoredCallRecord>, StoreError> {
         let limit = i64::from(if filter.limit == 0 { 100 } else { filter.limit });
         let rows = match filter.user_id {
             None => {
@@ -673,19 +636,14 @@ impl Store for SqliteStore {
     }
 
     async fn wrapped_secret(&self, purpose: &str) -> Result<Option<WrappedSecret>, StoreError> {
-        let row = sqlx::query(
-            "SELECT purpose, master_key_id, nonce, ciphertext FROM secrets WHERE purpose = ?",
-        )
-        .bind(purpose)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT purpose, master_key_id, nonce, ciphertext FROM secrets WHERE purpose = ?")
+            .bind(purpose)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(codec::secret).transpose()
     }
 
-    async fn insert_wrapped_secret_if_absent(
-        &self,
-        secret: &WrappedSecret,
-    ) -> Result<WrappedSecret, StoreError> {
+    async fn insert_wrapped_secret_if_absent(&self, secret: &WrappedSecret) -> Result<WrappedSecret, StoreError> {
         sqlx::query(
             "INSERT INTO secrets (purpose, master_key_id, nonce, ciphertext) VALUES (?, ?, ?, ?) \
              ON CONFLICT (purpose) DO NOTHING",

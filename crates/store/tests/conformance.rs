@@ -14,9 +14,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use veil_domain::{
-    CallRecord, Channel, ChannelKind, DataPolicy, ErrorCode, FirewallMode, Group, GroupName, KeyId,
-    KeyLimits, LedgerEntry, LedgerKind, Model, Money, Multiplier, NewApiKey, NewUser, PolicyClass,
-    Price, PrivacyRequirement, RequestId, Retention, Role, Timeouts, Timestamp, TokenUsage, UserId,
+    CallRecord, Channel, ChannelKind, DataPolicy, ErrorCode, FirewallMode, Group, GroupName, KeyId, KeyLimits,
+    LedgerEntry, LedgerKind, Model, Money, Multiplier, NewApiKey, NewUser, PolicyClass, Price, PrivacyRequirement,
+    RequestId, Retention, Role, Timeouts, Timestamp, TokenUsage, UserId,
 };
 use veil_store::{CallRecordFilter, Store, StoreError, WrappedSecret};
 
@@ -37,16 +37,11 @@ async fn sqlite_db() -> TestDb {
     let url = format!("sqlite://{}/nested/veil.db", dir.path().display());
     let store = veil_store::connect(&url, 4).await.unwrap();
     store.migrate().await.unwrap();
-    TestDb {
-        store,
-        url,
-        _cleanup: Box::new(dir),
-    }
+    TestDb { store, url, _cleanup: Box::new(dir) }
 }
 
 fn postgres_admin_url() -> String {
-    std::env::var("VEIL_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("VEIL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// `url` with its database (the path) replaced by `database`.
@@ -78,16 +73,11 @@ impl Drop for DropDatabase {
         let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
         // Drop cannot await, and the test's runtime may be unwinding: use a private one.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
                 use sqlx::Connection;
                 let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut admin)
-                    .await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await?;
                 admin.close().await
             })
         })
@@ -113,23 +103,13 @@ async fn postgres_db() -> Option<TestDb> {
         }
     };
     let name = format!("veil_test_{}", uuid::Uuid::now_v7().simple());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut admin).await.unwrap();
     admin.close().await.unwrap();
-    let cleanup = DropDatabase {
-        admin_url: admin_url.clone(),
-        name: name.clone(),
-    };
+    let cleanup = DropDatabase { admin_url: admin_url.clone(), name: name.clone() };
     let url = with_database(&admin_url, &name);
     let store = veil_store::connect(&url, 4).await.unwrap();
     store.migrate().await.unwrap();
-    Some(TestDb {
-        store,
-        url,
-        _cleanup: Box::new(cleanup),
-    })
+    Some(TestDb { store, url, _cleanup: Box::new(cleanup) })
 }
 
 /// Instantiates each check for both backends: `sqlite::NAME` and `postgres::NAME`.
@@ -202,11 +182,7 @@ fn new_key(user: UserId, hash: &str) -> NewApiKey {
         models: Some(vec![n("gpt-4o-mini"), n("meta-llama/Llama-3.1-8B:free")]),
         expires_at: Some(at(1_800_000_000_000)),
         quota: Some(Money::from_nanos(12_500_000_000)),
-        limits: KeyLimits {
-            rpm: Some(60),
-            tpm: Some(90_000),
-            max_concurrent: Some(3),
-        },
+        limits: KeyLimits { rpm: Some(60), tpm: Some(90_000), max_concurrent: Some(3) },
         ip_allow: vec![n("10.0.0.0/8"), n("2001:db8::/48"), n("192.0.2.7/32")],
         allow_training: true,
     }
@@ -248,11 +224,7 @@ fn full_group(name: &str, managed: bool) -> Group {
             regions: Some(vec!["eu".to_owned(), "us-east".to_owned()]),
             firewall: FirewallMode::Pii,
         },
-        limits: KeyLimits {
-            rpm: Some(600),
-            tpm: Some(1_000_000),
-            max_concurrent: Some(16),
-        },
+        limits: KeyLimits { rpm: Some(600), tpm: Some(1_000_000), max_concurrent: Some(16) },
         daily_spend: Some(Money::from_nanos(5_000_000_000)),
         monthly_spend: Some(Money::from_nanos(100_000_000_000)),
         deny_keywords: vec!["project \"x\"".to_owned(), "ünïcödé, comma".to_owned()],
@@ -262,11 +234,7 @@ fn full_group(name: &str, managed: bool) -> Group {
 }
 
 fn bare_group(name: &str, managed: bool) -> Group {
-    Group {
-        name: n(name),
-        managed,
-        ..Group::builtin_default()
-    }
+    Group { name: n(name), managed, ..Group::builtin_default() }
 }
 
 fn full_channel(name: &str, managed: bool) -> Channel {
@@ -349,11 +317,7 @@ fn full_record(request_id: &str, time: i64, user: Option<UserId>) -> CallRecord 
         channel: Some(n("azure-eu")),
         path: "/v1/chat/completions",
         stream: true,
-        usage: TokenUsage {
-            input_tokens: 1_234,
-            cached_tokens: 1_000,
-            output_tokens: 56,
-        },
+        usage: TokenUsage { input_tokens: 1_234, cached_tokens: 1_000, output_tokens: 56 },
         cost: Money::from_nanos(987_654),
         multiplier: Multiplier::from_millionths(1_250_000),
         status: 502,
@@ -416,10 +380,7 @@ async fn migrate_twice_and_concurrently(db: &TestDb) {
     db.store.migrate().await.unwrap();
     assert_eq!(db.store.revision().await.unwrap(), 0);
     // Every installation has `default`.
-    assert_eq!(
-        db.store.list_groups().await.unwrap(),
-        vec![Group::builtin_default()]
-    );
+    assert_eq!(db.store.list_groups().await.unwrap(), vec![Group::builtin_default()]);
 
     // Two more processes' worth of connections migrating at once.
     let a = veil_store::connect(&db.url, 2).await.unwrap();
@@ -452,10 +413,7 @@ async fn revision_bumps_on_admin_writes_only(db: &TestDb) {
     assert!(store.create_user(new_user("alice", "vip")).await.is_err());
     check(0, "failed create user").await;
 
-    store
-        .append_ledger(&ledger(user.id, LedgerKind::Topup, "5"))
-        .await
-        .unwrap();
+    store.append_ledger(&ledger(user.id, LedgerKind::Topup, "5")).await.unwrap();
     check(1, "ledger entry").await;
 
     let key = store.create_key(new_key(user.id, "h1")).await.unwrap();
@@ -467,15 +425,9 @@ async fn revision_bumps_on_admin_writes_only(db: &TestDb) {
     assert!(!store.revoke_key(KeyId::generate(), at(2)).await.unwrap());
     check(0, "revoke unknown").await;
 
-    store
-        .upsert_channel(&full_channel("azure-eu", true))
-        .await
-        .unwrap();
+    store.upsert_channel(&full_channel("azure-eu", true)).await.unwrap();
     check(1, "new channel").await;
-    store
-        .upsert_channel(&full_channel("azure-eu", true))
-        .await
-        .unwrap();
+    store.upsert_channel(&full_channel("azure-eu", true)).await.unwrap();
     check(0, "unchanged channel").await;
     let mut changed = full_channel("azure-eu", true);
     changed.policy.region = None;
@@ -491,10 +443,7 @@ async fn revision_bumps_on_admin_writes_only(db: &TestDb) {
     store.upsert_model(&changed).await.unwrap();
     check(1, "changed model").await;
 
-    assert_eq!(
-        store.retire_managed_models(&[n("gpt-4o")]).await.unwrap(),
-        0
-    );
+    assert_eq!(store.retire_managed_models(&[n("gpt-4o")]).await.unwrap(), 0);
     check(0, "retire nothing").await;
     assert_eq!(store.retire_managed_models(&[]).await.unwrap(), 1);
     check(1, "retire a model").await;
@@ -505,18 +454,9 @@ async fn revision_bumps_on_admin_writes_only(db: &TestDb) {
     assert_eq!(store.retire_managed_groups(&[n("vip")]).await.unwrap(), 1);
     check(1, "retire a group").await;
 
-    store
-        .insert_call_records(&[
-            full_record("req-1", 1, Some(user.id)),
-            bare_record("req-2", 2, None),
-        ])
-        .await
-        .unwrap();
+    store.insert_call_records(&[full_record("req-1", 1, Some(user.id)), bare_record("req-2", 2, None)]).await.unwrap();
     check(0, "call records").await;
-    store
-        .insert_wrapped_secret_if_absent(&secret("mk1", 1))
-        .await
-        .unwrap();
+    store.insert_wrapped_secret_if_absent(&secret("mk1", 1)).await.unwrap();
     check(0, "wrapped secret").await;
 }
 
@@ -549,15 +489,9 @@ async fn users_and_balances(db: &TestDb) {
         .await
         .unwrap();
 
-    assert_eq!(
-        store.user_by_name(&n("bob")).await.unwrap(),
-        Some(bob.clone())
-    );
+    assert_eq!(store.user_by_name(&n("bob")).await.unwrap(), Some(bob.clone()));
     assert_eq!(store.user_by_id(bob.id).await.unwrap(), Some(bob.clone()));
-    assert_eq!(
-        store.user_by_id(alice.id).await.unwrap(),
-        Some(alice.clone())
-    );
+    assert_eq!(store.user_by_id(alice.id).await.unwrap(), Some(alice.clone()));
     assert_eq!(store.user_by_name(&n("nobody")).await.unwrap(), None);
     assert_eq!(store.user_by_id(UserId::generate()).await.unwrap(), None);
 
@@ -568,161 +502,74 @@ async fn users_and_balances(db: &TestDb) {
         (LedgerKind::Charge, "-3.000000001"),
         (LedgerKind::Adjustment, "0.5"),
     ] {
-        store
-            .append_ledger(&ledger(bob.id, kind, amount))
-            .await
-            .unwrap();
+        store.append_ledger(&ledger(bob.id, kind, amount)).await.unwrap();
     }
-    assert_eq!(
-        store.balance(bob.id).await.unwrap(),
-        Money::parse_decimal("7.499999999").unwrap()
-    );
+    assert_eq!(store.balance(bob.id).await.unwrap(), Money::parse_decimal("7.499999999").unwrap());
     assert_eq!(store.balance(alice.id).await.unwrap(), Money::ZERO);
-    assert_eq!(
-        store.balance(UserId::generate()).await.unwrap(),
-        Money::ZERO
-    );
-    match store
-        .append_ledger(&ledger(UserId::generate(), LedgerKind::Topup, "1"))
-        .await
-    {
+    assert_eq!(store.balance(UserId::generate()).await.unwrap(), Money::ZERO);
+    match store.append_ledger(&ledger(UserId::generate(), LedgerKind::Topup, "1")).await {
         Err(StoreError::NotFound(what)) => assert!(what.starts_with("user ")),
         other => panic!("expected not found, got {other:?}"),
     }
 
     // A balance can go negative (e.g. an adjustment after a settled overrun).
-    store
-        .append_ledger(&ledger(alice.id, LedgerKind::Adjustment, "-1"))
-        .await
-        .unwrap();
+    store.append_ledger(&ledger(alice.id, LedgerKind::Adjustment, "-1")).await.unwrap();
 
     let listed = store.list_users().await.unwrap();
-    let summary: Vec<_> = listed
-        .iter()
-        .map(|s| (s.user.name.to_string(), s.balance))
-        .collect();
+    let summary: Vec<_> = listed.iter().map(|s| (s.user.name.to_string(), s.balance)).collect();
     assert_eq!(
         summary,
         vec![
-            (
-                "alice@example.com".to_owned(),
-                Money::parse_decimal("-1").unwrap()
-            ),
-            (
-                "bob".to_owned(),
-                Money::parse_decimal("7.499999999").unwrap()
-            ),
+            ("alice@example.com".to_owned(), Money::parse_decimal("-1").unwrap()),
+            ("bob".to_owned(), Money::parse_decimal("7.499999999").unwrap()),
         ]
     );
     assert_eq!(listed[1].user, bob);
 
     // Names sort bytewise on both backends (uppercase before lowercase).
     store.create_user(new_user("Zed", "default")).await.unwrap();
-    let names: Vec<_> = store
-        .list_users()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.user.name.to_string())
-        .collect();
+    let names: Vec<_> = store.list_users().await.unwrap().into_iter().map(|s| s.user.name.to_string()).collect();
     assert_eq!(names, ["Zed", "alice@example.com", "bob"]);
 }
 
 async fn keys(db: &TestDb) {
     let store = &db.store;
-    let alice = store
-        .create_user(new_user("alice", "default"))
-        .await
-        .unwrap();
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
     let bob = store.create_user(new_user("bob", "default")).await.unwrap();
 
     let before = Timestamp::now();
-    let full = store
-        .create_key(new_key(alice.id, "hash-full"))
-        .await
-        .unwrap();
+    let full = store.create_key(new_key(alice.id, "hash-full")).await.unwrap();
     assert!(full.created_at >= before);
     assert_eq!(full.revoked_at, None);
-    let bare = store
-        .create_key(bare_key(bob.id, "hash-bare"))
-        .await
-        .unwrap();
-    let third = store
-        .create_key(bare_key(alice.id, "hash-third"))
-        .await
-        .unwrap();
+    let bare = store.create_key(bare_key(bob.id, "hash-bare")).await.unwrap();
+    let third = store.create_key(bare_key(alice.id, "hash-third")).await.unwrap();
 
-    assert_eq!(
-        store.key_by_hash("hash-full").await.unwrap(),
-        Some(full.clone())
-    );
-    assert_eq!(
-        store.key_by_hash("hash-bare").await.unwrap(),
-        Some(bare.clone())
-    );
+    assert_eq!(store.key_by_hash("hash-full").await.unwrap(), Some(full.clone()));
+    assert_eq!(store.key_by_hash("hash-bare").await.unwrap(), Some(bare.clone()));
     assert_eq!(store.key_by_hash("hash-missing").await.unwrap(), None);
 
     match store.create_key(bare_key(bob.id, "hash-full")).await {
         Err(StoreError::Conflict(_)) => {}
         other => panic!("expected a conflict, got {other:?}"),
     }
-    match store
-        .create_key(bare_key(UserId::generate(), "hash-orphan"))
-        .await
-    {
+    match store.create_key(bare_key(UserId::generate(), "hash-orphan")).await {
         Err(StoreError::NotFound(what)) => assert!(what.starts_with("user ")),
         other => panic!("expected not found, got {other:?}"),
     }
 
-    assert_eq!(
-        store.list_keys(None).await.unwrap(),
-        vec![full.clone(), bare.clone(), third.clone()]
-    );
-    assert_eq!(
-        store.list_keys(Some(alice.id)).await.unwrap(),
-        vec![full.clone(), third.clone()]
-    );
-    assert_eq!(
-        store.list_keys(Some(bob.id)).await.unwrap(),
-        vec![bare.clone()]
-    );
-    assert_eq!(
-        store.list_keys(Some(UserId::generate())).await.unwrap(),
-        vec![]
-    );
+    assert_eq!(store.list_keys(None).await.unwrap(), vec![full.clone(), bare.clone(), third.clone()]);
+    assert_eq!(store.list_keys(Some(alice.id)).await.unwrap(), vec![full.clone(), third.clone()]);
+    assert_eq!(store.list_keys(Some(bob.id)).await.unwrap(), vec![bare.clone()]);
+    assert_eq!(store.list_keys(Some(UserId::generate())).await.unwrap(), vec![]);
 
-    assert!(
-        store
-            .revoke_key(full.id, at(1_700_000_000_001))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .revoke_key(full.id, at(1_700_000_000_999))
-            .await
-            .unwrap()
-    );
+    assert!(store.revoke_key(full.id, at(1_700_000_000_001)).await.unwrap());
+    assert!(store.revoke_key(full.id, at(1_700_000_000_999)).await.unwrap());
     assert!(!store.revoke_key(KeyId::generate(), at(5)).await.unwrap());
     let revoked = store.key_by_hash("hash-full").await.unwrap().unwrap();
     assert_eq!(revoked.revoked_at, Some(at(1_700_000_000_001)));
-    assert_eq!(
-        revoked,
-        veil_domain::ApiKey {
-            revoked_at: Some(at(1_700_000_000_001)),
-            ..full
-        }
-    );
+    assert_eq!(revoked, veil_domain::ApiKey { revoked_at: Some(at(1_700_000_000_001)), ..full });
     assert!(!revoked.is_usable_at(at(1_700_000_000_002)));
-    assert_eq!(
-        store
-            .key_by_hash("hash-bare")
-            .await
-            .unwrap()
-            .unwrap()
-            .revoked_at,
-        None
-    );
+    assert_eq!(store.key_by_hash("hash-bare").await.unwrap().unwrap().revoked_at, None);
 }
 
 async fn groups_round_trip_and_retire(db: &TestDb) {
@@ -733,30 +580,13 @@ async fn groups_round_trip_and_retire(db: &TestDb) {
     store.upsert_group(&vip).await.unwrap();
     store.upsert_group(&empty_lists).await.unwrap();
     store.upsert_group(&bare_group("old", true)).await.unwrap();
-    store
-        .upsert_group(&bare_group("hand-made", false))
-        .await
-        .unwrap();
-    store
-        .upsert_group(&bare_group("in-use", true))
-        .await
-        .unwrap();
-    store
-        .create_user(new_user("alice", "in-use"))
-        .await
-        .unwrap();
+    store.upsert_group(&bare_group("hand-made", false)).await.unwrap();
+    store.upsert_group(&bare_group("in-use", true)).await.unwrap();
+    store.create_user(new_user("alice", "in-use")).await.unwrap();
 
-    let names = |groups: Vec<Group>| {
-        groups
-            .into_iter()
-            .map(|g| g.name.to_string())
-            .collect::<Vec<_>>()
-    };
+    let names = |groups: Vec<Group>| groups.into_iter().map(|g| g.name.to_string()).collect::<Vec<_>>();
     let listed = store.list_groups().await.unwrap();
-    assert_eq!(
-        names(listed.clone()),
-        ["default", "free", "hand-made", "in-use", "old", "vip"]
-    );
+    assert_eq!(names(listed.clone()), ["default", "free", "hand-made", "in-use", "old", "vip"]);
     assert_eq!(listed[1], empty_lists);
     assert_eq!(listed[5], vip);
 
@@ -772,15 +602,9 @@ async fn groups_round_trip_and_retire(db: &TestDb) {
     managed_default.managed = true;
     store.upsert_group(&managed_default).await.unwrap();
     assert_eq!(store.retire_managed_groups(&[n("vip")]).await.unwrap(), 2);
-    assert_eq!(
-        names(store.list_groups().await.unwrap()),
-        ["default", "hand-made", "in-use", "vip"]
-    );
+    assert_eq!(names(store.list_groups().await.unwrap()), ["default", "hand-made", "in-use", "vip"]);
     assert_eq!(store.retire_managed_groups(&[]).await.unwrap(), 1);
-    assert_eq!(
-        names(store.list_groups().await.unwrap()),
-        ["default", "hand-made", "in-use"]
-    );
+    assert_eq!(names(store.list_groups().await.unwrap()), ["default", "hand-made", "in-use"]);
 }
 
 async fn channels_round_trip_and_retire(db: &TestDb) {
@@ -791,17 +615,10 @@ async fn channels_round_trip_and_retire(db: &TestDb) {
     zero_days.groups = Some(Vec::new());
     store.upsert_channel(&full).await.unwrap();
     store.upsert_channel(&zero_days).await.unwrap();
-    store
-        .upsert_channel(&bare_channel("echo-b", true))
-        .await
-        .unwrap();
+    store.upsert_channel(&bare_channel("echo-b", true)).await.unwrap();
     assert_eq!(
         store.list_channels().await.unwrap(),
-        vec![
-            full.clone(),
-            bare_channel("echo-b", true),
-            zero_days.clone()
-        ]
+        vec![full.clone(), bare_channel("echo-b", true), zero_days.clone()]
     );
 
     let replaced = bare_channel("azure-eu", true);
@@ -810,17 +627,8 @@ async fn channels_round_trip_and_retire(db: &TestDb) {
     store.upsert_channel(&full).await.unwrap();
     assert_eq!(store.list_channels().await.unwrap()[0], full);
 
-    assert_eq!(
-        store
-            .retire_managed_channels(&[n("azure-eu"), n("gone")])
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store.list_channels().await.unwrap(),
-        vec![full, zero_days.clone()]
-    );
+    assert_eq!(store.retire_managed_channels(&[n("azure-eu"), n("gone")]).await.unwrap(), 1);
+    assert_eq!(store.list_channels().await.unwrap(), vec![full, zero_days.clone()]);
     assert_eq!(store.retire_managed_channels(&[]).await.unwrap(), 1);
     assert_eq!(store.list_channels().await.unwrap(), vec![zero_days]);
 }
@@ -829,47 +637,29 @@ async fn models_round_trip_and_retire(db: &TestDb) {
     let store = &db.store;
     let mut free = model("meta-llama/Llama-3.1-8B:free", false);
     free.price = Price::default();
-    store
-        .upsert_model(&model("gpt-4o-mini", true))
-        .await
-        .unwrap();
+    store.upsert_model(&model("gpt-4o-mini", true)).await.unwrap();
     store.upsert_model(&model("gpt-4o", true)).await.unwrap();
     store.upsert_model(&free).await.unwrap();
     let mut repriced = model("gpt-4o", true);
     repriced.price.input = Money::from_nanos(2_500_000_000);
     store.upsert_model(&repriced).await.unwrap();
-    assert_eq!(
-        store.list_models().await.unwrap(),
-        vec![repriced.clone(), model("gpt-4o-mini", true), free.clone()]
-    );
-    assert_eq!(
-        store.retire_managed_models(&[n("gpt-4o")]).await.unwrap(),
-        1
-    );
+    assert_eq!(store.list_models().await.unwrap(), vec![repriced.clone(), model("gpt-4o-mini", true), free.clone()]);
+    assert_eq!(store.retire_managed_models(&[n("gpt-4o")]).await.unwrap(), 1);
     assert_eq!(store.list_models().await.unwrap(), vec![repriced, free]);
 }
 
 async fn call_records_round_trip(db: &TestDb) {
     let store = &db.store;
-    let alice = store
-        .create_user(new_user("alice", "default"))
-        .await
-        .unwrap();
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
     let full = full_record("req_full", 2_000, Some(alice.id));
     let bare = bare_record("req_bare", 1_000, None);
     let orphan = full_record("req_orphan", 500, Some(UserId::generate()));
     let mut odd_path = bare_record("req_odd", 100, None);
     odd_path.path = "/v1/not-a-route";
     store.insert_call_records(&[]).await.unwrap();
-    store
-        .insert_call_records(&[full.clone(), bare.clone(), orphan.clone(), odd_path])
-        .await
-        .unwrap();
+    store.insert_call_records(&[full.clone(), bare.clone(), orphan.clone(), odd_path]).await.unwrap();
 
-    let read = store
-        .list_call_records(&CallRecordFilter::default())
-        .await
-        .unwrap();
+    let read = store.list_call_records(&CallRecordFilter::default()).await.unwrap();
     assert_eq!(read.len(), 4);
     assert_eq!(read[0].record, full);
     assert_eq!(read[0].user_name, Some(n("alice")));
@@ -890,13 +680,7 @@ async fn call_records_round_trip(db: &TestDb) {
         })
         .collect();
     store.insert_call_records(&routes).await.unwrap();
-    let read = store
-        .list_call_records(&CallRecordFilter {
-            user_id: None,
-            limit: routes.len() as u32,
-        })
-        .await
-        .unwrap();
+    let read = store.list_call_records(&CallRecordFilter { user_id: None, limit: routes.len() as u32 }).await.unwrap();
     let mut paths: Vec<_> = read.iter().map(|r| r.record.path).collect();
     paths.reverse();
     assert_eq!(paths, veil_store::ROUTE_PATHS);
@@ -904,82 +688,42 @@ async fn call_records_round_trip(db: &TestDb) {
 
 async fn call_records_order_limit_and_filter(db: &TestDb) {
     let store = &db.store;
-    let alice = store
-        .create_user(new_user("alice", "default"))
-        .await
-        .unwrap();
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
     let bob = store.create_user(new_user("bob", "default")).await.unwrap();
     // More than one statement's worth on SQLite, in one batch.
     let batch: Vec<_> = (0..1_500)
         .map(|i| {
-            let user = if i % 3 == 0 {
-                Some(alice.id)
-            } else {
-                Some(bob.id)
-            };
+            let user = if i % 3 == 0 { Some(alice.id) } else { Some(bob.id) };
             bare_record(&format!("req_{i:05}"), 1_000 + i64::from(i / 2), user)
         })
         .collect();
     store.insert_call_records(&batch).await.unwrap();
     // Equal times are ordered by request id, descending.
-    let tie = [
-        bare_record("req_tie_a", 5_000, None),
-        bare_record("req_tie_b", 5_000, None),
-    ];
+    let tie = [bare_record("req_tie_a", 5_000, None), bare_record("req_tie_b", 5_000, None)];
     store.insert_call_records(&tie).await.unwrap();
 
-    let newest = store
-        .list_call_records(&CallRecordFilter::default())
-        .await
-        .unwrap();
+    let newest = store.list_call_records(&CallRecordFilter::default()).await.unwrap();
     assert_eq!(newest.len(), 100, "limit 0 means 100");
-    let ids: Vec<_> = newest
-        .iter()
-        .take(4)
-        .map(|r| r.record.request_id.to_string())
-        .collect();
+    let ids: Vec<_> = newest.iter().take(4).map(|r| r.record.request_id.to_string()).collect();
     assert_eq!(ids, ["req_tie_b", "req_tie_a", "req_01499", "req_01498"]);
     for pair in newest.windows(2) {
         let (a, b) = (&pair[0].record, &pair[1].record);
         assert!((a.time, &a.request_id) > (b.time, &b.request_id));
     }
 
-    let three = store
-        .list_call_records(&CallRecordFilter {
-            user_id: None,
-            limit: 3,
-        })
-        .await
-        .unwrap();
+    let three = store.list_call_records(&CallRecordFilter { user_id: None, limit: 3 }).await.unwrap();
     assert_eq!(three.len(), 3);
 
-    let all = store
-        .list_call_records(&CallRecordFilter {
-            user_id: None,
-            limit: 5_000,
-        })
-        .await
-        .unwrap();
+    let all = store.list_call_records(&CallRecordFilter { user_id: None, limit: 5_000 }).await.unwrap();
     assert_eq!(all.len(), 1_502);
 
-    let alices = store
-        .list_call_records(&CallRecordFilter {
-            user_id: Some(alice.id),
-            limit: 1_000,
-        })
-        .await
-        .unwrap();
+    let alices = store.list_call_records(&CallRecordFilter { user_id: Some(alice.id), limit: 1_000 }).await.unwrap();
     assert_eq!(alices.len(), 500);
     assert!(alices.iter().all(|r| r.record.user_id == Some(alice.id)));
     assert!(alices.iter().all(|r| r.user_name == Some(n("alice"))));
     assert_eq!(alices[0].record.request_id, n::<RequestId>("req_01497"));
-    let nobody = store
-        .list_call_records(&CallRecordFilter {
-            user_id: Some(UserId::generate()),
-            limit: 0,
-        })
-        .await
-        .unwrap();
+    let nobody =
+        store.list_call_records(&CallRecordFilter { user_id: Some(UserId::generate()), limit: 0 }).await.unwrap();
     assert!(nobody.is_empty());
 }
 
@@ -987,17 +731,8 @@ async fn wrapped_secrets_keep_the_first(db: &TestDb) {
     let store = &db.store;
     assert_eq!(store.wrapped_secret("key-hash").await.unwrap(), None);
     let first = secret("mk1", 1);
-    assert_eq!(
-        store.insert_wrapped_secret_if_absent(&first).await.unwrap(),
-        first
-    );
-    assert_eq!(
-        store
-            .insert_wrapped_secret_if_absent(&secret("mk2", 2))
-            .await
-            .unwrap(),
-        first
-    );
+    assert_eq!(store.insert_wrapped_secret_if_absent(&first).await.unwrap(), first);
+    assert_eq!(store.insert_wrapped_secret_if_absent(&secret("mk2", 2)).await.unwrap(), first);
     assert_eq!(store.wrapped_secret("key-hash").await.unwrap(), Some(first));
 
     // Two processes starting at once agree on one secret.
@@ -1007,10 +742,7 @@ async fn wrapped_secrets_keep_the_first(db: &TestDb) {
     x.purpose = "session".to_owned();
     let mut y = secret("mk-y", 4);
     y.purpose = "session".to_owned();
-    let (kept_a, kept_b) = tokio::join!(
-        a.insert_wrapped_secret_if_absent(&x),
-        b.insert_wrapped_secret_if_absent(&y)
-    );
+    let (kept_a, kept_b) = tokio::join!(a.insert_wrapped_secret_if_absent(&x), b.insert_wrapped_secret_if_absent(&y));
     let (kept_a, kept_b) = (kept_a.unwrap(), kept_b.unwrap());
     assert_eq!(kept_a, kept_b);
     assert!(kept_a == x || kept_a == y);
@@ -1022,20 +754,13 @@ async fn wrapped_secrets_keep_the_first(db: &TestDb) {
 #[tokio::test]
 async fn sqlite_corrupt_values_name_the_column() {
     let db = sqlite_db().await;
-    let user = db
-        .store
-        .create_user(new_user("alice", "default"))
-        .await
-        .unwrap();
+    let user = db.store.create_user(new_user("alice", "default")).await.unwrap();
     // Tamper behind the store's back, as a broken tool or a bad restore would.
     let mut conn = {
         use sqlx::Connection;
         sqlx::SqliteConnection::connect(&db.url).await.unwrap()
     };
-    sqlx::query("UPDATE users SET role = 'superuser' WHERE name = 'alice'")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query("UPDATE users SET role = 'superuser' WHERE name = 'alice'").execute(&mut conn).await.unwrap();
     match db.store.user_by_id(user.id).await {
         Err(StoreError::Corrupt(column)) => assert_eq!(column, "users.role"),
         other => panic!("expected corrupt, got {other:?}"),
@@ -1054,12 +779,6 @@ fn postgres_urls_get_the_test_database() {
         with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
         "postgres://postgres@127.0.0.1:5432/t1"
     );
-    assert_eq!(
-        with_database("postgres://u:p@h", "t1"),
-        "postgres://u:p@h/t1"
-    );
-    assert_eq!(
-        with_database("postgresql://h:1/db?sslmode=disable", "t1"),
-        "postgresql://h:1/t1?sslmode=disable"
-    );
+    assert_eq!(with_database("postgres://u:p@h", "t1"), "postgres://u:p@h/t1");
+    assert_eq!(with_database("postgresql://h:1/db?sslmode=disable", "t1"), "postgresql://h:1/t1?sslmode=disable");
 }

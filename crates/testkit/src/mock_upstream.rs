@@ -112,16 +112,38 @@ enum ReplyKind {
     /// The default: chosen by the request path.
     Auto,
     /// A chat answer, streamed when the request asks for a stream.
-    Chat { text: String, usage: Option<MockUsage> },
+    Chat {
+        text: String,
+        usage: Option<MockUsage>,
+    },
     /// Always a stream, whatever the request asked.
-    Stream { pieces: Vec<String>, gap: Duration, usage: Option<MockUsage>, end: StreamEnd },
+    Stream {
+        pieces: Vec<String>,
+        gap: Duration,
+        usage: Option<MockUsage>,
+        end: StreamEnd,
+    },
     /// A completions answer, streamed when the request asks for a stream.
-    Completion { text: String },
-    Embeddings { dims: usize },
-    Error { status: u16, body: Value },
-    Raw { status: u16, content_type: String, body: Bytes },
+    Completion {
+        text: String,
+    },
+    Embeddings {
+        dims: usize,
+    },
+    Error {
+        status: u16,
+        body: Value,
+    },
+    Raw {
+        status: u16,
+        content_type: String,
+        body: Bytes,
+    },
     /// Raw bytes written as an event stream, chunk by chunk.
-    RawStream { chunks: Vec<Bytes>, gap: Duration },
+    RawStream {
+        chunks: Vec<Bytes>,
+        gap: Duration,
+    },
     Hang,
 }
 
@@ -461,9 +483,10 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             response.headers_mut().append(name, value);
         }
     }
-    response
-        .headers_mut()
-        .insert("x-request-id", HeaderValue::try_from(format!("req_mock_{serial}")).unwrap_or(HeaderValue::from_static("req_mock")));
+    response.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::try_from(format!("req_mock_{serial}")).unwrap_or(HeaderValue::from_static("req_mock")),
+    );
     response
 }
 
@@ -481,7 +504,10 @@ fn build(shared: &Arc<Shared>, request: &RecordedRequest, kind: ReplyKind, seria
                 ReplyKind::Embeddings { dims: 16 }
             } else {
                 let message = format!("Unknown request URL: {} {}", request.method, request.path);
-                ReplyKind::Error { status: 404, body: json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "unknown_url"}}) }
+                ReplyKind::Error {
+                    status: 404,
+                    body: json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "unknown_url"}}),
+                }
             };
             build(shared, request, kind, serial)
         }
@@ -506,7 +532,11 @@ fn build(shared: &Arc<Shared>, request: &RecordedRequest, kind: ReplyKind, seria
             event_stream(shared, chat_events(&call, &pieces, usage, end), gap)
         }
         ReplyKind::Completion { text } => {
-            let usage = MockUsage { prompt_tokens: DEFAULT_PROMPT_TOKENS, completion_tokens: word_count(&text), cached_tokens: 0 };
+            let usage = MockUsage {
+                prompt_tokens: DEFAULT_PROMPT_TOKENS,
+                completion_tokens: word_count(&text),
+                cached_tokens: 0,
+            };
             if request.is_stream() {
                 return event_stream(shared, completion_events(&call, &words(&text), usage), Duration::ZERO);
             }
@@ -753,21 +783,12 @@ mod tests {
     }
 
     async fn post(mock: &MockUpstream, path: &str, body: Value) -> reqwest::Response {
-        client()
-            .post(format!("{}{path}", mock.base_url()))
-            .bearer_auth("sk-upstream")
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        client().post(format!("{}{path}", mock.base_url())).bearer_auth("sk-upstream").json(&body).send().await.unwrap()
     }
 
     /// The data of every event in an SSE body (simple parser: LF only).
     fn data_lines(body: &str) -> Vec<String> {
-        body.split("\n\n")
-            .filter_map(|event| event.strip_prefix("data: "))
-            .map(str::to_owned)
-            .collect()
+        body.split("\n\n").filter_map(|event| event.strip_prefix("data: ")).map(str::to_owned).collect()
     }
 
     #[tokio::test]

@@ -63,17 +63,14 @@ fn count_message(message: &Value) -> u64 {
         for call in calls {
             let function = call.get("function");
             let text = |name: &str| function.and_then(|f| f.get(name)).and_then(Value::as_str);
-            total = total
-                .saturating_add(text("name").map_or(0, count))
-                .saturating_add(text("arguments").map_or(0, count));
+            total =
+                total.saturating_add(text("name").map_or(0, count)).saturating_add(text("arguments").map_or(0, count));
         }
     }
     // The legacy single `function_call` form.
     if let Some(call) = message.get("function_call") {
         let text = |name: &str| call.get(name).and_then(Value::as_str);
-        total = total
-            .saturating_add(text("name").map_or(0, count))
-            .saturating_add(text("arguments").map_or(0, count));
+        total = total.saturating_add(text("name").map_or(0, count)).saturating_add(text("arguments").map_or(0, count));
     }
     total
 }

@@ -36,24 +36,34 @@ pub fn validate(endpoint: Endpoint, body: &Map<String, Value>) -> Result<RoutedR
                     .with_param("stream_options"));
             }
         },
-        Some(_) => return Err(ApiError::invalid_request("`stream_options` must be an object.").with_param("stream_options")),
+        Some(_) => {
+            return Err(ApiError::invalid_request("`stream_options` must be an object.").with_param("stream_options"));
+        }
     };
     match endpoint {
         Endpoint::ChatCompletions => match body.get("messages") {
             Some(Value::Array(messages)) if !messages.is_empty() => {
                 if messages.iter().any(|m| !m.is_object()) {
-                    return Err(ApiError::invalid_request("Each entry of `messages` must be an object.").with_param("messages"));
+                    return Err(
+                        ApiError::invalid_request("Each entry of `messages` must be an object.").with_param("messages")
+                    );
                 }
             }
             Some(Value::Array(_)) => {
-                return Err(ApiError::invalid_request("`messages` must contain at least one message.").with_param("messages"));
+                return Err(
+                    ApiError::invalid_request("`messages` must contain at least one message.").with_param("messages")
+                );
             }
             Some(_) => return Err(ApiError::invalid_request("`messages` must be an array.").with_param("messages")),
-            None => return Err(ApiError::invalid_request("Missing required parameter: 'messages'.").with_param("messages")),
+            None => {
+                return Err(ApiError::invalid_request("Missing required parameter: 'messages'.").with_param("messages"));
+            }
         },
         Endpoint::Completions => match body.get("prompt") {
             Some(Value::String(_) | Value::Array(_)) => {}
-            Some(_) => return Err(ApiError::invalid_request("`prompt` must be a string or an array.").with_param("prompt")),
+            Some(_) => {
+                return Err(ApiError::invalid_request("`prompt` must be a string or an array.").with_param("prompt"));
+            }
             None => return Err(ApiError::invalid_request("Missing required parameter: 'prompt'.").with_param("prompt")),
         },
         Endpoint::Embeddings => {
@@ -62,8 +72,12 @@ pub fn validate(endpoint: Endpoint, body: &Map<String, Value>) -> Result<RoutedR
             }
             match body.get("input") {
                 Some(Value::String(_) | Value::Array(_)) => {}
-                Some(_) => return Err(ApiError::invalid_request("`input` must be a string or an array.").with_param("input")),
-                None => return Err(ApiError::invalid_request("Missing required parameter: 'input'.").with_param("input")),
+                Some(_) => {
+                    return Err(ApiError::invalid_request("`input` must be a string or an array.").with_param("input"));
+                }
+                None => {
+                    return Err(ApiError::invalid_request("Missing required parameter: 'input'.").with_param("input"));
+                }
             }
         }
     }

@@ -28,14 +28,7 @@ pub struct StreamPlan {
 }
 
 pub fn sse_response(events: EventStream, call: Call, plan: StreamPlan) -> Response {
-    let body = RelayStream {
-        events,
-        call: Some(call),
-        plan,
-        usage: None,
-        output_estimate: 0,
-        state: State::Streaming,
-    };
+    let body = RelayStream { events, call: Some(call), plan, usage: None, output_estimate: 0, state: State::Streaming };
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
@@ -107,7 +100,11 @@ impl RelayStream {
         match self.usage {
             Some(usage) => call.set_usage(usage, false),
             None => call.set_usage(
-                TokenUsage { input_tokens: self.plan.prompt_estimate, cached_tokens: 0, output_tokens: self.output_estimate },
+                TokenUsage {
+                    input_tokens: self.plan.prompt_estimate,
+                    cached_tokens: 0,
+                    output_tokens: self.output_estimate,
+                },
                 true,
             ),
         }

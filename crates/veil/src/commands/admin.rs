@@ -51,7 +51,10 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
             if as_json {
                 output::json(&user_json(&user, balance));
             } else {
-                output::line(&format!("created user {} ({}, group {}, balance {balance})", user.name, user.role, user.group));
+                output::line(&format!(
+                    "created user {} ({}, group {}, balance {balance})",
+                    user.name, user.role, user.group
+                ));
             }
         }
         UserCommand::List => {
@@ -61,7 +64,14 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
             } else {
                 let rows = users
                     .iter()
-                    .map(|u| vec![u.user.name.to_string(), u.user.role.to_string(), u.user.group.to_string(), u.balance.to_string()])
+                    .map(|u| {
+                        vec![
+                            u.user.name.to_string(),
+                            u.user.role.to_string(),
+                            u.user.group.to_string(),
+                            u.balance.to_string(),
+                        ]
+                    })
                     .collect::<Vec<_>>();
                 output::table(&["NAME", "ROLE", "GROUP", "BALANCE"], &rows);
             }
@@ -75,7 +85,9 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
             store.append_ledger(&credit_entry(&user, amount)).await?;
             let balance = store.balance(user.id).await?;
             if as_json {
-                output::json(&json!({"name": user.name, "credited": amount.to_decimal_string(), "balance": balance.to_decimal_string()}));
+                output::json(
+                    &json!({"name": user.name, "credited": amount.to_decimal_string(), "balance": balance.to_decimal_string()}),
+                );
             } else {
                 output::line(&format!("credited {amount} to {}; balance {balance}", user.name));
             }
@@ -130,7 +142,12 @@ async fn hash_password(password: String) -> anyhow::Result<String> {
     .context("password hashing was interrupted")?
 }
 
-async fn key(settings: &Settings, store: Arc<dyn Store>, command: KeyCommand, as_json: bool) -> anyhow::Result<ExitCode> {
+async fn key(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    command: KeyCommand,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     match command {
         KeyCommand::Create(create) => create_key(settings, store.as_ref(), create, as_json).await?,
         KeyCommand::List { user } => {
@@ -278,7 +295,11 @@ async fn channel(store: &dyn Store, command: ChannelCommand, as_json: bool) -> a
                     .map(|c| {
                         vec![
                             c.name.to_string(),
-                            if c.kind == veil_domain::ChannelKind::Echo { "echo (test provider)".into() } else { c.kind.to_string() },
+                            if c.kind == veil_domain::ChannelKind::Echo {
+                                "echo (test provider)".into()
+                            } else {
+                                c.kind.to_string()
+                            },
                             c.models.iter().map(ModelName::as_str).collect::<Vec<_>>().join(","),
                             c.priority.to_string(),
                             c.weight.to_string(),
@@ -301,12 +322,17 @@ async fn channel(store: &dyn Store, command: ChannelCommand, as_json: bool) -> a
             let ok = outcome.is_ok();
             if as_json {
                 output::json(&match &outcome {
-                    Ok(probe) => json!({"channel": channel.name, "ok": true, "model": probe.model, "latency_ms": probe.latency_ms}),
+                    Ok(probe) => {
+                        json!({"channel": channel.name, "ok": true, "model": probe.model, "latency_ms": probe.latency_ms})
+                    }
                     Err(error) => json!({"channel": channel.name, "ok": false, "error": error}),
                 });
             } else {
                 match &outcome {
-                    Ok(probe) => output::line(&format!("{}: ok, {} answered in {} ms", channel.name, probe.model, probe.latency_ms)),
+                    Ok(probe) => output::line(&format!(
+                        "{}: ok, {} answered in {} ms",
+                        channel.name, probe.model, probe.latency_ms
+                    )),
                     Err(error) => output::line(&format!("{}: failed: {error}", channel.name)),
                 }
             }
@@ -354,12 +380,20 @@ async fn probe(channel: &Channel) -> Result<Probe, String> {
     let (endpoint, body) = if is_embedding {
         (veil_providers::Endpoint::Embeddings, json!({"input": "ping"}))
     } else {
-        (veil_providers::Endpoint::ChatCompletions, json!({"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}))
+        (
+            veil_providers::Endpoint::ChatCompletions,
+            json!({"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}),
+        )
     };
     let Value::Object(body) = body else { return Err("internal: probe body".into()) };
     let started = Instant::now();
     provider
-        .send(veil_providers::UpstreamRequest { endpoint, body: Arc::new(body), model: upstream.clone(), stream: false })
+        .send(veil_providers::UpstreamRequest {
+            endpoint,
+            body: Arc::new(body),
+            model: upstream.clone(),
+            stream: false,
+        })
         .await
         .map_err(|e| format!("{e}: {}", e.client_message()))?;
     Ok(Probe { model: upstream.to_string(), latency_ms: started.elapsed().as_millis() as u64 })
@@ -391,7 +425,10 @@ async fn logs(store: &dyn Store, user: Option<String>, limit: u32, as_json: bool
                 ]
             })
             .collect::<Vec<_>>();
-        output::table(&["TIME", "USER", "MODEL", "CHANNEL", "STATUS", "ERROR", "TOKENS IN/OUT", "COST", "LATENCY"], &rows);
+        output::table(
+            &["TIME", "USER", "MODEL", "CHANNEL", "STATUS", "ERROR", "TOKENS IN/OUT", "COST", "LATENCY"],
+            &rows,
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,240 @@
+//! The compiled `veil` binary as operators use it: configuration checks, `veil admin`
+//! with `--json`, and `veil serve` started with no configuration at all.
+
+mod common;
+
+use common::{Server, contains, veil, veil_json, walk};
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn check_config_names_unknown_keys_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "[server]\nlisten = \"127.0.0.1:0\"\n\n[[channel]]\nname = \"a\"\ntype = \"echo\"\nmodels = [\"m\"]\nprioritty = 3\n").unwrap();
+    let out = veil(dir.path(), &["check-config", "--config", "bad.toml"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("channel[0].prioritty"), "{stderr}");
+
+    std::fs::write(dir.path().join("good.toml"), "[server]\nlisten = \"127.0.0.1:9\"\n").unwrap();
+    let out = veil(dir.path(), &["check-config", "--config", "good.toml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Checking starts nothing and writes nothing.
+    assert!(!dir.path().join("veil-data").exists());
+
+    let out = veil(dir.path(), &["--json", "check-config", "--config", "good.toml"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], true);
+}
+
+#[test]
+fn admin_users_and_keys_round_trip_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created = veil_json(d, &["admin", "user", "add", "alice", "--credit", "1.5", "--json"]);
+    assert_eq!(created["name"], "alice");
+    assert_eq!(created["balance"], "1.5");
+    let out = veil(d, &["admin", "user", "add", "alice"]);
+    assert!(!out.status.success(), "duplicate user accepted");
+
+    veil_json(d, &["admin", "user", "credit", "alice", "2.25", "--json"]);
+    let users = veil_json(d, &["admin", "user", "list", "--json"]);
+    let alice = &users.as_array().unwrap()[0];
+    assert_eq!(alice["name"], "alice");
+    assert_eq!(alice["role"], "user");
+    assert_eq!(alice["group"], "default");
+    assert_eq!(alice["balance"], "3.75");
+
+    // --json and --config are global: accepted before the subcommand too.
+    let key = veil_json(
+        d,
+        &[
+            "--json",
+            "admin",
+            "key",
+            "create",
+            "--user",
+            "alice",
+            "--name",
+            "laptop",
+            "--models",
+            "veil-echo",
+            "--expires",
+            "30d",
+            "--rpm",
+            "60",
+            "--ip-allow",
+            "127.0.0.1/32,10.0.0.0/8",
+        ],
+    );
+    let secret = key["secret"].as_str().unwrap();
+    assert!(secret.starts_with("sk-veil-"));
+    let id = key["id"].as_str().unwrap().to_owned();
+    assert_eq!(key["models"][0], "veil-echo");
+    assert_eq!(key["rpm"], 60);
+    assert!(key["expires_at"].is_string());
+
+    let keys = veil_json(d, &["admin", "key", "list", "--json"]);
+    let listed = &keys.as_array().unwrap()[0];
+    assert_eq!(listed["id"], id.as_str());
+    assert!(listed.get("secret").is_none(), "a listing must never show a secret");
+    assert!(secret.starts_with(listed["prefix"].as_str().unwrap()));
+
+    // The secret is nowhere on disk: not in the database, not in any file.
+    for entry in walk(&d.join("veil-data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(!contains(&bytes, secret.as_bytes()), "secret found in {}", entry.display());
+    }
+
+    veil_json(d, &["admin", "key", "revoke", &id, "--json"]);
+    let keys = veil_json(d, &["admin", "key", "list", "--json"]);
+    assert!(keys[0]["revoked_at"].is_string());
+    assert!(!veil(d, &["admin", "key", "revoke", "0190a0a0-0000-7000-8000-000000000000"]).status.success());
+    assert!(!veil(d, &["admin", "user", "credit", "nobody", "1"]).status.success());
+    assert!(!veil(d, &["admin", "user", "credit", "alice", "lots"]).status.success());
+}
+
+#[test]
+fn channel_list_labels_the_echo_test_provider_and_channel_test_calls_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let channels = veil_json(dir.path(), &["admin", "channel", "list", "--json"]);
+    let echo = &channels[0];
+    assert_eq!(echo["name"], "echo");
+    assert_eq!(echo["test_provider"], true);
+    assert_eq!(echo["class"], "self-hosted");
+    let probe = veil_json(dir.path(), &["admin", "channel", "test", "echo", "--json"]);
+    assert_eq!(probe["ok"], true);
+    assert!(probe["latency_ms"].is_number());
+}
+
+#[test]
+fn channel_test_reports_an_unreachable_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        dir.path().join("veil.toml"),
+        format!("[[channel]]\nname = \"down\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodels = [\"m\"]\nconnect_timeout = \"2s\"\n"),
+    )
+    .unwrap();
+    let out = veil(dir.path(), &["admin", "channel", "test", "down", "--config", "veil.toml", "--json"]);
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert!(report["error"].as_str().unwrap().len() > 3);
+}
+
+fn chat(address: &str, key: &str) -> (u16, Value) {
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .post(format!("{address}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"model": "veil-echo", "messages": [{"role": "user", "content": "ping"}]}))
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn serve_with_no_config_then_admin_changes_reach_it_and_sigterm_flushes_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Port 0 through the environment: everything else is the zero-config default.
+    let (server, said) = Server::start(d, &[], &[("VEIL_SERVER__LISTEN", "127.0.0.1:0")]);
+    let said = said.join("\n");
+    assert!(said.contains("veil admin user add"), "no first-admin hint in: {said}");
+    assert!(d.join("veil-data/veil.db").exists(), "no embedded store created");
+    assert!(d.join("veil-data/master.key").exists());
+
+    // A key created after the server started works within 2 seconds…
+    veil_json(d, &["admin", "user", "add", "bob", "--json"]);
+    let key = veil_json(d, &["admin", "key", "create", "--user", "bob", "--json"]);
+    let secret = key["secret"].as_str().unwrap();
+    let started = Instant::now();
+    loop {
+        let (status, body) = chat(&server.address, secret);
+        if status == 200 {
+            assert_eq!(body["choices"][0]["message"]["content"], "Echo: ping");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "new key not accepted within 2 s: {status} {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // …and stops working within 2 seconds of being revoked.
+    veil_json(d, &["admin", "key", "revoke", key["id"].as_str().unwrap(), "--json"]);
+    let revoked = Instant::now();
+    loop {
+        let (status, body) = chat(&server.address, secret);
+        if status == 401 {
+            assert_eq!(body["error"]["code"], "invalid_api_key");
+            break;
+        }
+        assert!(revoked.elapsed() < Duration::from_secs(2), "revoked key still accepted after 2 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let status = server.terminate();
+    assert!(status.success(), "veil exited with {status}");
+    let logs = veil_json(d, &["admin", "logs", "--json"]);
+    let records = logs.as_array().unwrap();
+    assert!(!records.is_empty(), "no call record flushed on SIGTERM");
+    let record = &records[0];
+    for field in [
+        "request_id",
+        "time",
+        "user",
+        "key_id",
+        "group",
+        "model",
+        "upstream_model",
+        "channel",
+        "path",
+        "stream",
+        "input_tokens",
+        "cached_tokens",
+        "output_tokens",
+        "cost",
+        "multiplier",
+        "status",
+        "error_code",
+        "latency_ms",
+        "ttft_ms",
+        "client_ip",
+        "user_agent",
+        "redactions",
+        "rule_id",
+        "policy_class",
+        "estimated",
+        "channels_tried",
+    ] {
+        assert!(record.get(field).is_some(), "call record lacks {field}: {record}");
+    }
+    assert_eq!(record["user"], "bob");
+    assert_eq!(record["path"], "/v1/chat/completions");
+    assert_eq!(record["client_ip"], "127.0.0.0", "default ip_logging is truncated");
+}
+
+#[test]
+fn the_password_is_read_from_stdin_and_stored_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["admin", "user", "add", "root", "--role", "admin", "--password-stdin", "--json"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"correct horse battery staple\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let user: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(user["role"], "admin");
+    for entry in walk(&dir.path().join("veil-data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(!contains(&bytes, b"correct horse battery staple"), "plaintext password in {}", entry.display());
+    }
+}

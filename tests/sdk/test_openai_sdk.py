@@ -1,0 +1,89 @@
+"""The official OpenAI Python SDK against a running `veil serve` in front of a mock upstream.
+
+Started by crates/veil/tests/sdk.rs, which sets VEIL_BASE_URL (ending in /v1), VEIL_API_KEY and
+VEIL_CHAT_MODEL / VEIL_EMBEDDING_MODEL. Every assertion here is about what a real client sees.
+"""
+
+import os
+
+import openai
+import pytest
+from openai import OpenAI
+
+BASE_URL = os.environ["VEIL_BASE_URL"]
+API_KEY = os.environ["VEIL_API_KEY"]
+CHAT_MODEL = os.environ.get("VEIL_CHAT_MODEL", "gpt-4o-mini")
+EMBEDDING_MODEL = os.environ.get("VEIL_EMBEDDING_MODEL", "text-embedding-3-small")
+
+
+@pytest.fixture()
+def client():
+    return OpenAI(base_url=BASE_URL, api_key=API_KEY, max_retries=0, timeout=30)
+
+
+def test_chat_completion(client):
+    reply = client.chat.completions.create(
+        model=CHAT_MODEL, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    assert reply.choices[0].message.content == "Hello from the mock upstream."
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    raw = client.chat.completions.with_raw_response.create(
+        model=CHAT_MODEL, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    assert raw.headers.get("x-request-id")
+
+
+def test_streaming_chat_completion(client):
+    stream = client.chat.completions.create(
+        model=CHAT_MODEL, messages=[{"role": "user", "content": "Stream please"}], stream=True
+    )
+    pieces = []
+    for chunk in stream:
+        # The usage chunk Veil asks for on the client's behalf must not reach a client
+        # that did not ask for it.
+        assert chunk.choices, "a usage-only chunk leaked to a client that did not ask for usage"
+        assert getattr(chunk, "usage", None) is None
+        pieces.append(chunk.choices[0].delta.content or "")
+    assert "".join(pieces) == "Hello from the mock upstream."
+
+
+def test_streaming_with_usage_requested(client):
+    stream = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Stream please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from the mock upstream."
+
+
+def test_embeddings(client):
+    result = client.embeddings.create(model=EMBEDDING_MODEL, input=["first text", "second text"])
+    assert len(result.data) == 2
+    assert all(len(item.embedding) > 0 for item in result.data)
+    assert result.usage.prompt_tokens > 0
+
+
+def test_model_list(client):
+    ids = {model.id for model in client.models.list()}
+    assert CHAT_MODEL in ids
+    assert EMBEDDING_MODEL in ids
+    assert client.models.retrieve(CHAT_MODEL).id == CHAT_MODEL
+
+
+def test_unknown_model_is_a_not_found_error(client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.code == "model_not_found"
+
+
+def test_bad_key_is_an_authentication_error():
+    bad = OpenAI(base_url=BASE_URL, api_key="sk-veil-" + "x" * 43, max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        bad.chat.completions.create(model=CHAT_MODEL, messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 401
+    assert caught.value.code == "invalid_api_key"
