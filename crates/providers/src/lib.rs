@@ -113,6 +113,18 @@ pub trait Provider: Send + Sync + 'static {
     async fn send(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError>;
 }
 
+/// The shared client, or a dedicated one when the channel sets its own connect timeout
+/// (reqwest only has a client-wide one).
+fn client_for(channel: &Channel, shared: &HttpClient) -> HttpClient {
+    if channel.timeouts.connect == http::DEFAULT_CONNECT_TIMEOUT {
+        return shared.clone();
+    }
+    HttpClient::with_connect_timeout(channel.timeouts.connect).unwrap_or_else(|error| {
+        tracing::warn!(channel = channel.name.as_str(), error = %error, "using the default connect timeout");
+        shared.clone()
+    })
+}
+
 /// A channel type whose adapter is not built yet.
 struct UnsupportedProvider(ChannelKind);
 
@@ -128,7 +140,7 @@ impl Provider for UnsupportedProvider {
 pub fn provider_for(channel: &Channel, http: &HttpClient) -> Arc<dyn Provider> {
     match channel.kind {
         ChannelKind::Echo => Arc::new(EchoProvider::new()),
-        ChannelKind::Openai => Arc::new(OpenAiProvider::new(channel, http.clone())),
+        ChannelKind::Openai => Arc::new(OpenAiProvider::new(channel, client_for(channel, http))),
         // Accepted in the config so operators can declare them now; every call through
         // them fails with a clear `upstream_error` until their adapters land.
         kind @ (ChannelKind::Azure | ChannelKind::Anthropic | ChannelKind::Gemini | ChannelKind::Bedrock) => {

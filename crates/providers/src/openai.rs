@@ -153,16 +153,16 @@ impl Provider for OpenAiProvider {
     }
 }
 
-/// Waits for the response headers within connect + first byte, and within the total.
-/// reqwest only has a client-level connect timeout, so a connect that outlasts the
-/// whole budget shows up here as a first-byte timeout.
+/// Waits for the response headers within the first-byte budget (counted from sending,
+/// connection setup included) and within the total. The connect timeout itself is the
+/// client's (see `provider_for`).
 async fn headers_within(
     send: impl Future<Output = Result<reqwest::Response, reqwest::Error>>,
     started: Instant,
     timeouts: Timeouts,
     deadline: Instant,
 ) -> Result<reqwest::Response, UpstreamError> {
-    let first_byte_deadline = started + timeouts.connect + timeouts.first_byte;
+    let first_byte_deadline = started + timeouts.first_byte;
     let (limit, phase) = if first_byte_deadline < deadline {
         (first_byte_deadline, TimeoutPhase::FirstByte)
     } else {

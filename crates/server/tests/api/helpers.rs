@@ -1,0 +1,55 @@
+use serde_json::Value;
+use std::sync::Arc;
+use veil_store::{CallRecordFilter, Store, StoredCallRecord};
+use veil_testkit::mock_upstream::MockUpstream;
+use veil_testkit::{TestApp, spawn_app};
+
+/// One OpenAI-compatible channel in front of `upstream`, with short timeouts.
+pub fn one_channel(upstream: &MockUpstream) -> String {
+    format!(
+        r#"
+[[channel]]
+name = "primary"
+type = "openai"
+base_url = "{}"
+models = ["gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct", "public-name"]
+model_mapping = {{ "public-name" = "upstream-name" }}
+first_byte_timeout = "1s"
+idle_timeout = "1s"
+"#,
+        upstream.base_url()
+    )
+}
+
+pub async fn app_with_upstream() -> (TestApp, MockUpstream, String) {
+    let upstream = MockUpstream::start().await;
+    let app = spawn_app(&one_channel(&upstream)).await;
+    let (_, key) = app.user_with_key("alice").await;
+    (app, upstream, key)
+}
+
+pub async fn post(app: &TestApp, path: &str, key: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new().post(app.url(path)).bearer_auth(key).json(&body).send().await.expect("request sent")
+}
+
+pub fn chat_body(text: &str) -> Value {
+    serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+}
+
+/// Stops the app (flushing records) and returns every call record, newest first.
+pub async fn stop_and_read_records(app: TestApp) -> Vec<StoredCallRecord> {
+    let store: Arc<dyn Store> = Arc::clone(&app.store);
+    app.stop().await;
+    store.list_call_records(&CallRecordFilter { user_id: None, limit: 1000 }).await.expect("records readable")
+}
+
+/// Asserts the OpenAI error shape and returns its code.
+pub async fn error_code(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status().as_u16(), status);
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value = response.json().await.expect("error body is JSON");
+    let error = &body["error"];
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {body}");
+    assert!(error["type"].is_string(), "no type: {body}");
+    error["code"].as_str().expect("error code").to_owned()
+}
