@@ -63,11 +63,14 @@ impl Call {
         }
     }
 
-    pub fn set_model(&mut self, model: ModelName, stream: bool) {
-        self.with_record(|r| {
-            r.model = Some(model);
-            r.stream = stream;
-        });
+    pub fn set_stream(&mut self, stream: bool) {
+        self.with_record(|r| r.stream = stream);
+    }
+
+    /// Records the model asked for. Only called once the name is known to the catalogue:
+    /// an arbitrary name from the client is client text and must not be stored.
+    pub fn set_model(&mut self, model: ModelName) {
+        self.with_record(|r| r.model = Some(model));
     }
 
     /// Notes the channel about to be tried (the last one tried is the one that served).

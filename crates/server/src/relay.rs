@@ -53,7 +53,7 @@ pub async fn relay_openai(
         Ok(routed) => routed,
         Err(error) => return fail(call, error),
     };
-    call.set_model(routed.model.clone(), routed.stream);
+    call.set_stream(routed.stream);
     if routed.stream && !routed.client_wants_usage {
         // Always ask for usage so the call can be settled exactly; the extra chunk is
         // hidden from the client again in `stream.rs`.
@@ -109,6 +109,10 @@ async fn call_upstream(
     body: &Arc<Map<String, Value>>,
     call: &mut Call,
 ) -> Result<UpstreamReply, ApiError> {
+    // A name the catalogue does not know is client text: it is not recorded.
+    if snapshot.catalogue.model(&routed.model).is_some() {
+        call.set_model(routed.model.clone());
+    }
     if let Some(allowed) = &principal.key.models
         && !allowed.contains(&routed.model)
     {

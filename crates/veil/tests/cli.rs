@@ -143,7 +143,7 @@ fn serve_with_no_config_then_admin_changes_reach_it_and_sigterm_flushes_records(
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Port 0 through the environment: everything else is the zero-config default.
-    let (server, said) = Server::start(d, &[], &[("VEIL_SERVER__LISTEN", "127.0.0.1:0")]);
+    let (mut server, said) = Server::start(d, &[], &[("VEIL_SERVER__LISTEN", "127.0.0.1:0")]);
     let said = said.join("\n");
     assert!(said.contains("veil admin user add"), "no first-admin hint in: {said}");
     assert!(d.join("veil-data/veil.db").exists(), "no embedded store created");

@@ -76,7 +76,7 @@ fn run_sdk(dir: &Path, python: &str) -> Result<(), String> {
     veil_json(dir, &["--config", "veil.toml", "admin", "user", "add", "sdk", "--json"]);
     let key = veil_json(dir, &["--config", "veil.toml", "admin", "key", "create", "--user", "sdk", "--json"]);
     let secret = key["secret"].as_str().unwrap().to_owned();
-    let (server, _) =
+    let (mut server, _) =
         Server::start(dir, &["--config", "veil.toml"], &[("VEIL_SDK_TEST_UPSTREAM_KEY", "upstream-secret")]);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/test_openai_sdk.py");

@@ -27,6 +27,8 @@ pub fn veil_json(dir: &Path, args: &[&str]) -> Value {
 pub struct Server {
     pub child: Child,
     pub address: String,
+    /// Every line the server wrote to stdout or stderr so far.
+    output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -38,16 +40,26 @@ impl Server {
             .current_dir(dir)
             .env_remove("VEIL_MASTER_KEY")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("veil serve starts");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stdout_lines = std::sync::Arc::clone(&output);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                stdout_lines.lock().unwrap().push(line);
+            }
+        });
         let stderr = child.stderr.take().unwrap();
+        let stderr_lines = std::sync::Arc::clone(&output);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             // Keep draining after the test stops listening, so the server never writes
             // into a closed pipe.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                stderr_lines.lock().unwrap().push(line.clone());
                 let _ = tx.send(line);
             }
         });
@@ -65,13 +77,20 @@ impl Server {
                 while let Ok(more) = rx.recv_timeout(Duration::from_millis(300)) {
                     lines.push(more);
                 }
-                return (Server { child, address }, lines);
+                return (Server { child, address, output }, lines);
             }
             lines.push(line);
         }
     }
 
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    /// Everything written so far; call after `terminate` for the complete output.
+    pub fn captured_stderr(&self) -> String {
+        // The reader threads finish when the process exits; give them a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        self.output.lock().unwrap().join("\n")
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,0 +1,109 @@
+//! No content at rest, no content in logs (DESIGN §3.1), proven: unique canary strings
+//! go through every relay path — chat, streaming chat, completions, embeddings, tool
+//! arguments, upstream errors that echo the prompt, a stream that dies mid-way, a
+//! malformed body — with Veil logging at `trace`. Then every byte Veil wrote (its data
+//! directory, its stdout and stderr) is searched: the canaries must appear nowhere.
+
+mod common;
+
+use common::{Server, contains, veil_json, walk};
+use serde_json::json;
+use std::time::Duration;
+use veil_testkit::mock_upstream::{MockUpstream, Reply};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canaries_never_reach_disk_or_logs() {
+    let canary = format!("CANARY{}", uuid_like());
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    std::fs::write(
+        d.join("veil.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nlevel = \"trace\"\n\n[[channel]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\", \"text-embedding-3-small\", \"instruct\"]\n",
+            upstream.base_url()
+        ),
+    )
+    .unwrap();
+    let d2 = d.clone();
+    let (server, secret) = tokio::task::spawn_blocking(move || {
+        veil_json(&d2, &["--config", "veil.toml", "admin", "user", "add", "canary-user", "--json"]);
+        let key =
+            veil_json(&d2, &["--config", "veil.toml", "admin", "key", "create", "--user", "canary-user", "--json"]);
+        let (server, _) = Server::start(&d2, &["--config", "veil.toml"], &[]);
+        (server, key["secret"].as_str().unwrap().to_owned())
+    })
+    .await
+    .unwrap();
+
+    // The upstream answers with the canary too: outputs count as content.
+    upstream.push(Reply::chat(&format!("answer {canary}")));
+    upstream.push(Reply::stream(vec!["streamed ", &canary, " end"], Duration::from_millis(5)));
+    upstream.push(Reply::openai_error(400, &format!("your prompt {canary} is invalid"), "invalid_prompt"));
+    upstream.push(Reply::openai_error(500, &format!("internal failure near {canary}"), "server_error"));
+    upstream.push(Reply::stream_then_drop(vec![&canary, "more", "never"], 1));
+    upstream.push(Reply::completion(&format!("completed {canary}")));
+
+    let client = reqwest::Client::new();
+    let call = |path: &'static str, body: serde_json::Value| {
+        client.post(format!("{}{path}", server.address)).bearer_auth(&secret).json(&body).send()
+    };
+    let chat = |content: String| {
+        json!({"model": "gpt-4o-mini", "messages": [
+            {"role": "system", "content": format!("system {canary}")},
+            {"role": "user", "content": content},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "lookup", "arguments": format!("{{\"q\": \"{canary}\"}}")}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": format!("result {canary}")}
+        ], "user": canary.clone(), "metadata": {"note": canary.clone()}})
+    };
+    let ok = call("/v1/chat/completions", chat(format!("hello {canary}"))).await.unwrap();
+    assert!(ok.text().await.unwrap().contains(&canary), "the mock's answer should reach the client");
+    let mut streamed = chat(format!("stream {canary}"));
+    streamed["stream"] = json!(true);
+    assert!(call("/v1/chat/completions", streamed.clone()).await.unwrap().text().await.unwrap().contains(&canary));
+    assert_eq!(call("/v1/chat/completions", chat(canary.clone())).await.unwrap().status(), 400);
+    assert_eq!(call("/v1/chat/completions", chat(canary.clone())).await.unwrap().status(), 502);
+    let died = call("/v1/chat/completions", streamed).await.unwrap().text().await.unwrap();
+    assert!(died.contains("upstream_error"));
+    call("/v1/completions", json!({"model": "instruct", "prompt": format!("complete {canary}")})).await.unwrap();
+    call("/v1/embeddings", json!({"model": "text-embedding-3-small", "input": [canary.clone()]})).await.unwrap();
+    // Unknown model named after the canary, and a malformed body containing it.
+    call("/v1/chat/completions", json!({"model": format!("m-{canary}"), "messages": [{}]})).await.unwrap();
+    client
+        .post(format!("{}/v1/chat/completions", server.address))
+        .bearer_auth(&secret)
+        .header("content-type", "application/json")
+        .body(format!("{{\"model\": \"gpt-4o-mini\", \"messages\": [{canary}"))
+        .send()
+        .await
+        .unwrap();
+
+    let mut server = server;
+    let output = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        assert!(status.success());
+        server.captured_stderr()
+    })
+    .await
+    .unwrap();
+    assert!(output.contains("TRACE") || output.contains("DEBUG"), "no trace output: the test would prove nothing");
+
+    let logs = veil_json(&d, &["--config", "veil.toml", "admin", "logs", "--json"]);
+    assert!(logs.as_array().unwrap().len() >= 8, "calls were not recorded: {logs}");
+
+    if let Some(line) = output.lines().find(|l| l.contains(&canary)) {
+        panic!("canary in Veil's output: {line}");
+    }
+    let files = walk(&d.join("veil-data"));
+    assert!(files.iter().any(|f| f.ends_with("veil.db")));
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!contains(&bytes, canary.as_bytes()), "canary found in {}", file.display());
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", nanos, std::process::id())
+}
