@@ -3,6 +3,8 @@
 //! arguments, upstream errors that echo the prompt, a stream that dies mid-way, a
 //! malformed body — with Veil logging at `trace`. Then every byte Veil wrote (its data
 //! directory, its stdout and stderr) is searched: the canaries must appear nowhere.
+// Helpers outside #[test] functions fail loudly too: this whole file is a test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 mod common;
 

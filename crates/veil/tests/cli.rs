@@ -1,5 +1,7 @@
 //! The compiled `veil` binary as operators use it: configuration checks, `veil admin`
 //! with `--json`, and `veil serve` started with no configuration at all.
+// Helpers outside #[test] functions fail loudly too: this whole file is a test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 mod common;
 

@@ -4,6 +4,8 @@
 //! The Python interpreter comes from `VEIL_PYTHON` (set by `scripts/test`, which
 //! prepares a venv with the SDK). Without it the test is skipped with a note, unless
 //! `VEIL_REQUIRE_SERVICES=1`, as in CI, where a missing SDK is a failure.
+// Helpers outside #[test] functions fail loudly too: this whole file is a test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Black-box tests: the real application on port 0 with its own SQLite store, in front
 //! of the scripted mock upstream, spoken to over real HTTP.
+// Helpers outside #[test] functions fail loudly too: this whole crate is a test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod errors;
 mod helpers;

@@ -226,3 +226,16 @@ async fn an_unreachable_upstream_is_an_upstream_error() {
     let response = post(&app, "/v1/chat/completions", &key, json!({"model": "m", "messages": [{}]})).await;
     assert_eq!(error_code(response, 502).await, "upstream_error");
 }
+
+#[tokio::test]
+async fn a_client_giving_up_on_a_non_streaming_call_cancels_it_upstream() {
+    let (app, upstream, key) = app_with_upstream().await;
+    upstream.set_default(Reply::slow_first_byte(Reply::chat("late"), Duration::from_millis(900)));
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
+    let gave_up = client.post(app.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("hi")).send().await;
+    assert!(gave_up.is_err());
+    assert!(upstream.wait_for_disconnects(1, Duration::from_secs(5)).await, "the upstream call was not cancelled");
+    let records = stop_and_read_records(app).await;
+    assert_eq!(records[0].record.status, 499);
+    assert_eq!(records[0].record.error_code, Some(ErrorCode::ClientClosed));
+}

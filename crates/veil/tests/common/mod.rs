@@ -1,5 +1,5 @@
 //! Shared helpers for the tests that run the compiled `veil` binary.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::zombie_processes)]
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
