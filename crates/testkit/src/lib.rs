@@ -2,9 +2,10 @@
 //! own store, and [`mock_upstream`] is a scripted OpenAI-format upstream with timed SSE.
 
 // Test support: failing loudly on a broken fixture is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
 pub mod mock_upstream;
+pub mod postgres;
 mod spawn;
 
 pub use spawn::{KeyOptions, TestApp, spawn_app};

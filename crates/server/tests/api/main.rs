@@ -5,5 +5,6 @@
 
 mod errors;
 mod helpers;
+mod postgres;
 mod relay;
 mod streaming;
