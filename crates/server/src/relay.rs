@@ -73,10 +73,7 @@ pub async fn relay_openai(
             json_response(bytes)
         }
         Ok(UpstreamReply::Stream(events)) => {
-            let plan = StreamPlan {
-                client_wants_usage: routed.client_wants_usage,
-                prompt_estimate: usage::estimate_prompt(&body),
-            };
+            let plan = StreamPlan { client_wants_usage: routed.client_wants_usage, request: Arc::clone(&body) };
             stream::sse_response(events, call, plan)
         }
         Err(error) => fail(call, error),

@@ -15,16 +15,19 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::Stream;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use veil_domain::{ErrorCode, TokenUsage};
 use veil_providers::{EventStream, SseEvent, UpstreamError};
 
 pub struct StreamPlan {
     pub client_wants_usage: bool,
-    pub prompt_estimate: u64,
+    /// The request as sent, kept (shared, not copied) so the prompt is counted locally
+    /// only if the upstream never reports usage.
+    pub request: Arc<Map<String, Value>>,
 }
 
 pub fn sse_response(events: EventStream, call: Call, plan: StreamPlan) -> Response {
@@ -101,7 +104,7 @@ impl RelayStream {
             Some(usage) => call.set_usage(usage, false),
             None => call.set_usage(
                 TokenUsage {
-                    input_tokens: self.plan.prompt_estimate,
+                    input_tokens: usage::estimate_prompt(&self.plan.request),
                     cached_tokens: 0,
                     output_tokens: self.output_estimate,
                 },
