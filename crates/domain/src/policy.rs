@@ -169,3 +169,100 @@ mod tests {
         assert_eq!(Retention::Days(30).to_string(), "30d");
     }
 }
+
+/// Why a channel's data policy does not meet a requirement; the message names the
+/// constraint so the caller knows what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnmetConstraint {
+    Retention { channel_days: u32, max_days: u32 },
+    Training,
+    Region { channel: Option<String>, allowed: Vec<String> },
+}
+
+impl fmt::Display for UnmetConstraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Retention { channel_days, max_days } => write!(
+                f,
+                "max_retention_days = {max_days}, but the channels serving this model keep data for {channel_days} days"
+            ),
+            Self::Training => f.write_str(
+                "allow_training: the channels serving this model may train on the data, which needs the key's explicit consent (--allow-training) and a group that allows it",
+            ),
+            Self::Region { channel, allowed } => write!(
+                f,
+                "regions = [{}], but the channels serving this model are in {}",
+                allowed.join(", "),
+                channel.as_deref().unwrap_or("an undeclared region")
+            ),
+        }
+    }
+}
+
+impl PrivacyRequirement {
+    /// The requirement a call runs under: the group's, with training consent only when the
+    /// group allows it *and* the key gave its own explicit consent.
+    pub fn for_key(&self, key_allows_training: bool) -> PrivacyRequirement {
+        PrivacyRequirement { allow_training: self.allow_training && key_allows_training, ..self.clone() }
+    }
+
+    /// Whether a channel with `policy` may receive this caller's data.
+    pub fn admits(&self, policy: &DataPolicy) -> Result<(), UnmetConstraint> {
+        if let Some(max_days) = self.max_retention_days {
+            let channel_days = policy.retention.days();
+            if channel_days > max_days {
+                return Err(UnmetConstraint::Retention { channel_days, max_days });
+            }
+        }
+        if policy.training && !self.allow_training {
+            return Err(UnmetConstraint::Training);
+        }
+        if let Some(allowed) = &self.regions {
+            let inside =
+                policy.region.as_ref().is_some_and(|region| allowed.iter().any(|a| a.eq_ignore_ascii_case(region)));
+            if !inside {
+                return Err(UnmetConstraint::Region { channel: policy.region.clone(), allowed: allowed.clone() });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod requirement_tests {
+    use super::*;
+
+    fn policy(retention: Retention, training: bool, region: Option<&str>) -> DataPolicy {
+        DataPolicy { retention, training, region: region.map(str::to_owned), human_review: false, operator: "x".into() }
+    }
+
+    #[test]
+    fn each_constraint_is_checked_and_named() {
+        let strict = PrivacyRequirement {
+            max_retention_days: Some(7),
+            allow_training: false,
+            regions: Some(vec!["EU".into()]),
+            firewall: FirewallMode::Pii,
+        };
+        assert_eq!(strict.admits(&policy(Retention::None, false, Some("eu"))), Ok(()));
+        assert_eq!(strict.admits(&policy(Retention::Days(7), false, Some("EU"))), Ok(()));
+        assert_eq!(
+            strict.admits(&policy(Retention::Days(30), false, Some("EU"))),
+            Err(UnmetConstraint::Retention { channel_days: 30, max_days: 7 })
+        );
+        assert_eq!(strict.admits(&policy(Retention::None, true, Some("EU"))), Err(UnmetConstraint::Training));
+        let region = strict.admits(&policy(Retention::None, false, Some("US"))).unwrap_err();
+        assert!(region.to_string().contains("regions = [EU]") && region.to_string().contains("US"));
+        assert!(strict.admits(&policy(Retention::None, false, None)).is_err(), "an undeclared region is not inside");
+        assert_eq!(PrivacyRequirement::default().admits(&policy(Retention::Days(365), false, None)), Ok(()));
+    }
+
+    #[test]
+    fn training_needs_both_the_group_and_the_key() {
+        let group = PrivacyRequirement { allow_training: true, ..PrivacyRequirement::default() };
+        let free = policy(Retention::Days(30), true, None);
+        assert_eq!(group.for_key(false).admits(&free), Err(UnmetConstraint::Training));
+        assert_eq!(group.for_key(true).admits(&free), Ok(()));
+        assert_eq!(PrivacyRequirement::default().for_key(true).admits(&free), Err(UnmetConstraint::Training));
+    }
+}

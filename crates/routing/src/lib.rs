@@ -51,6 +51,10 @@ impl<T> Catalogue<T> {
         self.models.get(name)
     }
 
+    pub fn models(&self) -> impl Iterator<Item = &Model> {
+        self.models.values()
+    }
+
     /// Models a group can reach through at least one enabled channel, sorted by name.
     pub fn models_for_group(&self, group: &GroupName) -> Vec<&ModelName> {
         let mut names: Vec<&ModelName> = self

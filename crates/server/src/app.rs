@@ -85,6 +85,8 @@ impl Application {
             records: sink,
             max_body_bytes: settings.max_body_bytes,
             ip_logging: settings.ip_logging,
+            log_retention_days: settings.log_retention_days,
+            currency: settings.currency.clone(),
         });
         Ok(Self {
             listener,

@@ -13,8 +13,10 @@ mod auth;
 mod call;
 pub mod client_ip;
 mod error;
+mod firewall;
 mod listener;
 mod openai;
+mod receipt;
 mod records;
 mod refresh;
 mod relay;
@@ -22,6 +24,7 @@ mod request_meta;
 mod router;
 mod seed;
 mod state;
+mod transparency;
 
 pub use app::{Application, StartupError, open_store};
 pub use error::ApiError;

@@ -2,14 +2,17 @@
 //!
 //! 1. authenticate (done by the extractor before this module is reached),
 //! 2. validate the request just enough to route it,
-//! 3. resolve: the caller's group, the key's model allow-list, the candidate channels,
-//! 4. call upstream, failing over to the next candidate on retryable errors while
+//! 3. resolve: the caller's group, the key's model allow-list, the candidate channels
+//!    that serve the model and whose data policy the caller accepts,
+//! 4. firewall: strip what may not leave (identity; PII when that mode lands),
+//! 5. call upstream, failing over to the next candidate on retryable errors while
 //!    nothing has been sent to the client,
-//! 5. respond: a whole body, or a stream transformed event by event,
-//! 6. record: the call record is written on every path (see `call.rs`).
+//! 6. respond: a whole body, or a stream transformed event by event, with the data
+//!    receipt header,
+//! 7. record: the call record is written on every path (see `call.rs`).
 //!
-//! Later capabilities (policy, firewall, screening, holds and settlement) slot in as
-//! further phases between 3 and 4 and after 5.
+//! Later capabilities slot in as further phases: content screening and holds between 3
+//! and 5, settlement beside 7.
 
 use crate::call::Call;
 use crate::client_ip;
@@ -19,12 +22,14 @@ use crate::openai::stream::{self, StreamPlan};
 use crate::openai::usage;
 use crate::request_meta::RequestMeta;
 use crate::state::{AppState, Principal, Snapshot};
+use crate::{firewall, receipt};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use veil_domain::{Timestamp, TokenUsage};
-use veil_providers::{Endpoint, UpstreamError, UpstreamReply, UpstreamRequest};
+use veil_domain::{ErrorCode, GroupName, PrivacyRequirement, Timestamp, TokenUsage};
+use veil_providers::{Endpoint, Provider, UpstreamError, UpstreamReply, UpstreamRequest};
+use veil_routing::Candidate;
 
 /// At most this many channels are tried for one call.
 const MAX_ATTEMPTS: usize = 3;
@@ -49,11 +54,22 @@ pub async fn relay_openai(
         state.records.clone(),
     );
 
+    // Validate.
     let routed = match request::validate(endpoint, &body) {
         Ok(routed) => routed,
-        Err(error) => return fail(call, error),
+        Err(error) => return fail(call, error, None),
     };
     call.set_stream(routed.stream);
+
+    // Resolve: which channels may serve this model for this caller, policy included.
+    let requirement = group.privacy.for_key(principal.key.allow_training);
+    let candidates = match resolve(&snapshot, &principal, &group.name, &requirement, &routed, &mut call) {
+        Ok(candidates) => candidates,
+        Err(error) => return fail(call, error, None),
+    };
+
+    // Firewall: what of the request may leave.
+    firewall::apply_identity(requirement.firewall, endpoint, &mut body);
     if routed.stream && !routed.client_wants_usage {
         // Always ask for usage so the call can be settled exactly; the extra chunk is
         // hidden from the client again in `stream.rs`.
@@ -61,7 +77,12 @@ pub async fn relay_openai(
     }
     let body = Arc::new(body);
 
-    match call_upstream(&snapshot, &principal, &group.name, endpoint, &routed, &body, &mut call).await {
+    // Call upstream, failing over while nothing has reached the client.
+    let (outcome, served_by) = call_upstream(&candidates, endpoint, &routed, &body, &mut call).await;
+    let receipt = served_by.and_then(|channel| receipt::header(&channel.channel, requirement.firewall, 0));
+
+    // Respond and record.
+    let mut response = match outcome {
         Ok(UpstreamReply::Complete(bytes)) => {
             let (usage, estimated) = match usage::from_body(&bytes) {
                 Some(usage) => (usage, false),
@@ -76,13 +97,21 @@ pub async fn relay_openai(
             let plan = StreamPlan { client_wants_usage: routed.client_wants_usage, request: Arc::clone(&body) };
             stream::sse_response(events, call, plan)
         }
-        Err(error) => fail(call, error),
+        Err(error) => return fail(call, error, receipt),
+    };
+    if let Some(receipt) = receipt {
+        response.headers_mut().insert(receipt::DATA_POLICY, receipt);
     }
+    response
 }
 
-fn fail(call: Call, error: ApiError) -> Response {
+fn fail(call: Call, error: ApiError, receipt: Option<HeaderValue>) -> Response {
     call.finish(error.status.as_u16(), Some(error.code));
-    error.into_response()
+    let mut response = error.into_response();
+    if let Some(receipt) = receipt {
+        response.headers_mut().insert(receipt::DATA_POLICY, receipt);
+    }
+    response
 }
 
 fn json_response(bytes: bytes::Bytes) -> Response {
@@ -96,16 +125,19 @@ fn estimate_whole(body: &Map<String, Value>, reply: &[u8]) -> TokenUsage {
     TokenUsage { input_tokens: usage::estimate_prompt(body), cached_tokens: 0, output_tokens: output }
 }
 
-/// Phases 3 and 4: pick candidates and try them in order.
-async fn call_upstream(
+type ChannelCandidate = Arc<Candidate<Arc<dyn Provider>>>;
+
+/// Phase 3: the channels that serve the model for this group, that the key may use, and
+/// whose data policy the caller accepts, in the order to try them. Policy is a filter on
+/// the candidates, so no retry or fallback can ever leave it.
+fn resolve(
     snapshot: &Snapshot,
     principal: &Principal,
-    group: &veil_domain::GroupName,
-    endpoint: Endpoint,
+    group: &GroupName,
+    requirement: &PrivacyRequirement,
     routed: &RoutedRequest,
-    body: &Arc<Map<String, Value>>,
     call: &mut Call,
-) -> Result<UpstreamReply, ApiError> {
+) -> Result<Vec<ChannelCandidate>, ApiError> {
     // A name the catalogue does not know is client text: it is not recorded.
     if snapshot.catalogue.model(&routed.model).is_some() {
         call.set_model(routed.model.clone());
@@ -115,28 +147,61 @@ async fn call_upstream(
     {
         return Err(ApiError::model_not_found(routed.model.as_str()));
     }
-    let candidates = snapshot.catalogue.candidates(&routed.model, group, &mut rand::rng());
-    if candidates.is_empty() {
+    let serving = snapshot.catalogue.candidates(&routed.model, group, &mut rand::rng());
+    if serving.is_empty() {
         return Err(ApiError::model_not_found(routed.model.as_str()));
     }
+    let mut unmet = None;
+    let admitted: Vec<ChannelCandidate> = serving
+        .into_iter()
+        .filter(|candidate| match requirement.admits(&candidate.channel.policy) {
+            Ok(()) => true,
+            Err(constraint) => {
+                unmet.get_or_insert(constraint);
+                false
+            }
+        })
+        .collect();
+    match (admitted.is_empty(), unmet) {
+        (true, Some(constraint)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::PolicyUnsatisfiable,
+            format!("No channel serving `{}` satisfies your privacy requirement: {constraint}.", routed.model.as_str()),
+        )),
+        _ => Ok(admitted),
+    }
+}
+
+/// Phase 4: try the candidates in order; returns the outcome and the channel that
+/// produced it (the last one tried).
+async fn call_upstream(
+    candidates: &[ChannelCandidate],
+    endpoint: Endpoint,
+    routed: &RoutedRequest,
+    body: &Arc<Map<String, Value>>,
+    call: &mut Call,
+) -> (Result<UpstreamReply, ApiError>, Option<ChannelCandidate>) {
     let mut last_error: Option<UpstreamError> = None;
+    let mut last_tried = None;
     for candidate in candidates.iter().take(MAX_ATTEMPTS) {
         let channel = &candidate.channel;
         let upstream_model = channel.upstream_model(&routed.model).clone();
         call.trying(channel.name.clone(), upstream_model.clone(), channel.policy.class());
+        last_tried = Some(Arc::clone(candidate));
         let request =
             UpstreamRequest { endpoint, body: Arc::clone(body), model: upstream_model, stream: routed.stream };
         match candidate.attached.send(request).await {
-            Ok(reply) => return Ok(reply),
+            Ok(reply) => return (Ok(reply), last_tried),
             Err(error) if error.is_retryable() => {
                 tracing::warn!(channel = channel.name.as_str(), error = %error, "upstream failed; trying the next channel");
                 last_error = Some(error);
             }
             Err(error) => {
                 tracing::warn!(channel = channel.name.as_str(), error = %error, "upstream refused the call");
-                return Err(ApiError::from_upstream(&error));
+                return (Err(ApiError::from_upstream(&error)), last_tried);
             }
         }
     }
-    Err(last_error.map_or_else(ApiError::internal, |error| ApiError::from_upstream(&error)))
+    let error = last_error.map_or_else(ApiError::internal, |error| ApiError::from_upstream(&error));
+    (Err(error), last_tried)
 }

@@ -1,12 +1,13 @@
 //! Route table and layer order. From the outside in: request identity and access log,
 //! body limit, then the routes. Authentication is an extractor on each relay route, so
-//! a route without it is visibly unauthenticated; the only such routes are the health
-//! checks and the fallback.
+//! a route without it is visibly unauthenticated; the only such routes are the public
+//! transparency pages, the health checks and the fallback.
 
 use crate::openai::body::BodyLimit;
 use crate::openai::handlers;
 use crate::request_meta;
 use crate::state::AppState;
+use crate::transparency;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -22,6 +23,10 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(handlers::embeddings))
         .route("/v1/models", get(handlers::list_models))
         .route("/v1/models/{*id}", get(handlers::get_model))
+        .route("/api/privacy/models", get(transparency::models_json))
+        .route("/models", get(transparency::models_page))
+        .route("/privacy", get(transparency::privacy_page))
+        .route("/", get(transparency::home_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(handlers::not_found)

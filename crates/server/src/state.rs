@@ -78,6 +78,9 @@ pub struct AppState {
     pub records: RecordSink,
     pub max_body_bytes: usize,
     pub ip_logging: IpLogging,
+    /// What the public privacy statement reports; read from the running configuration.
+    pub log_retention_days: u32,
+    pub currency: String,
 }
 
 impl AppState {

@@ -28,6 +28,7 @@ pub struct KeyOptions {
     pub models: Option<Vec<&'static str>>,
     pub expires_at: Option<Timestamp>,
     pub ip_allow: Vec<ipnet::IpNet>,
+    pub allow_training: bool,
 }
 
 /// Starts Veil with `config` (TOML). `server.listen`, `server.data_dir` and, unless the
@@ -95,7 +96,7 @@ impl TestApp {
                 quota: None,
                 limits: KeyLimits::default(),
                 ip_allow: options.ip_allow,
-                allow_training: false,
+                allow_training: options.allow_training,
             })
             .await
             .expect("key created");

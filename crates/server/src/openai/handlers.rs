@@ -6,6 +6,7 @@ use crate::openai::body::OpenAiJson;
 use crate::relay;
 use crate::request_meta::RequestMeta;
 use crate::state::{AppState, Principal};
+use crate::transparency;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -62,7 +63,7 @@ pub async fn list_models(State(state): State<Arc<AppState>>, Authenticated(princ
         .models_for_group(&principal.user.group)
         .into_iter()
         .filter(|model| key_allows(&principal, model))
-        .map(|model| model_object(&state, model))
+        .map(|model| model_object(&state, &principal, model))
         .collect();
     Json(json!({ "object": "list", "data": data }))
 }
@@ -79,25 +80,32 @@ pub async fn get_model(
         .filter(|m| snapshot.catalogue.models_for_group(&principal.user.group).contains(&m))
         .filter(|m| key_allows(&principal, m))
         .ok_or_else(|| ApiError::model_not_found(&id.chars().take(64).collect::<String>()))?;
-    Ok(Json(model_object(&state, &model)))
+    Ok(Json(model_object(&state, &principal, &model)))
 }
 
 fn key_allows(principal: &Principal, model: &ModelName) -> bool {
     principal.key.models.as_ref().is_none_or(|allowed| allowed.contains(model))
 }
 
-fn model_object(state: &AppState, model: &ModelName) -> Value {
+/// An OpenAI model object plus `data_policies`: what each channel serving the model for
+/// this caller does with data.
+fn model_object(state: &AppState, principal: &Principal, model: &ModelName) -> Value {
     let snapshot = state.snapshot.load();
-    let owner = snapshot
+    let serving: Vec<_> = snapshot
         .catalogue
         .channels()
-        .find(|c| c.channel.serves(model))
-        .map(|c| match c.channel.kind {
+        .map(|c| &c.channel)
+        .filter(|c| c.serves(model) && c.admits_group(&principal.user.group))
+        .collect();
+    let owner = serving
+        .first()
+        .map(|c| match c.kind {
             ChannelKind::Echo => "veil-echo-test-provider".to_owned(),
-            _ => c.channel.policy.operator.clone(),
+            _ => c.policy.operator.clone(),
         })
         .unwrap_or_else(|| "veil".to_owned());
-    json!({ "id": model.as_str(), "object": "model", "created": 0, "owned_by": owner })
+    let policies: Vec<Value> = serving.into_iter().map(transparency::policy_json).collect();
+    json!({ "id": model.as_str(), "object": "model", "created": 0, "owned_by": owner, "data_policies": policies })
 }
 
 pub async fn not_found() -> ApiError {

@@ -6,5 +6,6 @@
 mod errors;
 mod helpers;
 mod postgres;
+mod privacy;
 mod relay;
 mod streaming;

@@ -32,8 +32,11 @@ async fn chat_passes_through_untouched_fields_tools_and_images() {
 
     let sent = upstream.last_request().unwrap();
     assert_eq!(sent.path, "/v1/chat/completions");
-    // Everything the client sent reaches the upstream as it was.
-    assert_eq!(sent.body, body);
+    // Everything the client sent reaches the upstream as it was, except that the default
+    // group's identity firewall turns upstream storage off.
+    let mut expected = body.clone();
+    expected["store"] = json!(false);
+    assert_eq!(sent.body, expected);
     assert_eq!(sent.header("authorization"), None, "no api_key_env: no credential is invented");
 
     let records = stop_and_read_records(app).await;

@@ -1,0 +1,438 @@
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+//! An open-loop load generator for OpenAI-compatible chat completions, loopback only.
+//!
+//! Requests are sent at planned times (constant arrival rate, `--rate` per second) by a pacing thread
+//! that sleeps with the OS's high-resolution timer, whatever the state of earlier requests; latency is
+//! measured from the *planned* send time, so a stall in the harness or the server is never hidden
+//! (no coordinated omission). Streams also record the time to the first body byte. Requests planned
+//! during `--warmup` are sent but not recorded. In-flight requests are bounded by `--concurrency-cap`
+//! (a request that would exceed it is dropped and counted as an error), each request by `--timeout`,
+//! and the whole run by warm-up + duration + timeout.
+//!
+//! Prints one JSON line with the achieved rate, errors and latency percentiles (ms).
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Parser;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", about = "Open-loop load generator for OpenAI-compatible chat completions (loopback only)")]
+struct Args {
+    /// Full URL of the chat completions endpoint, e.g. http://127.0.0.1:8080/v1/chat/completions.
+    #[arg(long)]
+    url: String,
+    /// Bearer token sent in the Authorization header.
+    #[arg(long, env = "LOADGEN_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Requests per second (constant arrival rate).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Recorded seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before recording starts.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Ask for a stream (with `stream_options.include_usage`).
+    #[arg(long)]
+    stream: bool,
+    /// Most requests in flight; a request planned beyond it is dropped and counted as an error.
+    #[arg(long, default_value_t = 4096)]
+    concurrency_cap: usize,
+    /// Per-request timeout, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Model name to request.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    model: String,
+    /// Free-form label copied into the output line.
+    #[arg(long)]
+    label: Option<String>,
+    /// Runtime worker threads; 1 uses a single-threaded runtime (cheapest on a shared core).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+const MAX_RATE: f64 = 100_000.0;
+const MAX_DURATION: f64 = 600.0;
+const MAX_WARMUP: f64 = 120.0;
+const MAX_REQUESTS: f64 = 10_000_000.0;
+const MAX_CAP: usize = 50_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Failure {
+    Status(u16),
+    Connect,
+    Timeout,
+    Body,
+    Incomplete,
+    OverCap,
+    Other,
+}
+
+impl Failure {
+    fn name(self) -> String {
+        match self {
+            Failure::Status(code) => format!("http_{code}"),
+            Failure::Connect => "connect".into(),
+            Failure::Timeout => "timeout".into(),
+            Failure::Body => "body".into(),
+            Failure::Incomplete => "incomplete_stream".into(),
+            Failure::OverCap => "over_concurrency_cap".into(),
+            Failure::Other => "other".into(),
+        }
+    }
+}
+
+struct Sample {
+    planned: Instant,
+    /// Planned time to the moment the request task started (pacing and scheduling lag).
+    send_lag: Duration,
+    /// Planned time to the first body byte.
+    ttfb: Option<Duration>,
+    /// Planned time to the end of the response.
+    latency: Duration,
+    done: Instant,
+    outcome: Result<(), (Failure, String)>,
+}
+
+fn check_loopback(url: &reqwest::Url) -> anyhow::Result<()> {
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("only http(s) URLs are supported, not {}", url.scheme());
+    }
+    let host = url.host_str().context("the URL has no host")?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(());
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(ip) if ip.is_loopback() => Ok(()),
+        _ => bail!("refusing to load a non-loopback host ({host}); use 127.x.x.x, [::1] or localhost"),
+    }
+}
+
+fn validate(args: &Args) -> anyhow::Result<()> {
+    if !(args.rate > 0.0 && args.rate <= MAX_RATE) {
+        bail!("--rate must be in (0, {MAX_RATE}]");
+    }
+    if !(args.duration > 0.0 && args.duration <= MAX_DURATION) {
+        bail!("--duration must be in (0, {MAX_DURATION}] seconds");
+    }
+    if !(args.warmup >= 0.0 && args.warmup <= MAX_WARMUP) {
+        bail!("--warmup must be in [0, {MAX_WARMUP}] seconds");
+    }
+    if !(args.timeout > 0.0 && args.timeout <= 120.0) {
+        bail!("--timeout must be in (0, 120] seconds");
+    }
+    if args.concurrency_cap == 0 || args.concurrency_cap > MAX_CAP {
+        bail!("--concurrency-cap must be in [1, {MAX_CAP}]");
+    }
+    if args.rate * (args.duration + args.warmup) > MAX_REQUESTS {
+        bail!("rate × (duration + warmup) exceeds {MAX_REQUESTS} requests");
+    }
+    Ok(())
+}
+
+async fn one_request(
+    client: reqwest::Client,
+    url: reqwest::Url,
+    auth: Option<HeaderValue>,
+    body: Bytes,
+    stream: bool,
+    timeout: Duration,
+    planned: Instant,
+) -> Sample {
+    let started = Instant::now();
+    let send_lag = started.saturating_duration_since(planned);
+    let mut ttfb = None;
+    let work = async {
+        let mut request =
+            client.post(url).header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body);
+        if let Some(auth) = auth {
+            request = request.header(AUTHORIZATION, auth);
+        }
+        let mut response = request.send().await.map_err(|e| {
+            let kind = if e.is_connect() { Failure::Connect } else { Failure::Other };
+            (kind, chain(&e))
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err((Failure::Status(status.as_u16()), text.chars().take(200).collect()));
+        }
+        // Keep the last bytes to check that a stream ended with [DONE].
+        let mut tail: Vec<u8> = Vec::new();
+        let mut total = 0usize;
+        while let Some(chunk) = response.chunk().await.map_err(|e| (Failure::Body, chain(&e)))? {
+            if chunk.is_empty() {
+                continue;
+            }
+            if ttfb.is_none() {
+                ttfb = Some(planned.elapsed());
+            }
+            total += chunk.len();
+            if stream {
+                tail.extend_from_slice(&chunk);
+                if tail.len() > 64 {
+                    tail.drain(..tail.len() - 64);
+                }
+            }
+        }
+        if total == 0 {
+            return Err((Failure::Incomplete, "empty body".into()));
+        }
+        if stream && !tail.windows(12).any(|w| w == b"data: [DONE]") {
+            return Err((Failure::Incomplete, "stream did not end with data: [DONE]".into()));
+        }
+        Ok(())
+    };
+    let outcome = match tokio::time::timeout(timeout, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err((Failure::Timeout, format!("no complete answer within {timeout:?}"))),
+    };
+    let done = Instant::now();
+    Sample { planned, send_lag, ttfb, latency: done.saturating_duration_since(planned), done, outcome }
+}
+
+/// An error and its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Nearest-rank percentile of sorted microseconds, in milliseconds.
+fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let index = rank.clamp(1, sorted.len()) - 1;
+    sorted.get(index).map(|us| *us as f64 / 1000.0)
+}
+
+fn summary(mut us: Vec<u64>) -> serde_json::Value {
+    us.sort_unstable();
+    let mean = if us.is_empty() { None } else { Some(us.iter().sum::<u64>() as f64 / us.len() as f64 / 1000.0) };
+    let round = |v: Option<f64>| v.map(|v| (v * 1000.0).round() / 1000.0);
+    json!({
+        "p50": round(percentile(&us, 50.0)),
+        "p90": round(percentile(&us, 90.0)),
+        "p99": round(percentile(&us, 99.0)),
+        "p99_9": round(percentile(&us, 99.9)),
+        "max": round(us.last().map(|v| *v as f64 / 1000.0)),
+        "mean": round(mean),
+    })
+}
+
+fn reap(result: Result<Sample, tokio::task::JoinError>, samples: &mut Vec<Sample>, join_errors: &mut u64) {
+    match result {
+        Ok(sample) => samples.push(sample),
+        Err(_) => *join_errors += 1,
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
+    let url = reqwest::Url::parse(&args.url).with_context(|| format!("bad --url {}", args.url))?;
+    check_loopback(&url)?;
+    validate(&args)?;
+    let auth = match &args.key {
+        Some(key) => {
+            let mut value = HeaderValue::from_str(&format!("Bearer {key}")).context("the key is not a valid header")?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+        None => None,
+    };
+    let mut request = json!({
+        "model": args.model,
+        "messages": [{"role": "user", "content": "Say hello in a few words."}],
+        "max_tokens": 20,
+    });
+    if args.stream
+        && let Some(object) = request.as_object_mut()
+    {
+        object.insert("stream".into(), json!(true));
+        object.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let body = Bytes::from(serde_json::to_vec(&request)?);
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(args.concurrency_cap)
+        .pool_idle_timeout(Duration::from_secs(120))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let timeout = Duration::from_secs_f64(args.timeout);
+
+    let total = (args.rate * (args.warmup + args.duration)).floor() as u64;
+    let interval = 1.0 / args.rate;
+    let start = Instant::now() + Duration::from_millis(20);
+    let record_from = start + Duration::from_secs_f64(args.warmup);
+
+    // The pacing thread: sleeps to each planned time with the OS timer (tokio's timer has 1 ms ticks).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let pacer = std::thread::Builder::new()
+        .name("pacer".into())
+        .spawn(move || {
+            for i in 0..total {
+                let planned = start + Duration::from_secs_f64(i as f64 * interval);
+                let now = Instant::now();
+                if planned > now {
+                    std::thread::sleep(planned - now);
+                }
+                if tx.send(planned).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the pacing thread")?;
+
+    let mut tasks: JoinSet<Sample> = JoinSet::new();
+    let mut samples: Vec<Sample> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut max_in_flight = 0usize;
+    let mut join_errors = 0u64;
+    while let Some(planned) = rx.recv().await {
+        while let Some(result) = tasks.try_join_next() {
+            reap(result, &mut samples, &mut join_errors);
+        }
+        if tasks.len() >= args.concurrency_cap {
+            let now = Instant::now();
+            samples.push(Sample {
+                planned,
+                send_lag: now.saturating_duration_since(planned),
+                ttfb: None,
+                latency: Duration::ZERO,
+                done: now,
+                outcome: Err((Failure::OverCap, format!("{} requests already in flight", tasks.len()))),
+            });
+            continue;
+        }
+        tasks.spawn(one_request(
+            client.clone(),
+            url.clone(),
+            auth.clone(),
+            body.clone(),
+            args.stream,
+            timeout,
+            planned,
+        ));
+        max_in_flight = max_in_flight.max(tasks.len());
+    }
+    // Every task ends within its timeout; allow a little more, then abandon the rest.
+    let drain_deadline = Instant::now() + timeout + Duration::from_secs(2);
+    loop {
+        let next = tokio::time::timeout_at(drain_deadline.into(), tasks.join_next()).await;
+        match next {
+            Ok(Some(result)) => reap(result, &mut samples, &mut join_errors),
+            Ok(None) => break,
+            Err(_) => {
+                join_errors += tasks.len() as u64;
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    let _ = pacer.join();
+
+    let all_ok = samples.iter().filter(|s| s.outcome.is_ok()).count();
+    let recorded: Vec<&Sample> = samples.iter().filter(|s| s.planned >= record_from).collect();
+    let mut errors: BTreeMap<Failure, u64> = BTreeMap::new();
+    let mut error_samples: BTreeMap<String, String> = BTreeMap::new();
+    let (mut latency, mut ttfb, mut lag) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut first_done, mut last_done): (Option<Instant>, Option<Instant>) = (None, None);
+    for sample in &recorded {
+        lag.push(micros(sample.send_lag));
+        match &sample.outcome {
+            Ok(()) => {
+                latency.push(micros(sample.latency));
+                if let Some(t) = sample.ttfb {
+                    ttfb.push(micros(t));
+                }
+                first_done = Some(first_done.map_or(sample.done, |t| t.min(sample.done)));
+                last_done = Some(last_done.map_or(sample.done, |t| t.max(sample.done)));
+            }
+            Err((kind, message)) => {
+                *errors.entry(*kind).or_default() += 1;
+                error_samples.entry(kind.name()).or_insert_with(|| message.clone());
+            }
+        }
+    }
+    let ok = latency.len();
+    let error_count: u64 = errors.values().sum::<u64>() + join_errors;
+    // Completions per second between the first and the last recorded completion: equal to the offered
+    // rate when the server keeps up, lower when it falls behind.
+    let achieved = match (first_done, last_done) {
+        (Some(first), Some(last)) if ok >= 2 && last > first => (ok - 1) as f64 / (last - first).as_secs_f64(),
+        _ => ok as f64 / args.duration,
+    };
+    let offered = recorded.len();
+    let error_breakdown: BTreeMap<String, u64> = errors.iter().map(|(k, v)| (k.name(), *v)).collect();
+    let mut out = json!({
+        "label": args.label,
+        "url": url.as_str(),
+        "stream": args.stream,
+        "rate": args.rate,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "offered": offered,
+        "ok": ok,
+        "achieved_rate": (achieved * 10.0).round() / 10.0,
+        "achieved_ratio": if offered == 0 { 0.0 } else { ((ok as f64 / offered as f64) * 10000.0).round() / 10000.0 },
+        "errors": error_count,
+        "error_kinds": error_breakdown,
+        "error_samples": error_samples,
+        "total_sent": samples.len(),
+        "total_ok": all_ok,
+        "max_in_flight": max_in_flight,
+        "latency_ms": summary(latency),
+        "send_lag_ms": summary(lag),
+    });
+    if args.stream
+        && let Some(object) = out.as_object_mut()
+    {
+        object.insert("ttfb_ms".into(), summary(ttfb));
+    }
+    Ok(out)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
+    };
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(args)).and_then(|out| Ok(serde_json::to_string(&out)?)),
+        Err(error) => Err(error.into()),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("loadgen: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
