@@ -171,6 +171,14 @@ fn validate_groups(raw: &[RawGroup]) -> Result<Vec<Group>, ConfigError> {
                 .ok_or_else(|| ConfigError::invalid(at("firewall"), "must be off, identity or pii"))?,
             None => FirewallMode::default(),
         };
+        for (j, pattern) in g.deny_patterns.iter().enumerate() {
+            if let Err(error) = regex::Regex::new(pattern) {
+                return Err(ConfigError::invalid(
+                    at(&format!("deny_patterns[{j}]")),
+                    format!("invalid regex: {error}"),
+                ));
+            }
+        }
         groups.push(Group {
             name,
             multiplier,

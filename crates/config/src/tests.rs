@@ -133,6 +133,8 @@ fn wrong_values_are_named_by_their_path() {
     let bad_mapping =
         "[[channel]]\nname = \"a\"\ntype = \"echo\"\nmodels = [\"m\"]\nmodel_mapping = { other = \"x\" }\n";
     assert_eq!(invalid_key(load_text(bad_mapping, &[])), "channel[0].model_mapping.other");
+    let bad_regex = "[[group]]\nname = \"g\"\ndeny_patterns = [\"ok\", \"(unclosed\"]\n";
+    assert_eq!(invalid_key(load_text(bad_regex, &[])), "group[0].deny_patterns[1]");
     let too_precise = "[[model]]\nname = \"m\"\nprice = { input = \"0.0000000001\" }\n";
     assert_eq!(invalid_key(load_text(too_precise, &[])), "model[0].price.input");
 }

@@ -83,6 +83,11 @@ impl Call {
         });
     }
 
+    /// The content-screening rule that blocked the call (its id, never the text).
+    pub fn set_rule(&mut self, rule_id: String) {
+        self.with_record(|r| r.rule_id = Some(rule_id));
+    }
+
     pub fn set_usage(&mut self, usage: TokenUsage, estimated: bool) {
         self.with_record(|r| {
             r.usage = usage;

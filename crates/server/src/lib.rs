@@ -22,6 +22,7 @@ mod refresh;
 mod relay;
 mod request_meta;
 mod router;
+mod screening;
 mod seed;
 mod state;
 mod transparency;

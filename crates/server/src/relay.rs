@@ -2,17 +2,18 @@
 //!
 //! 1. authenticate (done by the extractor before this module is reached),
 //! 2. validate the request just enough to route it,
-//! 3. resolve: the caller's group, the key's model allow-list, the candidate channels
+//! 3. screen: the group's deny rules (keywords, patterns), before anything leaves,
+//! 4. resolve: the caller's group, the key's model allow-list, the candidate channels
 //!    that serve the model and whose data policy the caller accepts,
-//! 4. firewall: strip what may not leave (identity; PII when that mode lands),
-//! 5. call upstream, failing over to the next candidate on retryable errors while
+//! 5. firewall: strip what may not leave (identity; PII when that mode lands),
+//! 6. call upstream, failing over to the next candidate on retryable errors while
 //!    nothing has been sent to the client,
-//! 6. respond: a whole body, or a stream transformed event by event, with the data
+//! 7. respond: a whole body, or a stream transformed event by event, with the data
 //!    receipt header,
-//! 7. record: the call record is written on every path (see `call.rs`).
+//! 8. record: the call record is written on every path (see `call.rs`).
 //!
-//! Later capabilities slot in as further phases: content screening and holds between 3
-//! and 5, settlement beside 7.
+//! Later capabilities slot in as further phases: holds between 4 and 6, settlement
+//! beside 8.
 
 use crate::call::Call;
 use crate::client_ip;
@@ -21,6 +22,7 @@ use crate::openai::request::{self, RoutedRequest};
 use crate::openai::stream::{self, StreamPlan};
 use crate::openai::usage;
 use crate::request_meta::RequestMeta;
+use crate::screening::Verdict;
 use crate::state::{AppState, Principal, Snapshot};
 use crate::{firewall, receipt};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -60,6 +62,24 @@ pub async fn relay_openai(
         Err(error) => return fail(call, error, None),
     };
     call.set_stream(routed.stream);
+
+    // Screen: the group's deny rules, before anything leaves.
+    match snapshot.screen(&group.name).check(&body) {
+        Verdict::Pass => {}
+        Verdict::Blocked { rule_id } => {
+            call.set_rule(rule_id);
+            let error = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::ContentBlocked,
+                "This request was blocked by the operator's content rules.",
+            );
+            return fail(call, error, None);
+        }
+        Verdict::Misconfigured => {
+            tracing::error!(group = group.name.as_str(), "content screening rules do not compile; blocking");
+            return fail(call, ApiError::internal(), None);
+        }
+    }
 
     // Resolve: which channels may serve this model for this caller, policy included.
     let requirement = group.privacy.for_key(principal.key.allow_training);

@@ -6,6 +6,7 @@
 //! `veil admin` or another instance are seen within one refresh interval.
 
 use crate::records::RecordSink;
+use crate::screening::Screen;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +23,9 @@ pub type ProviderCatalogue = Catalogue<Arc<dyn Provider>>;
 /// What routing and policy read on every call.
 pub struct Snapshot {
     pub catalogue: ProviderCatalogue,
-    pub groups: HashMap<GroupName, Group>,
+    pub groups: HashMap<GroupName, Arc<Group>>,
+    /// Each group's compiled content-screening rules.
+    pub screens: HashMap<GroupName, Screen>,
 }
 
 impl Snapshot {
@@ -39,13 +42,18 @@ impl Snapshot {
             .collect();
         Ok(Self {
             catalogue: Catalogue::new(with_providers, models),
-            groups: groups.into_iter().map(|g| (g.name.clone(), g)).collect(),
+            screens: groups.iter().map(|g| (g.name.clone(), Screen::for_group(g))).collect(),
+            groups: groups.into_iter().map(|g| (g.name.clone(), Arc::new(g))).collect(),
         })
     }
 
     /// The user's group, or the built-in default if it vanished from the store.
-    pub fn group(&self, name: &GroupName) -> Group {
-        self.groups.get(name).cloned().unwrap_or_else(Group::builtin_default)
+    pub fn group(&self, name: &GroupName) -> Arc<Group> {
+        self.groups.get(name).cloned().unwrap_or_else(|| Arc::new(Group::builtin_default()))
+    }
+
+    pub fn screen(&self, group: &GroupName) -> &Screen {
+        self.screens.get(group).unwrap_or(&Screen::Open)
     }
 }
 

@@ -165,7 +165,36 @@ async fn the_transparency_pages_publish_what_routing_enforces() {
 
     // The model list carries the same policy for a signed-in caller.
     let (_, key) = app.user_with_key("nia").await;
-    let listed: Value =
-        client.get(app.url("/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let listed: Value = client.get(app.url("/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["data"][0]["data_policies"][0]["retention"], "7d");
+}
+
+#[tokio::test]
+async fn deny_rules_block_before_any_upstream_call_and_record_only_the_rule() {
+    let upstream = MockUpstream::start().await;
+    let config = format!(
+        "[[group]]\nname = \"default\"\ndeny_keywords = [\"forbidden phrase\"]\ndeny_patterns = ['\\bDROP\\s+TABLE\\b']\n{}",
+        one_channel(&upstream)
+    );
+    let app = spawn_app(&config).await;
+    let (_, key) = app.user_with_key("otto").await;
+    let blocked = post(&app, "/v1/chat/completions", &key, chat_body("say the Forbidden Phrase now")).await;
+    assert_eq!(error_code(blocked, 400).await, "content_blocked");
+    let mut tool_args = chat_body("fine");
+    tool_args["messages"][0]["content"] = json!([{"type": "text", "text": "x; DROP   TABLE users"}]);
+    let blocked = post(&app, "/v1/chat/completions", &key, tool_args).await;
+    assert_eq!(error_code(blocked, 400).await, "content_blocked");
+    assert_eq!(post(&app, "/v1/chat/completions", &key, chat_body("harmless")).await.status(), 200);
+    assert_eq!(upstream.request_count(), 1, "a blocked call reached the upstream");
+
+    let records = stop_and_read_records(app).await;
+    let mut rules: Vec<String> = records.iter().filter_map(|r| r.record.rule_id.clone()).collect();
+    rules.sort();
+    assert_eq!(rules, ["default:keyword:0", "default:pattern:0"]);
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.record.rule_id.is_some())
+            .all(|r| r.record.error_code == Some(ErrorCode::ContentBlocked) && r.record.cost.nanos() == 0)
+    );
 }
