@@ -26,6 +26,7 @@ mod screening;
 mod seed;
 mod state;
 mod transparency;
+pub mod views;
 
 pub use app::{Application, StartupError, open_store};
 pub use error::ApiError;

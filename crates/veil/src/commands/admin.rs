@@ -15,7 +15,8 @@ use veil_domain::{
     Timestamp, User, UserName,
 };
 use veil_secrets::{ApiKeySecret, MASTER_KEY_ENV, MasterKey};
-use veil_store::{CallRecordFilter, Store, StoredCallRecord};
+use veil_server::views::{channel_json, key_json, record_json, user_json};
+use veil_store::{CallRecordFilter, Store};
 
 pub async fn run(settings: &Settings, command: AdminCommand, as_json: bool) -> anyhow::Result<ExitCode> {
     let store = veil_server::open_store(settings).await.context("cannot open the store")?;
@@ -105,19 +106,6 @@ fn credit_entry(user: &User, amount: Money) -> LedgerEntry {
         request_id: None,
         note: Some("credit by admin".into()),
     }
-}
-
-fn user_json(user: &User, balance: Money) -> Value {
-    json!({
-        "id": user.id,
-        "name": user.name,
-        "email": user.email,
-        "role": user.role.as_str(),
-        "group": user.group,
-        "balance": balance.to_decimal_string(),
-        "disabled": user.disabled,
-        "created_at": user.created_at.to_rfc3339(),
-    })
 }
 
 fn read_password() -> anyhow::Result<String> {
@@ -264,25 +252,6 @@ fn parse_network(raw: &str) -> anyhow::Result<ipnet::IpNet> {
         .map_err(|_| anyhow!("--ip-allow: '{raw}' is not an address or CIDR network"))
 }
 
-fn key_json(key: &ApiKey, user: &str) -> Value {
-    json!({
-        "id": key.id,
-        "user": user,
-        "name": key.name,
-        "prefix": key.prefix,
-        "models": key.models,
-        "expires_at": key.expires_at.map(Timestamp::to_rfc3339),
-        "quota": key.quota.map(Money::to_decimal_string),
-        "rpm": key.limits.rpm,
-        "tpm": key.limits.tpm,
-        "max_concurrent": key.limits.max_concurrent,
-        "ip_allow": key.ip_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "allow_training": key.allow_training,
-        "revoked_at": key.revoked_at.map(Timestamp::to_rfc3339),
-        "created_at": key.created_at.to_rfc3339(),
-    })
-}
-
 async fn channel(store: &dyn Store, command: ChannelCommand, as_json: bool) -> anyhow::Result<ExitCode> {
     let channels = store.list_channels().await?;
     match command {
@@ -339,29 +308,6 @@ async fn channel(store: &dyn Store, command: ChannelCommand, as_json: bool) -> a
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
-}
-
-fn channel_json(c: &Channel) -> Value {
-    json!({
-        "name": c.name,
-        "type": c.kind.as_str(),
-        "test_provider": c.kind == veil_domain::ChannelKind::Echo,
-        "base_url": c.base_url,
-        "api_key_env": c.api_key_env,
-        "models": c.models,
-        "model_mapping": c.model_mapping,
-        "priority": c.priority,
-        "weight": c.weight,
-        "groups": c.groups,
-        "class": c.policy.class().as_str(),
-        "retention": c.policy.retention.to_string(),
-        "training": c.policy.training,
-        "region": c.policy.region,
-        "human_review": c.policy.human_review,
-        "operator": c.policy.operator,
-        "enabled": c.enabled,
-        "managed": c.managed,
-    })
 }
 
 pub struct Probe {
@@ -431,37 +377,4 @@ async fn logs(store: &dyn Store, user: Option<String>, limit: u32, as_json: bool
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A call record with the field names of DESIGN §3.5.
-fn record_json(stored: &StoredCallRecord) -> Value {
-    let r = &stored.record;
-    json!({
-        "request_id": r.request_id,
-        "time": r.time.to_rfc3339(),
-        "user": stored.user_name,
-        "key_id": r.key_id,
-        "group": r.group,
-        "model": r.model,
-        "upstream_model": r.upstream_model,
-        "channel": r.channel,
-        "path": r.path,
-        "stream": r.stream,
-        "input_tokens": r.usage.input_tokens,
-        "cached_tokens": r.usage.cached_tokens,
-        "output_tokens": r.usage.output_tokens,
-        "cost": r.cost.to_decimal_string(),
-        "multiplier": r.multiplier.to_decimal_string(),
-        "status": r.status,
-        "error_code": r.error_code.map(|c| c.as_str()),
-        "latency_ms": r.latency_ms,
-        "ttft_ms": r.ttft_ms,
-        "client_ip": r.client_ip,
-        "user_agent": r.user_agent,
-        "redactions": r.redactions,
-        "rule_id": r.rule_id,
-        "policy_class": r.policy_class.map(|c| c.as_str()),
-        "estimated": r.estimated,
-        "channels_tried": r.channels_tried,
-    })
 }

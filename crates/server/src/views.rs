@@ -1,0 +1,96 @@
+//! JSON views of stored data, shared by `veil admin --json`, the account export and the
+//! management API, so one record has one shape everywhere. Money is an exact decimal
+//! string; times are RFC 3339; call records use the field names of DESIGN §3.5. Nothing
+//! here can show a secret: keys are shown by prefix, never by hash or secret.
+
+use serde_json::{Value, json};
+use veil_domain::{ApiKey, Channel, Money, Timestamp, User};
+use veil_store::StoredCallRecord;
+
+pub fn user_json(user: &User, balance: Money) -> Value {
+    json!({
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "role": user.role.as_str(),
+        "group": user.group,
+        "balance": balance.to_decimal_string(),
+        "disabled": user.disabled,
+        "created_at": user.created_at.to_rfc3339(),
+    })
+}
+
+pub fn key_json(key: &ApiKey, user: &str) -> Value {
+    json!({
+        "id": key.id,
+        "user": user,
+        "name": key.name,
+        "prefix": key.prefix,
+        "models": key.models,
+        "expires_at": key.expires_at.map(Timestamp::to_rfc3339),
+        "quota": key.quota.map(Money::to_decimal_string),
+        "rpm": key.limits.rpm,
+        "tpm": key.limits.tpm,
+        "max_concurrent": key.limits.max_concurrent,
+        "ip_allow": key.ip_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "allow_training": key.allow_training,
+        "revoked_at": key.revoked_at.map(Timestamp::to_rfc3339),
+        "created_at": key.created_at.to_rfc3339(),
+    })
+}
+
+pub fn channel_json(c: &Channel) -> Value {
+    json!({
+        "name": c.name,
+        "type": c.kind.as_str(),
+        "test_provider": c.kind == veil_domain::ChannelKind::Echo,
+        "base_url": c.base_url,
+        "api_key_env": c.api_key_env,
+        "models": c.models,
+        "model_mapping": c.model_mapping,
+        "priority": c.priority,
+        "weight": c.weight,
+        "groups": c.groups,
+        "class": c.policy.class().as_str(),
+        "retention": c.policy.retention.to_string(),
+        "training": c.policy.training,
+        "region": c.policy.region,
+        "human_review": c.policy.human_review,
+        "operator": c.policy.operator,
+        "enabled": c.enabled,
+        "managed": c.managed,
+    })
+}
+
+/// A call record with the field names of DESIGN §3.5.
+pub fn record_json(stored: &StoredCallRecord) -> Value {
+    let r = &stored.record;
+    json!({
+        "request_id": r.request_id,
+        "time": r.time.to_rfc3339(),
+        "user": stored.user_name,
+        "key_id": r.key_id,
+        "group": r.group,
+        "model": r.model,
+        "upstream_model": r.upstream_model,
+        "channel": r.channel,
+        "path": r.path,
+        "stream": r.stream,
+        "input_tokens": r.usage.input_tokens,
+        "cached_tokens": r.usage.cached_tokens,
+        "output_tokens": r.usage.output_tokens,
+        "cost": r.cost.to_decimal_string(),
+        "multiplier": r.multiplier.to_decimal_string(),
+        "status": r.status,
+        "error_code": r.error_code.map(|c| c.as_str()),
+        "latency_ms": r.latency_ms,
+        "ttft_ms": r.ttft_ms,
+        "client_ip": r.client_ip,
+        "user_agent": r.user_agent,
+        "redactions": r.redactions,
+        "rule_id": r.rule_id,
+        "policy_class": r.policy_class.map(|c| c.as_str()),
+        "estimated": r.estimated,
+        "channels_tried": r.channels_tried,
+    })
+}
