@@ -3,7 +3,8 @@
 //! any unparseable stored value into [`StoreError::Corrupt`] naming the column, never the
 //! value. The SQL stays per backend; only these conversions are shared.
 
-use crate::{StoreError, StoredCallRecord, WrappedSecret};
+use crate::audit::AuditRow;
+use crate::{DailyUsage, StoreError, StoredCallRecord, WrappedSecret};
 use serde_json::Value;
 use sqlx::error::ErrorKind;
 use std::collections::BTreeMap;
@@ -13,8 +14,8 @@ use std::time::Duration;
 use uuid::Uuid;
 use veil_domain::{
     ApiKey, CallRecord, Channel, ChannelKind, ChannelName, DataPolicy, ErrorCode, FirewallMode, Group, GroupName,
-    KeyId, KeyLimits, Model, ModelName, Money, Multiplier, PolicyClass, Price, PrivacyRequirement, RequestId,
-    Retention, Role, Timeouts, Timestamp, TokenUsage, User, UserId, UserName,
+    KeyId, KeyLimits, LedgerEntry, LedgerKind, Model, ModelName, Money, Multiplier, PolicyClass, Price,
+    PrivacyRequirement, RequestId, Retention, Role, Timeouts, Timestamp, TokenUsage, User, UserId, UserName,
 };
 
 /// Route templates a call record's `path` can hold. The column is text, the domain field a
@@ -34,6 +35,19 @@ pub const ROUTE_PATHS: &[&str] = &[
     "/v1/moderations",
     "other",
 ];
+
+/// A listing's row limit: 0 means 100.
+pub(crate) fn list_limit(limit: u32) -> i64 {
+    i64::from(if limit == 0 { 100 } else { limit })
+}
+
+/// Call records per purge transaction: 0 means 1000.
+pub(crate) fn purge_batch(batch: u32) -> u32 {
+    if batch == 0 { 1_000 } else { batch }
+}
+
+/// Audit rows read per query while verifying the chain.
+pub(crate) const AUDIT_PAGE: u16 = 1_000;
 
 pub(crate) fn route_path(raw: &str) -> &'static str {
     ROUTE_PATHS.iter().copied().find(|known| *known == raw).unwrap_or("other")
@@ -514,6 +528,51 @@ pub(crate) fn call_record(row: &impl Columns) -> Result<StoredCallRecord, StoreE
         };
         let user_name = opt_name(row.opt_text("user_name")?, "user_name", UserName::parse)?;
         Ok(StoredCallRecord { record, user_name })
+    })
+}
+
+pub(crate) fn ledger_entry(row: &impl Columns) -> Result<LedgerEntry, StoreError> {
+    in_table("ledger", || {
+        Ok(LedgerEntry {
+            user_id: UserId::from_uuid(row.uuid("user_id")?),
+            kind: label(&row.text("kind")?, "kind", LedgerKind::parse)?,
+            amount: Money::from_nanos(row.int("amount")?),
+            time: Timestamp::from_unix_millis(row.int("time")?),
+            request_id: row.opt_text("request_id")?,
+            note: row.opt_text("note")?,
+        })
+    })
+}
+
+pub(crate) fn daily_usage(row: &impl Columns) -> Result<DailyUsage, StoreError> {
+    in_table("daily_usage", || {
+        Ok(DailyUsage {
+            user_id: row.opt_uuid("user_id")?.map(UserId::from_uuid),
+            model: opt_name(row.opt_text("model")?, "model", ModelName::parse)?,
+            day: row.text("day")?,
+            calls: narrow(row.int("calls")?, "calls")?,
+            input_tokens: narrow(row.int("input_tokens")?, "input_tokens")?,
+            cached_tokens: narrow(row.int("cached_tokens")?, "cached_tokens")?,
+            output_tokens: narrow(row.int("output_tokens")?, "output_tokens")?,
+            cost: Money::from_nanos(row.int("cost_nanos")?),
+        })
+    })
+}
+
+/// Reads an audit row with `details` still as its stored (hashed) text.
+pub(crate) fn audit_row(row: &impl Columns) -> Result<AuditRow, StoreError> {
+    in_table("audit_log", || {
+        Ok(AuditRow {
+            seq: row.int("seq")?,
+            time: Timestamp::from_unix_millis(row.int("time")?),
+            actor: row.text("actor")?,
+            action: row.text("action")?,
+            subject_user: row.opt_uuid("subject_user")?,
+            target: row.opt_text("target")?,
+            details: row.text("details")?,
+            prev_hash: row.text("prev_hash")?,
+            hash: row.text("hash")?,
+        })
     })
 }
 

@@ -5,12 +5,18 @@
 //! Every write that changes what a running server caches (users, keys, groups, channels,
 //! models, balances) bumps a single revision counter in the same transaction, so servers
 //! can notice changes made by `veil admin` with one cheap poll.
+//!
+//! Privacy duties live here too (DESIGN §3.6, §3.7, §3.9): the hash-chained audit log, the
+//! retention purge that folds old call records into per-day aggregates, and export and
+//! erasure of an account. No table has a column that could hold request or response content.
 
+mod audit;
 mod codec;
 mod error;
 mod postgres;
 mod sqlite;
 
+pub use audit::{AuditEntry, AuditVerification, GENESIS_HASH, NewAuditEntry, canonical_json, entry_hash};
 pub use codec::ROUTE_PATHS;
 pub use error::StoreError;
 pub use postgres::PostgresStore;
@@ -19,8 +25,8 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 use std::sync::Arc;
 use veil_domain::{
-    ApiKey, CallRecord, Channel, ChannelName, Group, GroupName, KeyId, LedgerEntry, Model, Money, NewApiKey, NewUser,
-    Timestamp, User, UserId, UserName,
+    ApiKey, CallRecord, Channel, ChannelName, Group, GroupName, KeyId, LedgerEntry, Model, ModelName, Money, NewApiKey,
+    NewUser, Timestamp, User, UserId, UserName,
 };
 
 /// A call record as read back, with the account name resolved for display.
@@ -53,6 +59,31 @@ pub struct WrappedSecret {
     pub master_key_id: String,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
+}
+
+/// One (user, model, UTC day) of call records folded away by the retention purge or by an
+/// erasure. No key, IP, User-Agent or request id: only what accounting needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUsage {
+    /// `None`: anonymous (unauthenticated calls and erased accounts).
+    pub user_id: Option<UserId>,
+    /// `None`: calls that named no valid model.
+    pub model: Option<ModelName>,
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    pub cost: Money,
+}
+
+/// What [`Store::erase_user`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErasureReport {
+    pub keys_deleted: u64,
+    /// Call records folded into anonymous daily aggregates and deleted.
+    pub records_anonymised: u64,
 }
 
 #[async_trait]
@@ -100,7 +131,7 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces by name; bumps the revision only when something changed.
     async fn upsert_model(&self, model: &Model) -> Result<(), StoreError>;
     async fn list_models(&self) -> Result<Vec<Model>, StoreError>;
-    async fn retire_managed_models(&self, keep: &[veil_domain::ModelName]) -> Result<u64, StoreError>;
+    async fn retire_managed_models(&self, keep: &[ModelName]) -> Result<u64, StoreError>;
     /// Deletes config-managed groups whose names are not in `keep`, except `default` and
     /// groups users still belong to.
     async fn retire_managed_groups(&self, keep: &[GroupName]) -> Result<u64, StoreError>;
@@ -110,6 +141,41 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_call_records(&self, records: &[CallRecord]) -> Result<(), StoreError>;
     /// Newest first (time, then request id, descending); `limit` 0 means 100.
     async fn list_call_records(&self, filter: &CallRecordFilter) -> Result<Vec<StoredCallRecord>, StoreError>;
+
+    // Retention (DESIGN §3.6)
+    /// Folds call records older than `before` into [`DailyUsage`] rows (summing into existing
+    /// ones) and deletes them, up to `batch` records per transaction (0 means 1000), until
+    /// none are left; returns how many were deleted. The rows a transaction adds up are
+    /// exactly the rows it deletes, so processes running it at once never count a record
+    /// twice. Records whose account no longer exists are folded in as anonymous. Does not
+    /// bump the revision.
+    async fn purge_call_records(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError>;
+    /// Ordered by day, then model (no model first, then bytewise), then user (anonymous
+    /// first); `Some(user)` keeps only that user's rows, `None` returns every row.
+    async fn daily_usage(&self, user: Option<UserId>) -> Result<Vec<DailyUsage>, StoreError>;
+
+    // Export and erasure (DESIGN §3.7)
+    /// The user's ledger, oldest first (time, then insertion order).
+    async fn list_ledger(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError>;
+    /// Erases an account in one transaction: its call records and daily aggregates become
+    /// anonymous daily aggregates (totals unchanged), its keys are deleted, its ledger rows
+    /// lose their user (balances of others and overall sums unchanged), and the user row is
+    /// deleted. Audit entries about the user stay (the log is append-only). Bumps the
+    /// revision, so running servers drop the user's keys at once. A record of a call still
+    /// in flight may land afterwards; the next purge folds it in as anonymous. Fails with
+    /// [`StoreError::NotFound`] for an unknown user.
+    async fn erase_user(&self, user: UserId) -> Result<ErasureReport, StoreError>;
+
+    // Audit log (DESIGN §3.9)
+    /// Appends an entry at `at`, chained to the last one (`seq` = last + 1, `prev_hash` = its
+    /// hash), serialized against concurrent appends from any process. Does not bump the
+    /// revision.
+    async fn append_audit(&self, entry: &NewAuditEntry, at: Timestamp) -> Result<AuditEntry, StoreError>;
+    /// Newest first; `Some(user)` keeps entries whose `subject_user` is that user (what an
+    /// export includes). `limit` 0 means 100.
+    async fn list_audit(&self, subject_user: Option<UserId>, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Walks the whole chain in `seq` order and reports the first break, if any.
+    async fn verify_audit(&self) -> Result<AuditVerification, StoreError>;
 
     // Installation secrets
     async fn wrapped_secret(&self, purpose: &str) -> Result<Option<WrappedSecret>, StoreError>;

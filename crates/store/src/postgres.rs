@@ -2,8 +2,12 @@
 //! `uuid`, names sort bytewise (`COLLATE "C"`) so listings match SQLite, and every admin
 //! write bumps the revision inside its own transaction.
 
+use crate::audit::{AuditRow, ChainWalk, GENESIS_HASH};
 use crate::codec::{self, CallRecordParams, ChannelParams, Columns, GroupParams, KeyParams};
-use crate::{CallRecordFilter, Store, StoreError, StoredCallRecord, UserSummary, WrappedSecret};
+use crate::{
+    AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, NewAuditEntry, Store, StoreError,
+    StoredCallRecord, UserSummary, WrappedSecret,
+};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -15,6 +19,14 @@ use veil_domain::{
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Transaction-scoped advisory lock keys (`pg_advisory_xact_lock`). Appending to the audit
+/// log takes `AUDIT_LOCK` before reading the chain's head, so appends from every instance
+/// queue. Purge batches take `USAGE_LOCK` shared and an erasure takes it exclusively: an
+/// erasure then sees every committed purge and no purge folds the account's records or
+/// aggregates while it is being erased.
+const AUDIT_LOCK: i64 = 0x7665_696c_6175_6474; // "veilaudt"
+const USAGE_LOCK: i64 = 0x7665_696c_7573_6167; // "veilusag"
 
 /// PostgreSQL takes at most 65535 bind parameters per statement.
 const CALL_RECORDS_PER_STATEMENT: usize = 65_535 / CallRecordParams::COLUMNS;
@@ -636,5 +648,247 @@ impl Store for PostgresStore {
         self.wrapped_secret(&secret.purpose)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("secret {}", secret.purpose)))
+    }
+
+    async fn purge_call_records(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        let batch = codec::purge_batch(batch);
+        let mut total = 0;
+        loop {
+            let mut tx = self.write().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(USAGE_LOCK).execute(&mut *tx).await?;
+            // One statement: the rows added up are the rows this transaction deleted. SKIP
+            // LOCKED leaves rows another purge holds to it. Groups are upserted in key order
+            // so concurrent purges lock aggregate rows in the same order (no deadlock).
+            // Records of accounts that no longer exist are added up as anonymous.
+            let row = sqlx::query(
+                "WITH batch AS ( \
+                    SELECT id FROM call_records WHERE time < $1 ORDER BY time, id LIMIT $2 \
+                    FOR UPDATE SKIP LOCKED), \
+                 gone AS ( \
+                    DELETE FROM call_records c USING batch WHERE c.id = batch.id \
+                    RETURNING c.user_id, c.model, c.time, c.input_tokens, c.cached_tokens, \
+                        c.output_tokens, c.cost), \
+                 folded AS ( \
+                    INSERT INTO daily_usage (user_id, model, day, calls, input_tokens, \
+                        cached_tokens, output_tokens, cost_nanos) \
+                    SELECT u.id, g.model, \
+                        to_char(DATE '1970-01-01' + floor(g.time / 86400000.0)::INTEGER, 'YYYY-MM-DD') \
+                            AS day, \
+                        COUNT(*), SUM(g.input_tokens)::BIGINT, SUM(g.cached_tokens)::BIGINT, \
+                        SUM(g.output_tokens)::BIGINT, SUM(g.cost)::BIGINT \
+                    FROM gone g LEFT JOIN users u ON u.id = g.user_id \
+                    GROUP BY u.id, g.model, day \
+                    ORDER BY COALESCE(u.id, '00000000-0000-0000-0000-000000000000'::UUID), \
+                        COALESCE(g.model, ''), day \
+                    ON CONFLICT ((COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::UUID)), \
+                        (COALESCE(model, '')), day) DO UPDATE SET \
+                        calls = daily_usage.calls + EXCLUDED.calls, \
+                        input_tokens = daily_usage.input_tokens + EXCLUDED.input_tokens, \
+                        cached_tokens = daily_usage.cached_tokens + EXCLUDED.cached_tokens, \
+                        output_tokens = daily_usage.output_tokens + EXCLUDED.output_tokens, \
+                        cost_nanos = daily_usage.cost_nanos + EXCLUDED.cost_nanos) \
+                 SELECT COUNT(*) AS deleted FROM gone",
+            )
+            .bind(before.unix_millis())
+            .bind(i64::from(batch))
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let deleted = u64::try_from(row.int("deleted")?).map_err(|_| codec::corrupt("deleted"))?;
+            total += deleted;
+            // Fewer than a batch: the rest (if any) is locked by another purge, which deletes it.
+            if deleted < u64::from(batch) {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn daily_usage(&self, user: Option<UserId>) -> Result<Vec<DailyUsage>, StoreError> {
+        let rows = match user {
+            None => {
+                sqlx::query(
+                    "SELECT user_id, model, day, calls, input_tokens, cached_tokens, output_tokens, \
+                        cost_nanos \
+                     FROM daily_usage \
+                     ORDER BY day COLLATE \"C\", model COLLATE \"C\" NULLS FIRST, user_id NULLS FIRST",
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(user) => {
+                sqlx::query(
+                    "SELECT user_id, model, day, calls, input_tokens, cached_tokens, output_tokens, \
+                        cost_nanos \
+                     FROM daily_usage WHERE user_id = $1 \
+                     ORDER BY day COLLATE \"C\", model COLLATE \"C\" NULLS FIRST",
+                )
+                .bind(user.as_uuid())
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(codec::daily_usage).collect()
+    }
+
+    async fn list_ledger(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
+        sqlx::query(
+            "SELECT user_id, kind, amount, time, request_id, note FROM ledger \
+             WHERE user_id = $1 ORDER BY time, id",
+        )
+        .bind(user.as_uuid())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(codec::ledger_entry)
+        .collect()
+    }
+
+    async fn erase_user(&self, user: UserId) -> Result<ErasureReport, StoreError> {
+        let id = user.as_uuid();
+        let mut tx = self.write().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(USAGE_LOCK).execute(&mut *tx).await?;
+        // Locking the row makes a concurrent ledger append or key creation for this user
+        // wait, then fail on the foreign key once the row is gone.
+        if sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::NotFound(format!("user {user}")));
+        }
+        // The account's call records become anonymous aggregates: one statement, so a record
+        // a server inserts meanwhile is either added up and deleted, or neither (a call still
+        // in flight; the retention purge folds it in as anonymous later).
+        let row = sqlx::query(
+            "WITH gone AS ( \
+                DELETE FROM call_records WHERE user_id = $1 \
+                RETURNING model, time, input_tokens, cached_tokens, output_tokens, cost), \
+             folded AS ( \
+                INSERT INTO daily_usage (user_id, model, day, calls, input_tokens, cached_tokens, \
+                    output_tokens, cost_nanos) \
+                SELECT NULL::UUID, model, \
+                    to_char(DATE '1970-01-01' + floor(time / 86400000.0)::INTEGER, 'YYYY-MM-DD') AS day, \
+                    COUNT(*), SUM(input_tokens)::BIGINT, SUM(cached_tokens)::BIGINT, \
+                    SUM(output_tokens)::BIGINT, SUM(cost)::BIGINT \
+                FROM gone GROUP BY model, day ORDER BY COALESCE(model, ''), day \
+                ON CONFLICT ((COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::UUID)), \
+                    (COALESCE(model, '')), day) DO UPDATE SET \
+                    calls = daily_usage.calls + EXCLUDED.calls, \
+                    input_tokens = daily_usage.input_tokens + EXCLUDED.input_tokens, \
+                    cached_tokens = daily_usage.cached_tokens + EXCLUDED.cached_tokens, \
+                    output_tokens = daily_usage.output_tokens + EXCLUDED.output_tokens, \
+                    cost_nanos = daily_usage.cost_nanos + EXCLUDED.cost_nanos) \
+             SELECT COUNT(*) AS records FROM gone",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let records_anonymised = u64::try_from(row.int("records")?).map_err(|_| codec::corrupt("records"))?;
+        // …and so do its existing aggregates, merged into the anonymous ones.
+        sqlx::query(
+            "WITH moved AS ( \
+                DELETE FROM daily_usage WHERE user_id = $1 \
+                RETURNING model, day, calls, input_tokens, cached_tokens, output_tokens, cost_nanos) \
+             INSERT INTO daily_usage (user_id, model, day, calls, input_tokens, cached_tokens, \
+                output_tokens, cost_nanos) \
+             SELECT NULL::UUID, model, day, calls, input_tokens, cached_tokens, output_tokens, cost_nanos \
+             FROM moved ORDER BY COALESCE(model, ''), day \
+             ON CONFLICT ((COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::UUID)), \
+                (COALESCE(model, '')), day) DO UPDATE SET \
+                calls = daily_usage.calls + EXCLUDED.calls, \
+                input_tokens = daily_usage.input_tokens + EXCLUDED.input_tokens, \
+                cached_tokens = daily_usage.cached_tokens + EXCLUDED.cached_tokens, \
+                output_tokens = daily_usage.output_tokens + EXCLUDED.output_tokens, \
+                cost_nanos = daily_usage.cost_nanos + EXCLUDED.cost_nanos",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let keys_deleted =
+            sqlx::query("DELETE FROM api_keys WHERE user_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        sqlx::query("UPDATE ledger SET user_id = NULL WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(ErasureReport { keys_deleted, records_anonymised })
+    }
+
+    async fn append_audit(&self, entry: &NewAuditEntry, at: Timestamp) -> Result<AuditEntry, StoreError> {
+        let mut tx = self.write().await?;
+        // Taken before reading the head, so every instance's appends queue; under READ
+        // COMMITTED the read below then sees the previous holder's committed row.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK).execute(&mut *tx).await?;
+        let last =
+            sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+        let (seq, prev_hash) = match last {
+            Some(row) => (row.int("seq")? + 1, row.text("hash")?),
+            None => (1, GENESIS_HASH.to_owned()),
+        };
+        let row = AuditRow::seal(entry, seq, at, prev_hash);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, time, actor, action, subject_user, target, details, \
+                prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(row.seq)
+        .bind(row.time.unix_millis())
+        .bind(&row.actor)
+        .bind(&row.action)
+        .bind(row.subject_user)
+        .bind(row.target.as_deref())
+        .bind(&row.details)
+        .bind(&row.prev_hash)
+        .bind(&row.hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.into_entry_with(entry.details.clone()))
+    }
+
+    async fn list_audit(&self, subject_user: Option<UserId>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = codec::list_limit(limit);
+        let rows = match subject_user {
+            None => {
+                sqlx::query(
+                    "SELECT seq, time, actor, action, subject_user, target, details, prev_hash, hash \
+                     FROM audit_log ORDER BY seq DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(user) => {
+                sqlx::query(
+                    "SELECT seq, time, actor, action, subject_user, target, details, prev_hash, hash \
+                     FROM audit_log WHERE subject_user = $1 ORDER BY seq DESC LIMIT $2",
+                )
+                .bind(user.as_uuid())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(|row| codec::audit_row(row)?.into_entry()).collect()
+    }
+
+    async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        let mut walk = ChainWalk::new();
+        loop {
+            let page = sqlx::query(
+                "SELECT seq, time, actor, action, subject_user, target, details, prev_hash, hash \
+                 FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(walk.last_seq)
+            .bind(i64::from(codec::AUDIT_PAGE))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &page {
+                walk.visit(row.int("seq")?, codec::audit_row(row))?;
+            }
+            if page.len() < usize::from(codec::AUDIT_PAGE) {
+                return Ok(walk.finish());
+            }
+        }
     }
 }

@@ -2,8 +2,12 @@
 //! `BEGIN IMMEDIATE` transactions so concurrent writers queue on the busy timeout instead of
 //! failing on a lock upgrade; ids are stored as hyphenated UUID text.
 
+use crate::audit::{AuditRow, ChainWalk, GENESIS_HASH};
 use crate::codec::{self, CallRecordParams, ChannelParams, Columns, GroupParams, KeyParams};
-use crate::{CallRecordFilter, Store, StoreError, StoredCallRecord, UserSummary, WrappedSecret};
+use crate::{
+    AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, NewAuditEntry, Store, StoreError,
+    StoredCallRecord, UserSummary, WrappedSecret,
+};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -657,5 +661,219 @@ impl Store for SqliteStore {
         self.wrapped_secret(&secret.purpose)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("secret {}", secret.purpose)))
+    }
+
+    async fn purge_call_records(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
+        let batch = codec::purge_batch(batch);
+        let mut total = 0;
+        loop {
+            // Writers are serialized (BEGIN IMMEDIATE), so the batch subquery picks the same
+            // rows in both statements: what is added up is exactly what is deleted. Records of
+            // accounts that no longer exist are added up as anonymous. The day is the UTC date
+            // of the time in whole seconds rounded down (also right before 1970).
+            let mut tx = self.write().await?;
+            sqlx::query(
+                "INSERT INTO daily_usage (user_id, model, day, calls, input_tokens, cached_tokens, \
+                    output_tokens, cost_nanos) \
+                 SELECT u.id, c.model, \
+                    date((c.time - (((c.time % 1000) + 1000) % 1000)) / 1000, 'unixepoch') AS day, \
+                    COUNT(*), SUM(c.input_tokens), SUM(c.cached_tokens), SUM(c.output_tokens), \
+                    SUM(c.cost) \
+                 FROM call_records c LEFT JOIN users u ON u.id = c.user_id \
+                 WHERE c.id IN (SELECT id FROM call_records WHERE time < ?1 ORDER BY time, id LIMIT ?2) \
+                 GROUP BY u.id, c.model, day \
+                 ON CONFLICT (COALESCE(user_id, ''), COALESCE(model, ''), day) DO UPDATE SET \
+                    calls = calls + excluded.calls, input_tokens = input_tokens + excluded.input_tokens, \
+                    cached_tokens = cached_tokens + excluded.cached_tokens, \
+                    output_tokens = output_tokens + excluded.output_tokens, \
+                    cost_nanos = cost_nanos + excluded.cost_nanos",
+            )
+            .bind(before.unix_millis())
+            .bind(i64::from(batch))
+            .execute(&mut *tx)
+            .await?;
+            let deleted = sqlx::query(
+                "DELETE FROM call_records \
+                 WHERE id IN (SELECT id FROM call_records WHERE time < ?1 ORDER BY time, id LIMIT ?2)",
+            )
+            .bind(before.unix_millis())
+            .bind(i64::from(batch))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            total += deleted;
+            if deleted < u64::from(batch) {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn daily_usage(&self, user: Option<UserId>) -> Result<Vec<DailyUsage>, StoreError> {
+        let rows = match user {
+            None => {
+                sqlx::query(
+                    "SELECT user_id, model, day, calls, input_tokens, cached_tokens, output_tokens, \
+                        cost_nanos \
+                     FROM daily_usage ORDER BY day, model, user_id",
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(user) => {
+                sqlx::query(
+                    "SELECT user_id, model, day, calls, input_tokens, cached_tokens, output_tokens, \
+                        cost_nanos \
+                     FROM daily_usage WHERE user_id = ? ORDER BY day, model",
+                )
+                .bind(id_text(user.as_uuid()))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(codec::daily_usage).collect()
+    }
+
+    async fn list_ledger(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
+        sqlx::query(
+            "SELECT user_id, kind, amount, time, request_id, note FROM ledger \
+             WHERE user_id = ? ORDER BY time, id",
+        )
+        .bind(id_text(user.as_uuid()))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(codec::ledger_entry)
+        .collect()
+    }
+
+    async fn erase_user(&self, user: UserId) -> Result<ErasureReport, StoreError> {
+        let id = id_text(user.as_uuid());
+        let mut tx = self.write().await?;
+        if sqlx::query("SELECT 1 FROM users WHERE id = ?").bind(&id).fetch_optional(&mut *tx).await?.is_none() {
+            return Err(StoreError::NotFound(format!("user {user}")));
+        }
+        // The account's call records become anonymous aggregates…
+        sqlx::query(
+            "INSERT INTO daily_usage (user_id, model, day, calls, input_tokens, cached_tokens, \
+                output_tokens, cost_nanos) \
+             SELECT NULL, model, \
+                date((time - (((time % 1000) + 1000) % 1000)) / 1000, 'unixepoch') AS day, \
+                COUNT(*), SUM(input_tokens), SUM(cached_tokens), SUM(output_tokens), SUM(cost) \
+             FROM call_records WHERE user_id = ?1 \
+             GROUP BY model, day \
+             ON CONFLICT (COALESCE(user_id, ''), COALESCE(model, ''), day) DO UPDATE SET \
+                calls = calls + excluded.calls, input_tokens = input_tokens + excluded.input_tokens, \
+                cached_tokens = cached_tokens + excluded.cached_tokens, \
+                output_tokens = output_tokens + excluded.output_tokens, \
+                cost_nanos = cost_nanos + excluded.cost_nanos",
+        )
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        let records_anonymised = sqlx::query("DELETE FROM call_records WHERE user_id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        // …and so do its existing aggregates, merged into the anonymous ones.
+        sqlx::query(
+            "INSERT INTO daily_usage (user_id, model, day, calls, input_tokens, cached_tokens, \
+                output_tokens, cost_nanos) \
+             SELECT NULL, model, day, calls, input_tokens, cached_tokens, output_tokens, cost_nanos \
+             FROM daily_usage WHERE user_id = ?1 \
+             ON CONFLICT (COALESCE(user_id, ''), COALESCE(model, ''), day) DO UPDATE SET \
+                calls = calls + excluded.calls, input_tokens = input_tokens + excluded.input_tokens, \
+                cached_tokens = cached_tokens + excluded.cached_tokens, \
+                output_tokens = output_tokens + excluded.output_tokens, \
+                cost_nanos = cost_nanos + excluded.cost_nanos",
+        )
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM daily_usage WHERE user_id = ?").bind(&id).execute(&mut *tx).await?;
+        let keys_deleted =
+            sqlx::query("DELETE FROM api_keys WHERE user_id = ?").bind(&id).execute(&mut *tx).await?.rows_affected();
+        sqlx::query("UPDATE ledger SET user_id = NULL WHERE user_id = ?").bind(&id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM users WHERE id = ?").bind(&id).execute(&mut *tx).await?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(ErasureReport { keys_deleted, records_anonymised })
+    }
+
+    async fn append_audit(&self, entry: &NewAuditEntry, at: Timestamp) -> Result<AuditEntry, StoreError> {
+        // BEGIN IMMEDIATE serializes appends across processes: read the head, then extend it.
+        let mut tx = self.write().await?;
+        let last =
+            sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+        let (seq, prev_hash) = match last {
+            Some(row) => (row.int("seq")? + 1, row.text("hash")?),
+            None => (1, GENESIS_HASH.to_owned()),
+        };
+        let row = AuditRow::seal(entry, seq, at, prev_hash);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, time, actor, action, subject_user, target, details, \
+                prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(row.seq)
+        .bind(row.time.unix_millis())
+        .bind(&row.actor)
+        .bind(&row.action)
+        .bind(row.subject_user.map(id_text))
+        .bind(row.target.as_deref())
+        .bind(&row.details)
+        .bind(&row.prev_hash)
+        .bind(&row.hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.into_entry_with(entry.details.clone()))
+    }
+
+    async fn list_audit(&self, subject_user: Option<UserId>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = codec::list_limit(limit);
+        let rows = match subject_user {
+            None => {
+                sqlx::query(
+                    "SELECT seq, time, actor, action, subject_user, target, details, prev_hash, hash \
+                     FROM audit_log ORDER BY seq DESC LIMIT ?",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(user) => {
+                sqlx::query(
+                    "SELECT seq, time, actor, action, subject_user, target, details, prev_hash, hash \
+                     FROM audit_log WHERE subject_user = ? ORDER BY seq DESC LIMIT ?",
+                )
+                .bind(id_text(user.as_uuid()))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(|row| codec::audit_row(row)?.into_entry()).collect()
+    }
+
+    async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        let mut walk = ChainWalk::new();
+        loop {
+            let page = sqlx::query(
+                "SELECT seq, time, actor, action, subject_user, target, details, prev_hash, hash \
+                 FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+            )
+            .bind(walk.last_seq)
+            .bind(i64::from(codec::AUDIT_PAGE))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &page {
+                walk.visit(row.int("seq")?, codec::audit_row(row))?;
+            }
+            if page.len() < usize::from(codec::AUDIT_PAGE) {
+                return Ok(walk.finish());
+            }
+        }
     }
 }
