@@ -6,7 +6,7 @@
 
 use crate::records::{self, RecordWriter};
 use crate::state::{AppState, Snapshot};
-use crate::{listener, refresh, router, seed};
+use crate::{jobs, listener, refresh, router, seed};
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -119,6 +119,11 @@ impl Application {
         background.spawn(refresh::follow_store(
             Arc::clone(&self.state),
             self.refresh_interval,
+            stop_background.clone(),
+        ));
+        background.spawn(jobs::retention_purge(
+            Arc::clone(&self.state.store),
+            self.state.log_retention_days,
             stop_background.clone(),
         ));
 

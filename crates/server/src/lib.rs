@@ -8,13 +8,16 @@
 //! `refresh` keep the cached view of the store fresh; `error` is the one place errors
 //! become responses.
 
+pub mod account;
 mod app;
 mod auth;
 mod call;
 pub mod client_ip;
 mod error;
 mod firewall;
+mod jobs;
 mod listener;
+mod me;
 mod openai;
 mod receipt;
 mod records;

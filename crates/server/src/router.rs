@@ -3,6 +3,7 @@
 //! a route without it is visibly unauthenticated; the only such routes are the public
 //! transparency pages, the health checks and the fallback.
 
+use crate::me;
 use crate::openai::body::BodyLimit;
 use crate::openai::handlers;
 use crate::request_meta;
@@ -23,6 +24,8 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(handlers::embeddings))
         .route("/v1/models", get(handlers::list_models))
         .route("/v1/models/{*id}", get(handlers::get_model))
+        .route("/api/me/export", get(me::export))
+        .route("/api/me", axum::routing::delete(me::erase))
         .route("/api/privacy/models", get(transparency::models_json))
         .route("/models", get(transparency::models_page))
         .route("/privacy", get(transparency::privacy_page))

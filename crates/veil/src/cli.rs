@@ -48,11 +48,38 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: ChannelCommand,
     },
+    /// Run the retention purge now: call records older than the cutoff become daily
+    /// aggregates without identifiers.
+    Purge {
+        /// Cutoff as an RFC 3339 time (default: now minus privacy.log_retention_days).
+        #[arg(long)]
+        before: Option<String>,
+    },
+    /// Print everything Veil holds about a user (JSON).
+    ExportUser { name: String },
+    /// Erase a user: keys and account deleted, call records kept only as anonymous aggregates.
+    EraseUser { name: String },
+    /// The hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Call records (metadata only), newest first.
     Logs {
         /// Only this user's calls.
         #[arg(long)]
         user: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the chain: a modified or deleted entry is reported by its sequence number.
+    Verify,
+    /// Recent entries, newest first.
+    List {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },

@@ -240,3 +240,54 @@ fn the_password_is_read_from_stdin_and_stored_hashed() {
         assert!(!contains(&bytes, b"correct horse battery staple"), "plaintext password in {}", entry.display());
     }
 }
+
+#[test]
+fn export_erase_purge_and_the_audit_chain_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    veil_json(d, &["admin", "user", "add", "olga", "--credit", "2", "--json"]);
+    let key = veil_json(d, &["admin", "key", "create", "--user", "olga", "--allow-training", "--json"]);
+    assert_eq!(key["allow_training"], true);
+
+    let export = veil_json(d, &["admin", "export-user", "olga"]);
+    assert_eq!(export["account"]["name"], "olga");
+    assert_eq!(export["ledger"][0]["amount"], "2.0");
+    let actions: Vec<&str> =
+        export["audit"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    for action in ["user.create", "user.credit", "key.create", "user.export"] {
+        assert!(actions.contains(&action), "{action} not audited: {actions:?}");
+    }
+    // The consent to training is on the record, with the key it was given for.
+    let consent = export["audit"].as_array().unwrap().iter().find(|a| a["action"] == "key.create").unwrap();
+    assert_eq!(consent["details"]["allow_training"], true);
+    assert_eq!(consent["target"], key["id"]);
+    assert!(!export.to_string().contains(key["secret"].as_str().unwrap()));
+
+    let purged = veil_json(d, &["admin", "purge", "--before", "2030-01-01T00:00:00Z", "--json"]);
+    assert_eq!(purged["purged_call_records"], 0);
+    assert!(!veil(d, &["admin", "purge", "--before", "yesterday"]).status.success());
+
+    let erased = veil_json(d, &["admin", "erase-user", "olga", "--json"]);
+    assert_eq!(erased["keys_deleted"], 1);
+    assert!(!veil(d, &["admin", "export-user", "olga"]).status.success(), "an erased user can still be exported");
+
+    let verified = veil_json(d, &["admin", "audit", "verify", "--json"]);
+    assert_eq!(verified["intact"], true);
+    assert!(verified["entries"].as_u64().unwrap() >= 5);
+
+    // Tamper with one entry behind Veil's back: verification must fail and say where.
+    let db = format!("sqlite://{}", d.join("veil-data/veil.db").display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut connection = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        sqlx::query("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 2")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    });
+    let out = veil(d, &["admin", "audit", "verify", "--json"]);
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["intact"], false);
+    assert_eq!(report["first_broken"], 2);
+}

@@ -3,6 +3,7 @@
 // Helpers outside #[test] functions fail loudly too: this whole crate is a test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod account;
 mod errors;
 mod helpers;
 mod postgres;

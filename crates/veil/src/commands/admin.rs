@@ -2,7 +2,7 @@
 //! servers notice every change within their refresh interval (the store's revision
 //! counter moves with each write).
 
-use crate::cli::{AdminCommand, ChannelCommand, KeyCommand, KeyCreate, UserCommand};
+use crate::cli::{AdminCommand, AuditCommand, ChannelCommand, KeyCommand, KeyCreate, UserCommand};
 use crate::output;
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use veil_domain::{
     Timestamp, User, UserName,
 };
 use veil_secrets::{ApiKeySecret, MASTER_KEY_ENV, MasterKey};
+use veil_server::account;
 use veil_server::views::{channel_json, key_json, record_json, user_json};
 use veil_store::{CallRecordFilter, Store};
 
@@ -25,6 +26,27 @@ pub async fn run(settings: &Settings, command: AdminCommand, as_json: bool) -> a
         AdminCommand::Key { command } => key(settings, store, command, as_json).await,
         AdminCommand::Channel { command } => channel(store.as_ref(), command, as_json).await,
         AdminCommand::Logs { user, limit } => logs(store.as_ref(), user, limit, as_json).await,
+        AdminCommand::Purge { before } => purge(settings, store.as_ref(), before, as_json).await,
+        AdminCommand::ExportUser { name } => {
+            let user = find_user(store.as_ref(), &name).await?;
+            output::json(&account::export(store.as_ref(), &user, account::actor_cli()).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::EraseUser { name } => {
+            let user = find_user(store.as_ref(), &name).await?;
+            let report = account::erase(store.as_ref(), &user, account::actor_cli()).await?;
+            if as_json {
+                output::json(&json!({"erased": name, "keys_deleted": report.keys_deleted,
+                    "records_anonymised": report.records_anonymised}));
+            } else {
+                output::line(&format!(
+                    "erased {name}: {} key(s) deleted, {} call record(s) folded into anonymous aggregates",
+                    report.keys_deleted, report.records_anonymised
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::Audit { command } => audit_command(store.as_ref(), command, as_json).await,
     }
 }
 
@@ -45,8 +67,17 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
                 .create_user(NewUser { name, email, role, group, password_hash })
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
+            account::audit(
+                store,
+                account::actor_cli(),
+                "user.create",
+                Some(user.id),
+                Some(user.id.to_string()),
+                json!({"role": user.role.as_str(), "group": user.group}),
+            )
+            .await?;
             if let Some(amount) = credit.filter(|a| *a != Money::ZERO) {
-                store.append_ledger(&credit_entry(&user, amount)).await?;
+                credit_user(store, &user, amount).await?;
             }
             let balance = store.balance(user.id).await?;
             if as_json {
@@ -83,7 +114,7 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
             if amount == Money::ZERO {
                 bail!("the amount must not be zero");
             }
-            store.append_ledger(&credit_entry(&user, amount)).await?;
+            credit_user(store, &user, amount).await?;
             let balance = store.balance(user.id).await?;
             if as_json {
                 output::json(
@@ -97,15 +128,28 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-fn credit_entry(user: &User, amount: Money) -> LedgerEntry {
-    LedgerEntry {
-        user_id: user.id,
-        kind: if amount.is_negative() { LedgerKind::Adjustment } else { LedgerKind::Topup },
-        amount,
-        time: Timestamp::now(),
-        request_id: None,
-        note: Some("credit by admin".into()),
-    }
+/// Adds (or removes) credit as a ledger entry, audited.
+async fn credit_user(store: &dyn Store, user: &User, amount: Money) -> anyhow::Result<()> {
+    store
+        .append_ledger(&LedgerEntry {
+            user_id: user.id,
+            kind: if amount.is_negative() { LedgerKind::Adjustment } else { LedgerKind::Topup },
+            amount,
+            time: Timestamp::now(),
+            request_id: None,
+            note: Some("credit by admin".into()),
+        })
+        .await?;
+    account::audit(
+        store,
+        account::actor_cli(),
+        "user.credit",
+        Some(user.id),
+        Some(user.id.to_string()),
+        json!({"amount": amount.to_decimal_string()}),
+    )
+    .await?;
+    Ok(())
 }
 
 fn read_password() -> anyhow::Result<String> {
@@ -180,6 +224,9 @@ async fn key(
             if !store.revoke_key(id, Timestamp::now()).await? {
                 bail!("no key with id {id}");
             }
+            let owner = store.list_keys(None).await?.into_iter().find(|k| k.id == id).map(|k| k.user_id);
+            account::audit(store.as_ref(), account::actor_cli(), "key.revoke", owner, Some(id.to_string()), json!({}))
+                .await?;
             if as_json {
                 output::json(&json!({"id": id, "revoked": true}));
             } else {
@@ -222,6 +269,16 @@ async fn create_key(settings: &Settings, store: &dyn Store, create: KeyCreate, a
             allow_training: create.allow_training,
         })
         .await?;
+    // Consent to training channels is recorded with the key it was given for.
+    account::audit(
+        store,
+        account::actor_cli(),
+        "key.create",
+        Some(user.id),
+        Some(key.id.to_string()),
+        json!({"allow_training": key.allow_training, "models": key.models, "expires_at": key.expires_at.map(Timestamp::to_rfc3339)}),
+    )
+    .await?;
     if as_json {
         let mut value = key_json(&key, user.name.as_str());
         if let Some(object) = value.as_object_mut() {
@@ -377,4 +434,70 @@ async fn logs(store: &dyn Store, user: Option<String>, limit: u32, as_json: bool
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn purge(
+    settings: &Settings,
+    store: &dyn Store,
+    before: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let cutoff = match before {
+        Some(raw) => Timestamp::parse_rfc3339(&raw).map_err(|_| anyhow!("--before must be an RFC 3339 time"))?,
+        None => account::retention_cutoff(settings.log_retention_days),
+    };
+    let purged = account::purge(store, cutoff).await?;
+    if as_json {
+        output::json(&json!({"purged_call_records": purged, "before": cutoff.to_rfc3339()}));
+    } else {
+        output::line(&format!("purged {purged} call record(s) older than {cutoff}"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_command(store: &dyn Store, command: AuditCommand, as_json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify => {
+            let verification = store.verify_audit().await?;
+            let intact = verification.first_broken.is_none();
+            if as_json {
+                output::json(&json!({"entries": verification.entries, "intact": intact,
+                    "first_broken": verification.first_broken}));
+            } else if let Some(seq) = verification.first_broken {
+                output::line(&format!("audit log BROKEN at entry {seq} ({} entries checked)", verification.entries));
+            } else {
+                output::line(&format!("audit log intact: {} entries", verification.entries));
+            }
+            Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        AuditCommand::List { limit } => {
+            let entries = store.list_audit(None, limit).await?;
+            if as_json {
+                output::json(&Value::Array(
+                    entries
+                        .iter()
+                        .map(|a| {
+                            json!({"seq": a.seq, "time": a.time.to_rfc3339(), "actor": a.actor, "action": a.action,
+                            "subject_user": a.subject_user, "target": a.target, "details": a.details, "hash": a.hash})
+                        })
+                        .collect(),
+                ));
+            } else {
+                let rows = entries
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.seq.to_string(),
+                            a.time.to_rfc3339(),
+                            a.actor.clone(),
+                            a.action.clone(),
+                            a.target.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                output::table(&["SEQ", "TIME", "ACTOR", "ACTION", "TARGET"], &rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

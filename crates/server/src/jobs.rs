@@ -1,0 +1,34 @@
+//! Scheduled background jobs, owned by the application's task tracker and stopped by
+//! its cancellation token: today, the retention purge (DESIGN §3.6). The purge is safe
+//! to run from several instances at once — the store counts each record exactly once —
+//! so no leader election is needed for it.
+
+use crate::account;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use veil_store::Store;
+
+const FIRST_PURGE_AFTER: Duration = Duration::from_secs(30);
+const PURGE_EVERY: Duration = Duration::from_secs(3_600);
+
+pub async fn retention_purge(store: Arc<dyn Store>, retention_days: u32, stop: CancellationToken) {
+    let mut wait = FIRST_PURGE_AFTER;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = PURGE_EVERY;
+        let cutoff = account::retention_cutoff(retention_days);
+        // The purge runs in short transactions; stopping between them is safe.
+        tokio::select! {
+            () = stop.cancelled() => return,
+            purged = account::purge(store.as_ref(), cutoff) => match purged {
+                Ok(0) => {}
+                Ok(records) => tracing::info!(records, retention_days, "purged call records past retention"),
+                Err(error) => tracing::warn!(error = %error, "retention purge failed; will retry"),
+            },
+        }
+    }
+}
