@@ -14,7 +14,38 @@ use std::time::Duration;
 use veil_testkit::mock_upstream::{MockUpstream, Reply};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn canaries_never_reach_disk_or_logs() {
+async fn canaries_never_reach_disk_or_logs_on_sqlite() {
+    run_canaries(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canaries_never_reach_the_database_or_logs_on_postgres() {
+    let Some(database) = veil_testkit::postgres::TestDatabase::create().await else { return };
+    let canary = run_canaries(Some(&database.url)).await;
+    // Every row of every table, as text.
+    use sqlx::{Connection, Row};
+    let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let tables: Vec<String> = sqlx::query(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get::<String, _>(0))
+    .collect();
+    assert!(tables.contains(&"call_records".to_owned()), "{tables:?}");
+    for table in tables {
+        let sql = format!("SELECT count(*) FROM \"{table}\" t WHERE t::text LIKE '%' || $1 || '%'");
+        let hits: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&canary).fetch_one(&mut connection).await.unwrap();
+        assert_eq!(hits, 0, "canary stored in PostgreSQL table {table}");
+    }
+    connection.close().await.unwrap();
+}
+
+/// Sends the canaries through every path; returns the canary for further searching.
+async fn run_canaries(database_url: Option<&str>) -> String {
     let canary = format!("CANARY{}", uuid_like());
     let upstream = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -22,7 +53,8 @@ async fn canaries_never_reach_disk_or_logs() {
     std::fs::write(
         d.join("veil.toml"),
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[log]\nlevel = \"trace\"\n\n[[channel]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\", \"text-embedding-3-small\", \"instruct\"]\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"trace\"\n\n[[channel]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\", \"text-embedding-3-small\", \"instruct\"]\n",
+            database_url.map(|url| format!("\n[database]\nurl = \"{url}\"\n")).unwrap_or_default(),
             upstream.base_url()
         ),
     )
@@ -98,11 +130,12 @@ async fn canaries_never_reach_disk_or_logs() {
         panic!("canary in Veil's output: {line}");
     }
     let files = walk(&d.join("veil-data"));
-    assert!(files.iter().any(|f| f.ends_with("veil.db")));
+    assert!(files.iter().any(|f| f.ends_with(if database_url.is_some() { "master.key" } else { "veil.db" })));
     for file in files {
         let bytes = std::fs::read(&file).unwrap();
         assert!(!contains(&bytes, canary.as_bytes()), "canary found in {}", file.display());
     }
+    canary
 }
 
 fn uuid_like() -> String {
