@@ -83,6 +83,13 @@ impl Application {
             revision: AtomicI64::new(revision),
             store_healthy: AtomicBool::new(true),
             records: sink,
+            pii: match veil_privacy::Detector::new() {
+                Ok(detector) => Some(Arc::new(detector)),
+                Err(error) => {
+                    tracing::error!(error = %error, "the PII detector failed to build; calls needing it will fail");
+                    None
+                }
+            },
             max_body_bytes: settings.max_body_bytes,
             ip_logging: settings.ip_logging,
             log_retention_days: settings.log_retention_days,

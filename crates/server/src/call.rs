@@ -83,6 +83,10 @@ impl Call {
         });
     }
 
+    pub fn set_redactions(&mut self, count: u32) {
+        self.with_record(|r| r.redactions = count);
+    }
+
     /// The content-screening rule that blocked the call (its id, never the text).
     pub fn set_rule(&mut self, rule_id: String) {
         self.with_record(|r| r.rule_id = Some(rule_id));

@@ -51,3 +51,57 @@ mod tests {
         assert!(!body.contains_key("user") && !body.contains_key("store"));
     }
 }
+
+/// The PII firewall's per-request state: how many values were replaced and how to put
+/// them back. The mapping lives in memory for this request only and is zeroed when the
+/// last restorer is dropped.
+pub struct Redaction {
+    pub restorer: veil_privacy::Restorer,
+    pub total: u32,
+}
+
+/// Replaces personal data in every text field of `body` with numbered placeholders.
+/// Any failure fails the call: unredacted text is never forwarded.
+pub fn apply_pii(
+    detector: Option<&std::sync::Arc<veil_privacy::Detector>>,
+    body: &mut Map<String, Value>,
+) -> Result<Redaction, crate::error::ApiError> {
+    use crate::error::ApiError;
+    use axum::http::StatusCode;
+    use veil_domain::ErrorCode;
+
+    let detector = detector.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InternalError,
+            "The personal-data firewall is unavailable, so this call was not sent.",
+        )
+    })?;
+    let mut redactor = veil_privacy::Redactor::new(std::sync::Arc::clone(detector));
+    let mut document = Value::Object(std::mem::take(body));
+    let outcome = redactor.redact_json_strings(&mut document, veil_privacy::NON_TEXT_KEYS);
+    if let Value::Object(redacted) = document {
+        *body = redacted;
+    }
+    match outcome {
+        Ok(()) => Ok(Redaction { restorer: redactor.restorer(), total: redactor.total() }),
+        Err(veil_privacy::RedactError::InputTooLarge { limit }) => Err(ApiError::too_large(limit)),
+        Err(veil_privacy::RedactError::TooManyEntities { .. }) => Err(ApiError::invalid_request(
+            "The request holds too many personal-data values for the firewall to replace.",
+        )),
+    }
+}
+
+/// Puts the original values back into a whole response body.
+pub fn restore_body(bytes: bytes::Bytes, restorer: &veil_privacy::Restorer) -> bytes::Bytes {
+    if restorer.is_empty() {
+        return bytes;
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut value) => {
+            restorer.restore_json_strings(&mut value);
+            serde_json::to_vec(&value).map(bytes::Bytes::from).unwrap_or(bytes)
+        }
+        Err(_) => bytes,
+    }
+}

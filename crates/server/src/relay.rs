@@ -5,7 +5,8 @@
 //! 3. screen: the group's deny rules (keywords, patterns), before anything leaves,
 //! 4. resolve: the caller's group, the key's model allow-list, the candidate channels
 //!    that serve the model and whose data policy the caller accepts,
-//! 5. firewall: strip what may not leave (identity; PII when that mode lands),
+//! 5. firewall: strip identifiers; with `pii`, replace personal data by placeholders
+//!    (restored in the response, streaming included),
 //! 6. call upstream, failing over to the next candidate on retryable errors while
 //!    nothing has been sent to the client,
 //! 7. respond: a whole body, or a stream transformed event by event, with the data
@@ -29,7 +30,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use veil_domain::{ErrorCode, GroupName, PrivacyRequirement, Timestamp, TokenUsage};
+use veil_domain::{ErrorCode, FirewallMode, GroupName, PrivacyRequirement, Timestamp, TokenUsage};
 use veil_providers::{Endpoint, Provider, UpstreamError, UpstreamReply, UpstreamRequest};
 use veil_routing::Candidate;
 
@@ -90,6 +91,16 @@ pub async fn relay_openai(
 
     // Firewall: what of the request may leave.
     firewall::apply_identity(requirement.firewall, endpoint, &mut body);
+    let redaction = if requirement.firewall == FirewallMode::Pii {
+        match firewall::apply_pii(state.pii.as_ref(), &mut body) {
+            Ok(redaction) => Some(redaction),
+            Err(error) => return fail(call, error, None),
+        }
+    } else {
+        None
+    };
+    let redactions = redaction.as_ref().map_or(0, |r| r.total);
+    call.set_redactions(redactions);
     if routed.stream && !routed.client_wants_usage {
         // Always ask for usage so the call can be settled exactly; the extra chunk is
         // hidden from the client again in `stream.rs`.
@@ -99,7 +110,8 @@ pub async fn relay_openai(
 
     // Call upstream, failing over while nothing has reached the client.
     let (outcome, served_by) = call_upstream(&candidates, endpoint, &routed, &body, &mut call).await;
-    let receipt = served_by.and_then(|channel| receipt::header(&channel.channel, requirement.firewall, 0));
+    let receipt = served_by.and_then(|channel| receipt::header(&channel.channel, requirement.firewall, redactions));
+    let restorer = redaction.map(|r| r.restorer);
 
     // Respond and record.
     let mut response = match outcome {
@@ -111,10 +123,17 @@ pub async fn relay_openai(
             call.set_usage(usage, estimated);
             call.mark_first_token();
             call.finish(200, None);
-            json_response(bytes)
+            json_response(match &restorer {
+                Some(restorer) => firewall::restore_body(bytes, restorer),
+                None => bytes,
+            })
         }
         Ok(UpstreamReply::Stream(events)) => {
-            let plan = StreamPlan { client_wants_usage: routed.client_wants_usage, request: Arc::clone(&body) };
+            let plan = StreamPlan {
+                client_wants_usage: routed.client_wants_usage,
+                request: Arc::clone(&body),
+                restore: restorer,
+            };
             stream::sse_response(events, call, plan)
         }
         Err(error) => return fail(call, error, receipt),

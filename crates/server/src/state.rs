@@ -84,6 +84,9 @@ pub struct AppState {
     /// Whether the last look at the store succeeded (drives `/readyz`).
     pub store_healthy: AtomicBool,
     pub records: RecordSink,
+    /// The PII detector, built once; `None` if it failed to build, in which case every
+    /// call that needs it fails closed.
+    pub pii: Option<Arc<veil_privacy::Detector>>,
     pub max_body_bytes: usize,
     pub ip_logging: IpLogging,
     /// What the public privacy statement reports; read from the running configuration.

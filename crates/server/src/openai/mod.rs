@@ -4,5 +4,6 @@
 pub mod body;
 pub mod handlers;
 pub mod request;
+pub mod restore;
 pub mod stream;
 pub mod usage;

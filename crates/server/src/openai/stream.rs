@@ -9,6 +9,7 @@
 
 use crate::call::Call;
 use crate::error::ApiError;
+use crate::openai::restore::ChunkRestorer;
 use crate::openai::usage;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -28,10 +29,21 @@ pub struct StreamPlan {
     /// The request as sent, kept (shared, not copied) so the prompt is counted locally
     /// only if the upstream never reports usage.
     pub request: Arc<Map<String, Value>>,
+    /// Set when the PII firewall replaced values in the request.
+    pub restore: Option<veil_privacy::Restorer>,
 }
 
 pub fn sse_response(events: EventStream, call: Call, plan: StreamPlan) -> Response {
-    let body = RelayStream { events, call: Some(call), plan, usage: None, output_estimate: 0, state: State::Streaming };
+    let restore = plan.restore.clone().map(ChunkRestorer::new);
+    let body = RelayStream {
+        events,
+        restore,
+        call: Some(call),
+        plan,
+        usage: None,
+        output_estimate: 0,
+        state: State::Streaming,
+    };
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
@@ -52,6 +64,7 @@ enum State {
 
 struct RelayStream {
     events: EventStream,
+    restore: Option<ChunkRestorer>,
     call: Option<Call>,
     plan: StreamPlan,
     usage: Option<TokenUsage>,
@@ -64,12 +77,19 @@ impl RelayStream {
     fn forward(&mut self, event: SseEvent) -> Option<Bytes> {
         if event.data == "[DONE]" {
             self.state = State::Done;
+            // Whatever the PII restorer still holds goes out before the end.
+            if let Some(closing) = self.restore.as_mut().and_then(ChunkRestorer::closing_chunk) {
+                let mut bytes = frame(&closing.to_string()).to_vec();
+                bytes.extend_from_slice(b"data: [DONE]\n\n");
+                return Some(Bytes::from(bytes));
+            }
             return Some(Bytes::from_static(b"data: [DONE]\n\n"));
         }
         let Ok(mut chunk) = serde_json::from_str::<Value>(&event.data) else {
             // Not JSON: pass it on unchanged; it is the upstream's business.
             return Some(frame(&event.data));
         };
+        let restored = self.restore.as_mut().is_some_and(|restore| restore.apply(&mut chunk));
         if let Some(seen) = usage::from_value(&chunk) {
             self.usage = Some(seen);
         }
@@ -80,7 +100,7 @@ impl RelayStream {
             call.mark_first_token();
         }
         if self.plan.client_wants_usage {
-            return Some(frame(&event.data));
+            return Some(if restored { frame(&chunk.to_string()) } else { frame(&event.data) });
         }
         // The client did not ask for usage: drop the usage-only chunk and the
         // `"usage": null` field the upstream adds to every other chunk.
@@ -94,6 +114,7 @@ impl RelayStream {
                 object.remove("usage");
                 Some(frame(&chunk.to_string()))
             }
+            _ if restored => Some(frame(&chunk.to_string())),
             _ => Some(frame(&event.data)),
         }
     }

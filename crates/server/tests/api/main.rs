@@ -6,6 +6,7 @@
 mod account;
 mod errors;
 mod helpers;
+mod pii;
 mod postgres;
 mod privacy;
 mod relay;
