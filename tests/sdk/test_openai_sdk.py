@@ -87,3 +87,26 @@ def test_bad_key_is_an_authentication_error():
         bad.chat.completions.create(model=CHAT_MODEL, messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == 401
     assert caught.value.code == "invalid_api_key"
+
+
+PII_API_KEY = os.environ.get("VEIL_PII_API_KEY")
+PERSONAL = "Write to jane.doe@example.com, call +44 20 7946 0958, card 4111 1111 1111 1111."
+
+
+@pytest.mark.skipif(not PII_API_KEY, reason="no key in a firewall = pii group")
+def test_streaming_through_the_pii_firewall_restores_the_original_text():
+    client = OpenAI(base_url=BASE_URL, api_key=PII_API_KEY, max_retries=0, timeout=30)
+    # The echo test provider answers with what it received — placeholders — and Veil
+    # must put the originals back, across however the stream was cut into chunks.
+    stream = client.chat.completions.create(
+        model="veil-echo", messages=[{"role": "user", "content": PERSONAL}], stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == "Echo: " + PERSONAL
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="veil-echo", messages=[{"role": "user", "content": PERSONAL}]
+    )
+    assert raw.parse().choices[0].message.content == "Echo: " + PERSONAL
+    receipt = raw.headers["veil-data-policy"]
+    assert "firewall=pii" in receipt and "redactions=3" in receipt

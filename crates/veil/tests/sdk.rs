@@ -50,6 +50,18 @@ retention = "30d"
 region = "US"
 operator = "mock"
 
+[[channel]]
+name = "local-echo"
+type = "echo"
+models = ["veil-echo"]
+
+[[group]]
+name = "default"
+
+[[group]]
+name = "private"
+firewall = "pii"
+
 [[model]]
 name = "gpt-4o-mini"
 price = {{ input = 0.15, cached_input = 0.075, output = 0.60 }}
@@ -78,6 +90,9 @@ fn run_sdk(dir: &Path, python: &str) -> Result<(), String> {
     veil_json(dir, &["--config", "veil.toml", "admin", "user", "add", "sdk", "--json"]);
     let key = veil_json(dir, &["--config", "veil.toml", "admin", "key", "create", "--user", "sdk", "--json"]);
     let secret = key["secret"].as_str().unwrap().to_owned();
+    veil_json(dir, &["--config", "veil.toml", "admin", "user", "add", "private", "--group", "private", "--json"]);
+    let private = veil_json(dir, &["--config", "veil.toml", "admin", "key", "create", "--user", "private", "--json"]);
+    let private_secret = private["secret"].as_str().unwrap().to_owned();
     let (mut server, _) =
         Server::start(dir, &["--config", "veil.toml"], &[("VEIL_SDK_TEST_UPSTREAM_KEY", "upstream-secret")]);
 
@@ -87,6 +102,7 @@ fn run_sdk(dir: &Path, python: &str) -> Result<(), String> {
         .arg(&script)
         .env("VEIL_BASE_URL", format!("{}/v1", server.address))
         .env("VEIL_API_KEY", &secret)
+        .env("VEIL_PII_API_KEY", &private_secret)
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
