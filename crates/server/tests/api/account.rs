@@ -64,3 +64,31 @@ async fn erasing_the_account_stops_its_keys_at_once_and_keeps_only_anonymous_tot
     assert!(audit.iter().any(|a| a.action == "user.erase"));
     assert_eq!(store.verify_audit().await.unwrap().first_broken, None);
 }
+
+#[tokio::test]
+async fn the_retention_purge_keeps_recent_records_and_folds_old_ones_into_anonymous_day_totals() {
+    let (app, _upstream, key) = app_with_upstream().await;
+    for _ in 0..2 {
+        assert_eq!(post(&app, "/v1/chat/completions", &key, chat_body("hi")).await.status(), 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let store = &app.store;
+    let recent = store.list_call_records(&CallRecordFilter { user_id: None, limit: 10 }).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    // Age one record past a 30-day retention by re-inserting a copy dated 40 days ago.
+    let mut old = recent[0].record.clone();
+    old.request_id = veil_domain::RequestId::parse("old-call").unwrap();
+    old.time = veil_domain::Timestamp::now().plus_millis(-40 * 86_400_000);
+    store.insert_call_records(&[old.clone()]).await.unwrap();
+
+    let purged = veil_server::account::purge(store.as_ref(), veil_server::account::retention_cutoff(30)).await.unwrap();
+    assert_eq!(purged, 1);
+    let left = store.list_call_records(&CallRecordFilter { user_id: None, limit: 10 }).await.unwrap();
+    assert_eq!(left.len(), 2, "recent records must stay");
+    assert!(left.iter().all(|r| r.record.request_id.as_str() != "old-call"));
+    let days = store.daily_usage(None).await.unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].calls, 1);
+    assert_eq!(days[0].input_tokens, old.usage.input_tokens);
+    assert_eq!(days[0].day, old.time.to_rfc3339()[..10]);
+}
