@@ -8,7 +8,12 @@ pub fn init(filter: &str, json: bool) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // `log_internal_errors(false)`: tracing-subscriber would otherwise report a failed
+    // write with `eprintln!`, which panics when stderr is a closed pipe — inside whatever
+    // task was logging, e.g. a request. A relay must not fail calls because its log sink
+    // went away.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     let result = if json { builder.json().try_init() } else { builder.try_init() };
     if result.is_err() {
         crate::output::note("logging was already initialised");

@@ -291,3 +291,36 @@ fn export_erase_purge_and_the_audit_chain_from_the_command_line() {
     assert_eq!(report["intact"], false);
     assert_eq!(report["first_broken"], 2);
 }
+
+#[test]
+fn calls_still_succeed_when_the_log_sink_goes_away() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    veil_json(d, &["admin", "user", "add", "quinn", "--json"]);
+    let key = veil_json(d, &["admin", "key", "create", "--user", "quinn", "--json"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .arg("serve")
+        .current_dir(d)
+        .env("VEIL_SERVER__LISTEN", "127.0.0.1:0")
+        .env_remove("VEIL_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let address = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "veil serve exited early");
+        if let Some(address) = line.trim().strip_prefix("Veil listening on ") {
+            break address.to_owned();
+        }
+    };
+    // Close the read end: every later log write fails with EPIPE.
+    drop(stderr);
+    let (status, body) = chat(&address, key["secret"].as_str().unwrap());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+}
