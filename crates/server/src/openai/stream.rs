@@ -42,6 +42,7 @@ pub fn sse_response(events: EventStream, call: Call, plan: StreamPlan) -> Respon
         plan,
         usage: None,
         output_estimate: 0,
+        generated: usage::GeneratedText::default(),
         state: State::Streaming,
     };
     let mut response = Response::new(Body::from_stream(body));
@@ -69,6 +70,8 @@ struct RelayStream {
     plan: StreamPlan,
     usage: Option<TokenUsage>,
     output_estimate: u64,
+    /// Generated text of the fast path, counted in batches.
+    generated: usage::GeneratedText,
     state: State,
 }
 
@@ -84,6 +87,9 @@ impl RelayStream {
                 return Some(Bytes::from(bytes));
             }
             return Some(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+        if self.restore.is_none() {
+            return self.forward_fast(event);
         }
         let Ok(mut chunk) = serde_json::from_str::<Value>(&event.data) else {
             // Not JSON: pass it on unchanged; it is the upstream's business.
@@ -119,6 +125,42 @@ impl RelayStream {
         }
     }
 
+    /// The common path (no PII restore): read what is needed without building a JSON
+    /// tree and forward the upstream's own bytes, trimmed only of what the client did not
+    /// ask for.
+    fn forward_fast(&mut self, event: SseEvent) -> Option<Bytes> {
+        let generated = &mut self.generated;
+        let Some(facts) = usage::probe_chunk(&event.data, |text| generated.note(text)) else {
+            return Some(frame(&event.data));
+        };
+        let usage_only = !facts.has_choices && facts.usage.is_some();
+        if let Some(seen) = facts.usage {
+            self.usage = Some(seen);
+        }
+        if facts.has_choices
+            && let Some(call) = self.call.as_mut()
+        {
+            call.mark_first_token();
+        }
+        if self.plan.client_wants_usage {
+            return Some(frame(&event.data));
+        }
+        if usage_only {
+            return None;
+        }
+        if let Some(stripped) = usage::strip_null_usage(&event.data) {
+            return Some(frame(&stripped));
+        }
+        if event.data.contains("\"usage\"") && facts.usage.is_none() {
+            // A `usage: null` in a form the text match does not know: take the slow way.
+            if let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(&event.data) {
+                object.remove("usage");
+                return Some(frame(&Value::Object(object).to_string()));
+            }
+        }
+        Some(frame(&event.data))
+    }
+
     fn settle(&mut self) {
         let Some(call) = self.call.as_mut() else { return };
         match self.usage {
@@ -127,7 +169,7 @@ impl RelayStream {
                 TokenUsage {
                     input_tokens: usage::estimate_prompt(&self.plan.request),
                     cached_tokens: 0,
-                    output_tokens: self.output_estimate,
+                    output_tokens: self.output_estimate + self.generated.tokens(),
                 },
                 true,
             ),

@@ -116,3 +116,154 @@ mod tests {
         assert_eq!(estimate_output(&json!({"choices": []})), 0);
     }
 }
+
+/// What the relay needs from one stream chunk, read without building a JSON tree:
+/// strings are borrowed where they have no escapes, unknown fields are skipped.
+#[derive(Deserialize)]
+struct ChunkProbe<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChoiceProbe<'a>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceProbe<'a> {
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    delta: Option<DeltaProbe<'a>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaProbe<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Vec<ToolCallProbe<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallProbe<'a> {
+    #[serde(default, borrow)]
+    function: Option<FunctionProbe<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionProbe<'a> {
+    #[serde(default, borrow)]
+    arguments: Option<std::borrow::Cow<'a, str>>,
+}
+
+pub struct ChunkFacts {
+    pub usage: Option<TokenUsage>,
+    pub has_choices: bool,
+}
+
+/// Reads usage and whether the chunk carries choices, handing every generated text to
+/// `generated`. `None` when the data is not a JSON chunk.
+pub fn probe_chunk(data: &str, mut generated: impl FnMut(&str)) -> Option<ChunkFacts> {
+    let probe: ChunkProbe<'_> = serde_json::from_str(data).ok()?;
+    for choice in &probe.choices {
+        if let Some(text) = &choice.text {
+            generated(text);
+        }
+        if let Some(delta) = &choice.delta {
+            for text in [&delta.content, &delta.reasoning_content, &delta.refusal].into_iter().flatten() {
+                generated(text);
+            }
+            for call in &delta.tool_calls {
+                if let Some(arguments) = call.function.as_ref().and_then(|f| f.arguments.as_ref()) {
+                    generated(arguments);
+                }
+            }
+        }
+    }
+    Some(ChunkFacts { has_choices: !probe.choices.is_empty(), usage: probe.usage.map(TokenUsage::from) })
+}
+
+/// Generated text counted in batches: texts are gathered into a bounded buffer and
+/// tokenized when it fills, so counting costs a copy per chunk, not a tokenizer call,
+/// and memory stays bounded however long the stream runs.
+#[derive(Default)]
+pub struct GeneratedText {
+    pending: String,
+    tokens: u64,
+}
+
+impl GeneratedText {
+    const BATCH: usize = 4096;
+
+    pub fn note(&mut self, text: &str) {
+        self.pending.push_str(text);
+        if self.pending.len() >= Self::BATCH {
+            self.tokens += veil_tokens::count(&self.pending);
+            self.pending.clear();
+        }
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.tokens + veil_tokens::count(&self.pending)
+    }
+}
+
+/// Removes the `"usage":null` member OpenAI adds to every chunk once usage is requested,
+/// as text, without re-serializing the chunk. `None` when it is not there in that exact
+/// compact form.
+pub fn strip_null_usage(data: &str) -> Option<String> {
+    for member in [",\"usage\":null", "\"usage\":null,"] {
+        if let Some(at) = data.find(member) {
+            let mut stripped = String::with_capacity(data.len() - member.len());
+            stripped.push_str(&data[..at]);
+            stripped.push_str(&data[at + member.len()..]);
+            return Some(stripped);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_probed_without_a_tree() {
+        let mut texts = Vec::new();
+        let facts = probe_chunk(
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"he said \"hi\"","tool_calls":[{"function":{"arguments":"{}"}}]}}],"usage":null}"#,
+            |t| texts.push(t.to_owned()),
+        )
+        .unwrap();
+        assert!(facts.has_choices && facts.usage.is_none());
+        assert_eq!(texts, ["he said \"hi\"", "{}"]);
+        let usage = probe_chunk(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#, |_| {}).unwrap();
+        assert!(!usage.has_choices);
+        assert_eq!(usage.usage.unwrap().output_tokens, 4);
+        assert!(probe_chunk("not json", |_| {}).is_none());
+    }
+
+    #[test]
+    fn null_usage_is_stripped_as_text() {
+        assert_eq!(strip_null_usage(r#"{"a":1,"usage":null}"#).unwrap(), r#"{"a":1}"#);
+        assert_eq!(strip_null_usage(r#"{"usage":null,"a":1}"#).unwrap(), r#"{"a":1}"#);
+        assert_eq!(strip_null_usage(r#"{"a":1}"#), None);
+        assert_eq!(strip_null_usage(r#"{"usage": null}"#), None);
+    }
+
+    #[test]
+    fn generated_text_is_counted_in_bounded_batches() {
+        let mut generated = GeneratedText::default();
+        for _ in 0..2000 {
+            generated.note("hello world ");
+        }
+        assert!(generated.pending.len() < GeneratedText::BATCH);
+        // Batch boundaries may split a token: at most one extra token per batch.
+        let exact = veil_tokens::count(&"hello world ".repeat(2000));
+        let batches = (2000 * 12 / GeneratedText::BATCH + 1) as u64;
+        assert!((exact..=exact + batches).contains(&generated.tokens()), "{} vs {exact}", generated.tokens());
+    }
+}
