@@ -26,32 +26,6 @@ pub fn apply_identity(mode: FirewallMode, endpoint: Endpoint, body: &mut Map<Str
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn identity_mode_strips_identifiers_and_forces_store_off() {
-        let Value::Object(mut body) = json!({"model": "m", "messages": [], "user": "u-1", "safety_identifier": "s",
-            "metadata": {"customer": "c"}, "prompt_cache_key": "k", "store": true, "temperature": 1})
-        else {
-            unreachable!()
-        };
-        apply_identity(FirewallMode::Identity, Endpoint::ChatCompletions, &mut body);
-        assert_eq!(Value::Object(body), json!({"model": "m", "messages": [], "store": false, "temperature": 1}));
-    }
-
-    #[test]
-    fn off_leaves_the_body_alone() {
-        let Value::Object(mut body) = json!({"model": "m", "user": "u-1"}) else { unreachable!() };
-        apply_identity(FirewallMode::Off, Endpoint::Embeddings, &mut body);
-        assert_eq!(body["user"], "u-1");
-        apply_identity(FirewallMode::Identity, Endpoint::Embeddings, &mut body);
-        assert!(!body.contains_key("user") && !body.contains_key("store"));
-    }
-}
-
 /// The PII firewall's per-request state: how many values were replaced and how to put
 /// them back. The mapping lives in memory for this request only and is zeroed when the
 /// last restorer is dropped.
@@ -103,5 +77,31 @@ pub fn restore_body(bytes: bytes::Bytes, restorer: &veil_privacy::Restorer) -> b
             serde_json::to_vec(&value).map(bytes::Bytes::from).unwrap_or(bytes)
         }
         Err(_) => bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn identity_mode_strips_identifiers_and_forces_store_off() {
+        let Value::Object(mut body) = json!({"model": "m", "messages": [], "user": "u-1", "safety_identifier": "s",
+            "metadata": {"customer": "c"}, "prompt_cache_key": "k", "store": true, "temperature": 1})
+        else {
+            unreachable!()
+        };
+        apply_identity(FirewallMode::Identity, Endpoint::ChatCompletions, &mut body);
+        assert_eq!(Value::Object(body), json!({"model": "m", "messages": [], "store": false, "temperature": 1}));
+    }
+
+    #[test]
+    fn off_leaves_the_body_alone() {
+        let Value::Object(mut body) = json!({"model": "m", "user": "u-1"}) else { unreachable!() };
+        apply_identity(FirewallMode::Off, Endpoint::Embeddings, &mut body);
+        assert_eq!(body["user"], "u-1");
+        apply_identity(FirewallMode::Identity, Endpoint::Embeddings, &mut body);
+        assert!(!body.contains_key("user") && !body.contains_key("store"));
     }
 }
