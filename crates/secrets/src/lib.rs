@@ -31,7 +31,10 @@ pub enum SecretsError {
     BadMasterKeyFile { path: String },
     #[error("cannot use the master key file {path}: {source}")]
     MasterKeyIo { path: String, source: std::io::Error },
-    #[error("the {purpose} key was wrapped by master key {wrapped_by}, but the master key in use is {in_use}")]
+    #[error(
+        "the {purpose} key is wrapped only by master key(s) {wrapped_by}, but the master key in use is {in_use} \
+         (finish a rotation only once every instance runs with the new key)"
+    )]
     WrongMasterKey { purpose: String, wrapped_by: String, in_use: String },
     #[error("the stored {purpose} key does not decrypt with the master key (tampered or wrong key)")]
     Unwrap { purpose: String },
@@ -74,20 +77,87 @@ impl MasterKey {
     }
 }
 
-/// Loads the installation key for `purpose`, creating it on first use. Safe when several
-/// processes start at once: the store keeps the first one written.
+/// Loads the installation key for `purpose` from the copy wrapped by `master`, creating
+/// the key on first use. Safe when several processes start at once: the store keeps the
+/// first one written. Fails with [`SecretsError::WrongMasterKey`] when only other master
+/// keys hold a copy (a rotation not yet applied here, or finished too early).
 pub async fn installation_key(
     store: &dyn Store,
     master: &MasterKey,
     purpose: &str,
 ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
-    if let Some(existing) = store.wrapped_secret(purpose).await? {
-        return master.unwrap_secret(&existing);
+    let copies = store.wrapped_secrets(purpose).await?;
+    if let Some(mine) = copies.iter().find(|copy| copy.master_key_id == master.id()) {
+        return master.unwrap_secret(mine);
+    }
+    if !copies.is_empty() {
+        return Err(SecretsError::WrongMasterKey {
+            purpose: purpose.to_owned(),
+            wrapped_by: key_ids(&copies),
+            in_use: master.id(),
+        });
     }
     let mut fresh = Zeroizing::new(vec![0u8; 32]);
     rand::rng().fill_bytes(&mut fresh);
     let kept = store.insert_wrapped_secret_if_absent(&master.wrap(purpose, &fresh)?).await?;
     master.unwrap_secret(&kept)
+}
+
+fn key_ids(copies: &[WrappedSecret]) -> String {
+    let mut ids: Vec<&str> = copies.iter().map(|copy| copy.master_key_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.join(", ")
+}
+
+/// First step of a master-key rotation: every secret copy `old` wrapped gets a copy wrapped
+/// by `new` (same plaintext). Idempotent; returns how many copies were added. Instances
+/// running with either key keep finding theirs.
+pub async fn rotate(store: &dyn Store, old: &MasterKey, new: &MasterKey) -> Result<usize, SecretsError> {
+    let mut added = 0;
+    for copy in store.list_wrapped_secrets().await?.iter().filter(|copy| copy.master_key_id == old.id()) {
+        let plaintext = old.unwrap_secret(copy)?;
+        if store.add_wrapped_copy(&new.wrap(&copy.purpose, &plaintext)?).await? {
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+/// Last step of a rotation: deletes the copies master key `old_id` wrapped (never a
+/// purpose's last copy). Returns how many were deleted.
+pub async fn retire(store: &dyn Store, old_id: &str) -> Result<u64, SecretsError> {
+    Ok(store.retire_wrapped_copies(old_id).await?)
+}
+
+/// Finishes a rotation to `current`: checks that `current` unwraps a copy of every stored
+/// secret, then retires every other master key's copies. Returns the retired key ids and
+/// how many copies were deleted.
+pub async fn retire_all_but(store: &dyn Store, current: &MasterKey) -> Result<(Vec<String>, u64), SecretsError> {
+    let copies = store.list_wrapped_secrets().await?;
+    let mut others = Vec::new();
+    for copy in &copies {
+        if copy.master_key_id == current.id() {
+            current.unwrap_secret(copy)?;
+        } else if !copies.iter().any(|c| c.purpose == copy.purpose && c.master_key_id == current.id()) {
+            let same_purpose: Vec<WrappedSecret> =
+                copies.iter().filter(|c| c.purpose == copy.purpose).cloned().collect();
+            return Err(SecretsError::WrongMasterKey {
+                purpose: copy.purpose.clone(),
+                wrapped_by: key_ids(&same_purpose),
+                in_use: current.id(),
+            });
+        } else {
+            others.push(copy.master_key_id.clone());
+        }
+    }
+    others.sort_unstable();
+    others.dedup();
+    let mut deleted = 0;
+    for old_id in &others {
+        deleted += retire(store, old_id).await?;
+    }
+    Ok((others, deleted))
 }
 
 /// The hasher for API key secrets of this installation.
@@ -113,5 +183,45 @@ mod tests {
         assert!(matches!(master.unwrap_secret(&tampered), Err(SecretsError::Unwrap { .. })));
         let other = MasterKey::from_bytes([8u8; 32]);
         assert!(matches!(other.unwrap_secret(&wrapped), Err(SecretsError::WrongMasterKey { .. })));
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, std::sync::Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = veil_store::connect(&format!("sqlite://{}/veil.db", dir.path().display()), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_the_installation_key_for_both_master_keys() {
+        let (_dir, store) = store().await;
+        let old = MasterKey::from_bytes([1u8; 32]);
+        let new = MasterKey::from_bytes([2u8; 32]);
+        let key = installation_key(store.as_ref(), &old, KEY_HASH_PURPOSE).await.unwrap();
+
+        // Before the rotation the new key finds only the old key's copy, and says so.
+        let error = installation_key(store.as_ref(), &new, KEY_HASH_PURPOSE).await.unwrap_err().to_string();
+        assert!(error.contains(&old.id()) && error.contains(&new.id()), "{error}");
+        // Finishing now would lose the secret: refused, nothing deleted.
+        assert!(retire_all_but(store.as_ref(), &new).await.is_err());
+
+        assert_eq!(rotate(store.as_ref(), &old, &new).await.unwrap(), 1);
+        assert_eq!(rotate(store.as_ref(), &old, &new).await.unwrap(), 0);
+        assert_eq!(installation_key(store.as_ref(), &new, KEY_HASH_PURPOSE).await.unwrap(), key);
+        assert_eq!(installation_key(store.as_ref(), &old, KEY_HASH_PURPOSE).await.unwrap(), key);
+
+        let (retired, deleted) = retire_all_but(store.as_ref(), &new).await.unwrap();
+        assert_eq!((retired, deleted), (vec![old.id()], 1));
+        assert_eq!(installation_key(store.as_ref(), &new, KEY_HASH_PURPOSE).await.unwrap(), key);
+        assert!(matches!(
+            installation_key(store.as_ref(), &old, KEY_HASH_PURPOSE).await,
+            Err(SecretsError::WrongMasterKey { .. })
+        ));
+        assert_eq!(retire(store.as_ref(), &new.id()).await.unwrap(), 0, "the last copy stays");
     }
 }

@@ -10,6 +10,8 @@ use zeroize::Zeroizing;
 
 pub const MASTER_KEY_ENV: &str = "VEIL_MASTER_KEY";
 const FILE_NAME: &str = "master.key";
+const NEW_FILE_NAME: &str = "master.key.new";
+const OLD_FILE_NAME: &str = "master.key.old";
 
 pub struct MasterKey(Zeroizing<[u8; 32]>);
 
@@ -38,6 +40,65 @@ impl MasterKey {
         let decoded = Zeroizing::new(STANDARD.decode(text.trim()).ok()?);
         let bytes: [u8; 32] = decoded.as_slice().try_into().ok()?;
         Some(Self::from_bytes(bytes))
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(bytes.as_mut_slice());
+        Self::from_bytes(*bytes)
+    }
+
+    /// The key in standard base64, as `VEIL_MASTER_KEY` takes it.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(STANDARD.encode(self.bytes()))
+    }
+
+    /// Makes `self` the key in `<data_dir>/master.key`, keeping the current one as
+    /// `master.key.old`: writes `master.key.new` (0600), links the current file to
+    /// `master.key.old`, then renames the new file over `master.key`, so a process starting
+    /// at any moment reads one whole key. Refuses while `master.key.old` exists (an earlier
+    /// rotation not finished).
+    pub fn replace_key_file(&self, data_dir: &Path) -> Result<(), SecretsError> {
+        let path = data_dir.join(FILE_NAME);
+        let new_path = data_dir.join(NEW_FILE_NAME);
+        let old_path = data_dir.join(OLD_FILE_NAME);
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| SecretsError::MasterKeyIo { path, source }
+        };
+        if old_path.exists() {
+            return Err(SecretsError::MasterKeyIo {
+                path: old_path.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a previous rotation is not finished (veil admin rotate-master-key --finish)",
+                ),
+            });
+        }
+        // A leftover from an interrupted run.
+        if let Err(e) = std::fs::remove_file(&new_path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(io(&new_path)(e));
+        }
+        write_private(&new_path, self.to_base64().as_bytes()).map_err(io(&new_path))?;
+        let written = std::fs::read_to_string(&new_path).map_err(io(&new_path))?;
+        if Self::decode(&written).map(|key| key.id()) != Some(self.id()) {
+            return Err(SecretsError::BadMasterKeyFile { path: new_path.display().to_string() });
+        }
+        std::fs::hard_link(&path, &old_path).map_err(io(&old_path))?;
+        std::fs::rename(&new_path, &path).map_err(io(&path))
+    }
+
+    /// Removes `<data_dir>/master.key.old` if present; `true` when it was there.
+    pub fn remove_old_key_file(data_dir: &Path) -> Result<bool, SecretsError> {
+        let old_path = data_dir.join(OLD_FILE_NAME);
+        match std::fs::remove_file(&old_path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(SecretsError::MasterKeyIo { path: old_path.display().to_string(), source }),
+        }
     }
 
     /// `VEIL_MASTER_KEY` when `env_value` is given, else `<data_dir>/master.key`,
@@ -104,6 +165,29 @@ mod tests {
             let mode = std::fs::metadata(data.join("master.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn the_key_file_is_replaced_keeping_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = MasterKey::load_or_create(None, dir.path()).unwrap();
+        let second = MasterKey::generate();
+        second.replace_key_file(dir.path()).unwrap();
+        assert_eq!(MasterKey::load_or_create(None, dir.path()).unwrap().id(), second.id());
+        let old = std::fs::read_to_string(dir.path().join("master.key.old")).unwrap();
+        assert_eq!(MasterKey::decode(&old).unwrap().id(), first.id());
+        assert!(!dir.path().join("master.key.new").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("master.key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // An unfinished rotation blocks the next one.
+        assert!(MasterKey::generate().replace_key_file(dir.path()).is_err());
+        assert_eq!(MasterKey::load_or_create(None, dir.path()).unwrap().id(), second.id());
+        assert!(MasterKey::remove_old_key_file(dir.path()).unwrap());
+        assert!(!MasterKey::remove_old_key_file(dir.path()).unwrap());
     }
 
     #[test]

@@ -177,11 +177,24 @@ pub trait Store: Send + Sync + 'static {
     /// Walks the whole chain in `seq` order and reports the first break, if any.
     async fn verify_audit(&self) -> Result<AuditVerification, StoreError>;
 
-    // Installation secrets
-    async fn wrapped_secret(&self, purpose: &str) -> Result<Option<WrappedSecret>, StoreError>;
-    /// Inserts unless one exists for the purpose already; returns the one that is kept,
-    /// so two processes starting at once agree on a single secret.
+    // Installation secrets: one wrapped copy per (purpose, master key); every copy of a
+    // purpose wraps the same plaintext (a master-key rotation adds copies, then retires the
+    // old key's).
+    /// Every copy of `purpose`, ordered by master key id.
+    async fn wrapped_secrets(&self, purpose: &str) -> Result<Vec<WrappedSecret>, StoreError>;
+    /// Every copy of every purpose, ordered by purpose and master key id.
+    async fn list_wrapped_secrets(&self) -> Result<Vec<WrappedSecret>, StoreError>;
+    /// Inserts unless a copy exists for the purpose already (under any master key), so
+    /// processes starting at once agree on a single secret. Returns a kept copy: the one
+    /// under `secret`'s master key if there is one, else the one with the lowest key id.
     async fn insert_wrapped_secret_if_absent(&self, secret: &WrappedSecret) -> Result<WrappedSecret, StoreError>;
+    /// Adds a copy of an existing purpose wrapped by another master key; `false` when that
+    /// master key has a copy of the purpose already (kept as is). The caller guarantees it
+    /// wraps the same plaintext as the other copies.
+    async fn add_wrapped_copy(&self, secret: &WrappedSecret) -> Result<bool, StoreError>;
+    /// Deletes the copies `master_key_id` wrapped, except a purpose's last copy (which is
+    /// never deleted); returns how many were deleted.
+    async fn retire_wrapped_copies(&self, master_key_id: &str) -> Result<u64, StoreError>;
 }
 
 /// Opens the store a `database.url` names: `sqlite://…` or `postgres://…`.

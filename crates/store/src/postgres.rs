@@ -27,6 +27,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// aggregates while it is being erased.
 const AUDIT_LOCK: i64 = 0x7665_696c_6175_6474; // "veilaudt"
 const USAGE_LOCK: i64 = 0x7665_696c_7573_6167; // "veilusag"
+/// Taken by `insert_wrapped_secret_if_absent`, so the first secret of a purpose is written once.
+const SECRETS_LOCK: i64 = 0x7665_696c_7365_6372; // "veilsecr"
 
 /// PostgreSQL takes at most 65535 bind parameters per statement.
 const CALL_RECORDS_PER_STATEMENT: usize = 65_535 / CallRecordParams::COLUMNS;
@@ -624,30 +626,87 @@ impl Store for PostgresStore {
         rows.iter().map(codec::call_record).collect()
     }
 
-    async fn wrapped_secret(&self, purpose: &str) -> Result<Option<WrappedSecret>, StoreError> {
-        let row = sqlx::query("SELECT purpose, master_key_id, nonce, ciphertext FROM secrets WHERE purpose = $1")
-            .bind(purpose)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(codec::secret).transpose()
+    async fn wrapped_secrets(&self, purpose: &str) -> Result<Vec<WrappedSecret>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT purpose, master_key_id, nonce, ciphertext FROM secrets WHERE purpose = $1 ORDER BY master_key_id",
+        )
+        .bind(purpose)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(codec::secret).collect()
+    }
+
+    async fn list_wrapped_secrets(&self) -> Result<Vec<WrappedSecret>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT purpose, master_key_id, nonce, ciphertext FROM secrets ORDER BY purpose, master_key_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(codec::secret).collect()
     }
 
     async fn insert_wrapped_secret_if_absent(&self, secret: &WrappedSecret) -> Result<WrappedSecret, StoreError> {
-        // Under READ COMMITTED the insert waits for a concurrent one on the same purpose and
-        // the following read sees whichever committed first.
-        sqlx::query(
-            "INSERT INTO secrets (purpose, master_key_id, nonce, ciphertext) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (purpose) DO NOTHING",
+        // Copies under different master keys do not conflict on the key, so inserts of a
+        // first secret queue on SECRETS_LOCK: look, then insert.
+        let mut tx = self.write().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SECRETS_LOCK).execute(&mut *tx).await?;
+        let existing = sqlx::query(
+            "SELECT purpose, master_key_id, nonce, ciphertext FROM secrets WHERE purpose = $1 \
+             ORDER BY master_key_id = $2 DESC, master_key_id LIMIT 1",
+        )
+        .bind(&secret.purpose)
+        .bind(&secret.master_key_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            return codec::secret(&row);
+        }
+        sqlx::query("INSERT INTO secrets (purpose, master_key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4)")
+            .bind(&secret.purpose)
+            .bind(&secret.master_key_id)
+            .bind(&secret.nonce)
+            .bind(&secret.ciphertext)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(secret.clone())
+    }
+
+    async fn add_wrapped_copy(&self, secret: &WrappedSecret) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let others: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE purpose = $1")
+            .bind(&secret.purpose)
+            .fetch_one(&mut *tx)
+            .await?;
+        if others == 0 {
+            return Err(StoreError::NotFound(format!("secret {}", secret.purpose)));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO secrets (purpose, master_key_id, nonce, ciphertext) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (purpose, master_key_id) DO NOTHING",
         )
         .bind(&secret.purpose)
         .bind(&secret.master_key_id)
         .bind(&secret.nonce)
         .bind(&secret.ciphertext)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
+    }
+
+    async fn retire_wrapped_copies(&self, master_key_id: &str) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM secrets WHERE master_key_id = $1 AND EXISTS \
+             (SELECT 1 FROM secrets AS other WHERE other.purpose = secrets.purpose \
+             AND other.master_key_id <> secrets.master_key_id)",
+        )
+        .bind(master_key_id)
         .execute(&self.pool)
-        .await?;
-        self.wrapped_secret(&secret.purpose)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("secret {}", secret.purpose)))
+        .await?
+        .rows_affected();
+        Ok(deleted)
     }
 
     async fn purge_call_records(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {

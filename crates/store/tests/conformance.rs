@@ -88,6 +88,7 @@ conformance!(
     call_records_round_trip,
     call_records_order_limit_and_filter,
     wrapped_secrets_keep_the_first,
+    wrapped_secret_copies_rotate,
     ledger_lists_oldest_first,
     audit_log_chains_and_lists,
     audit_verify_finds_tampering,
@@ -809,11 +810,11 @@ async fn call_records_order_limit_and_filter(db: &TestDb) {
 
 async fn wrapped_secrets_keep_the_first(db: &TestDb) {
     let store = &db.store;
-    assert_eq!(store.wrapped_secret("key-hash").await.unwrap(), None);
+    assert_eq!(store.wrapped_secrets("key-hash").await.unwrap(), vec![]);
     let first = secret("mk1", 1);
     assert_eq!(store.insert_wrapped_secret_if_absent(&first).await.unwrap(), first);
     assert_eq!(store.insert_wrapped_secret_if_absent(&secret("mk2", 2)).await.unwrap(), first);
-    assert_eq!(store.wrapped_secret("key-hash").await.unwrap(), Some(first));
+    assert_eq!(store.wrapped_secrets("key-hash").await.unwrap(), vec![first.clone()]);
 
     // Two processes starting at once agree on one secret.
     let a = veil_store::connect(&db.url, 1).await.unwrap();
@@ -826,6 +827,38 @@ async fn wrapped_secrets_keep_the_first(db: &TestDb) {
     let (kept_a, kept_b) = (kept_a.unwrap(), kept_b.unwrap());
     assert_eq!(kept_a, kept_b);
     assert!(kept_a == x || kept_a == y);
+}
+
+async fn wrapped_secret_copies_rotate(db: &TestDb) {
+    let store = &db.store;
+    let old = secret("mk1", 1);
+    store.insert_wrapped_secret_if_absent(&old).await.unwrap();
+    // A copy needs an existing purpose.
+    let mut stray = secret("mk2", 9);
+    stray.purpose = "nothing-yet".to_owned();
+    assert!(matches!(store.add_wrapped_copy(&stray).await, Err(StoreError::NotFound(_))));
+
+    let new = secret("mk2", 2);
+    assert!(store.add_wrapped_copy(&new).await.unwrap());
+    // Idempotent: a second copy for the same key keeps the first.
+    assert!(!store.add_wrapped_copy(&secret("mk2", 3)).await.unwrap());
+    assert_eq!(store.wrapped_secrets("key-hash").await.unwrap(), vec![old.clone(), new.clone()]);
+    // Each master key finds its own copy.
+    assert_eq!(store.insert_wrapped_secret_if_absent(&secret("mk2", 4)).await.unwrap(), new);
+    assert_eq!(store.insert_wrapped_secret_if_absent(&secret("mk1", 5)).await.unwrap(), old);
+    assert_eq!(store.insert_wrapped_secret_if_absent(&secret("mk0", 6)).await.unwrap(), old);
+
+    let mut other = secret("mk1", 7);
+    other.purpose = "session".to_owned();
+    store.insert_wrapped_secret_if_absent(&other).await.unwrap();
+    assert_eq!(store.list_wrapped_secrets().await.unwrap(), vec![old.clone(), new.clone(), other.clone()]);
+
+    // Retiring the old key deletes its copies, except a purpose's last one.
+    assert_eq!(store.retire_wrapped_copies("mk1").await.unwrap(), 1);
+    assert_eq!(store.list_wrapped_secrets().await.unwrap(), vec![new.clone(), other.clone()]);
+    assert_eq!(store.retire_wrapped_copies("mk1").await.unwrap(), 0);
+    assert_eq!(store.retire_wrapped_copies("mk2").await.unwrap(), 0);
+    assert_eq!(store.wrapped_secrets("key-hash").await.unwrap(), vec![new]);
 }
 
 async fn ledger_lists_oldest_first(db: &TestDb) {

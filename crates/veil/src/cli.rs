@@ -64,6 +64,14 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Rotate the master key without downtime: add copies of every installation secret
+    /// wrapped by a new key and install it (master.key, or print it for VEIL_MASTER_KEY);
+    /// once every instance runs with the new key, `--finish` deletes the old key's copies.
+    RotateMasterKey {
+        /// Delete the copies wrapped by any other master key than the current one.
+        #[arg(long)]
+        finish: bool,
+    },
     /// Call records (metadata only), newest first.
     Logs {
         /// Only this user's calls.

@@ -47,6 +47,7 @@ pub async fn run(settings: &Settings, command: AdminCommand, as_json: bool) -> a
             Ok(ExitCode::SUCCESS)
         }
         AdminCommand::Audit { command } => audit_command(store.as_ref(), command, as_json).await,
+        AdminCommand::RotateMasterKey { finish } => super::rotate::run(settings, store.as_ref(), finish, as_json).await,
     }
 }
 
