@@ -6,7 +6,7 @@
 
 use crate::records::{self, RecordWriter};
 use crate::state::{AppState, Snapshot};
-use crate::{jobs, listener, refresh, router, seed};
+use crate::{capture, jobs, listener, refresh, router, seed};
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +38,7 @@ pub struct Application {
     local_addr: SocketAddr,
     state: Arc<AppState>,
     writer: RecordWriter,
+    capture_writer: capture::CaptureWriter,
     refresh_interval: Duration,
     shutdown_grace: Duration,
     has_users: bool,
@@ -62,6 +63,14 @@ impl Application {
             BillingDurability::Strict => Duration::ZERO,
         };
         let (sink, writer) = records::channel(Arc::clone(&store), window);
+        let sealer = veil_secrets::installation_key(store.as_ref(), &master, veil_secrets::CAPTURE_PURPOSE)
+            .await
+            .ok()
+            .and_then(|key| veil_secrets::Sealer::new(&key));
+        if sealer.is_none() {
+            tracing::error!("the debug-capture key is unavailable: captures will be discarded");
+        }
+        let (captures, capture_writer) = capture::channel(Arc::clone(&store), sealer.clone());
 
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -83,6 +92,8 @@ impl Application {
             revision: AtomicI64::new(revision),
             store_healthy: AtomicBool::new(true),
             records: sink,
+            captures,
+            sealer,
             pii: match veil_privacy::Detector::new() {
                 Ok(detector) => Some(Arc::new(detector)),
                 Err(error) => {
@@ -100,6 +111,7 @@ impl Application {
             local_addr,
             state,
             writer,
+            capture_writer,
             refresh_interval: settings.refresh_interval,
             shutdown_grace: settings.shutdown_grace,
             has_users,
@@ -123,6 +135,7 @@ impl Application {
         let background = TaskTracker::new();
         let stop_background = CancellationToken::new();
         let writer = background.spawn(self.writer.run());
+        let capture_writer = background.spawn(self.capture_writer.run());
         background.spawn(refresh::follow_store(
             Arc::clone(&self.state),
             self.refresh_interval,
@@ -143,6 +156,9 @@ impl Application {
         drop(self.state);
         if writer.await.is_err() {
             tracing::error!("the call record writer failed");
+        }
+        if capture_writer.await.is_err() {
+            tracing::error!("the debug capture writer failed");
         }
         background.close();
         background.wait().await;

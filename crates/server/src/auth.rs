@@ -78,7 +78,10 @@ async fn lookup(state: &AppState, hash: String) -> Result<Option<Arc<Principal>>
         .try_get_with(hash, async move {
             let key = store.key_by_hash(&key_hash).await?;
             let principal = match key {
-                Some(key) => store.user_by_id(key.user_id).await?.map(|user| Arc::new(Principal { key, user })),
+                Some(key) => {
+                    let capture_until = store.key_capture(key.id).await?;
+                    store.user_by_id(key.user_id).await?.map(|user| Arc::new(Principal { key, user, capture_until }))
+                }
                 None => None,
             };
             Ok::<_, veil_store::StoreError>(CachedPrincipal { revision: current, principal })

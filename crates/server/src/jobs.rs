@@ -1,5 +1,5 @@
 //! Scheduled background jobs, owned by the application's task tracker and stopped by
-//! its cancellation token: today, the retention purge (DESIGN §3.6). The purge is safe
+//! its cancellation token: the retention purge (DESIGN §3.6) and the debug-capture purge. The purge is safe
 //! to run from several instances at once — the store counts each record exactly once —
 //! so no leader election is needed for it.
 
@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use veil_store::Store;
 
 const FIRST_PURGE_AFTER: Duration = Duration::from_secs(30);
-const PURGE_EVERY: Duration = Duration::from_secs(3_600);
+/// Captures are purged on the same beat; they also stop being readable the moment they
+/// expire, so this only bounds how long sealed bytes linger.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 pub async fn retention_purge(store: Arc<dyn Store>, retention_days: u32, stop: CancellationToken) {
     let mut wait = FIRST_PURGE_AFTER;
@@ -29,6 +31,11 @@ pub async fn retention_purge(store: Arc<dyn Store>, retention_days: u32, stop: C
                 Ok(records) => tracing::info!(records, retention_days, "purged call records past retention"),
                 Err(error) => tracing::warn!(error = %error, "retention purge failed; will retry"),
             },
+        }
+        match store.purge_expired_captures(veil_domain::Timestamp::now()).await {
+            Ok(0) => {}
+            Ok(captures) => tracing::info!(captures, "purged expired debug captures"),
+            Err(error) => tracing::warn!(error = %error, "debug capture purge failed; will retry"),
         }
     }
 }

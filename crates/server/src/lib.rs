@@ -12,6 +12,7 @@ pub mod account;
 mod app;
 mod auth;
 mod call;
+mod capture;
 pub mod client_ip;
 mod error;
 mod firewall;

@@ -4,13 +4,17 @@
 
 use crate::account;
 use crate::error::ApiError;
+use crate::openai::body::OpenAiJson;
 use crate::openai::handlers::Authenticated;
 use crate::refresh;
 use crate::state::AppState;
+use crate::state::Principal;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use veil_domain::{ErrorCode, KeyId, Timestamp};
 
 /// `GET /api/me/export`
 pub async fn export(
@@ -43,4 +47,102 @@ pub async fn erase(
         "keys_deleted": report.keys_deleted,
         "records_anonymised": report.records_anonymised,
     })))
+}
+
+/// `PUT /api/me/keys/{id}/capture` with `{"hours": 1–24}`: turn debug capture on for
+/// one of the caller's own keys.
+pub async fn enable_capture(
+    State(state): State<Arc<AppState>>,
+    Authenticated(principal): Authenticated,
+    Path(id): Path<String>,
+    OpenAiJson(body): OpenAiJson,
+) -> Result<Json<Value>, ApiError> {
+    let hours = match body.get("hours") {
+        Some(Value::Number(n)) => n.as_u64().filter(|h| (1..=24).contains(h)),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::invalid_request("`hours` must be a whole number from 1 to 24.").with_param("hours"))?;
+    let key = own_key(&state, &principal, &id).await?;
+    let until = Timestamp::now().plus_millis(i64::try_from(hours).unwrap_or(24) * 3_600_000);
+    set_capture(&state, &principal, key, Some(until), json!({"hours": hours})).await?;
+    Ok(Json(json!({"key_id": key, "capture_until": until.to_rfc3339()})))
+}
+
+/// `DELETE /api/me/keys/{id}/capture`
+pub async fn disable_capture(
+    State(state): State<Arc<AppState>>,
+    Authenticated(principal): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let key = own_key(&state, &principal, &id).await?;
+    set_capture(&state, &principal, key, None, json!({})).await?;
+    Ok(Json(json!({"key_id": key, "capture_until": null})))
+}
+
+/// `GET /api/me/captures`: the caller's unexpired captures, opened for them alone.
+pub async fn list_captures(
+    State(state): State<Arc<AppState>>,
+    Authenticated(principal): Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    let user = principal.user.id;
+    let stored = state.store.list_captures(user, Timestamp::now()).await.map_err(internal)?;
+    let sealer = state.sealer.as_ref().ok_or_else(ApiError::internal)?;
+    let mut captures = Vec::with_capacity(stored.len());
+    for capture in &stored {
+        let aad = crate::capture::associated_data(user, &capture.request_id);
+        let Ok(plain) = sealer.open(&aad, &capture.nonce, &capture.ciphertext) else {
+            tracing::warn!("a debug capture did not open; skipped");
+            continue;
+        };
+        captures.push(json!({
+            "request_id": capture.request_id,
+            "key_id": capture.key_id,
+            "time": capture.time.to_rfc3339(),
+            "expires_at": capture.expires_at.to_rfc3339(),
+            "capture": serde_json::from_slice::<Value>(&plain).unwrap_or(Value::Null),
+        }));
+    }
+    account::audit(
+        state.store.as_ref(),
+        account::actor_user(user),
+        "capture.read",
+        Some(user),
+        None,
+        json!({"count": captures.len()}),
+    )
+    .await
+    .map_err(internal)?;
+    Ok(Json(json!({"object": "list", "data": captures})))
+}
+
+async fn own_key(state: &AppState, principal: &Principal, id: &str) -> Result<KeyId, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "No such key of yours.");
+    let id = KeyId::parse(id).map_err(|_| not_found())?;
+    let keys = state.store.list_keys(Some(principal.user.id)).await.map_err(internal)?;
+    keys.iter().find(|k| k.id == id && k.revoked_at.is_none()).map(|k| k.id).ok_or_else(not_found)
+}
+
+async fn set_capture(
+    state: &AppState,
+    principal: &Principal,
+    key: KeyId,
+    until: Option<Timestamp>,
+    details: Value,
+) -> Result<(), ApiError> {
+    let user = principal.user.id;
+    state.store.set_key_capture(key, until).await.map_err(internal)?;
+    let action = if until.is_some() { "capture.enable" } else { "capture.disable" };
+    account::audit(state.store.as_ref(), account::actor_user(user), action, Some(user), Some(key.to_string()), details)
+        .await
+        .map_err(internal)?;
+    // Take effect on this instance before answering.
+    if let Err(error) = refresh::refresh_once(state).await {
+        tracing::warn!(error = %error, "could not refresh after a capture change");
+    }
+    Ok(())
+}
+
+fn internal(error: veil_store::StoreError) -> ApiError {
+    tracing::error!(error = %error, "store failure");
+    ApiError::internal()
 }

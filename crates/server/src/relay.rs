@@ -17,6 +17,7 @@
 //! beside 8.
 
 use crate::call::Call;
+use crate::capture::Capturing;
 use crate::client_ip;
 use crate::error::ApiError;
 use crate::openai::request::{self, RoutedRequest};
@@ -89,6 +90,18 @@ pub async fn relay_openai(
         Err(error) => return fail(call, error, None),
     };
 
+    // Debug capture, when the key's owner turned it on: the request as the client sent it.
+    let now = Timestamp::now();
+    let mut capture = principal.capture_until.filter(|until| *until > now).map(|until| {
+        Capturing::new(
+            principal.key.id,
+            principal.user.id,
+            meta.request_id.to_string(),
+            until,
+            Value::Object(body.clone()),
+        )
+    });
+
     // Firewall: what of the request may leave.
     firewall::apply_identity(requirement.firewall, endpoint, &mut body);
     let redaction = if requirement.firewall == FirewallMode::Pii {
@@ -123,20 +136,32 @@ pub async fn relay_openai(
             call.set_usage(usage, estimated);
             call.mark_first_token();
             call.finish(200, None);
-            json_response(match &restorer {
+            let bytes = match &restorer {
                 Some(restorer) => firewall::restore_body(bytes, restorer),
                 None => bytes,
-            })
+            };
+            if let Some(mut capture) = capture.take() {
+                capture.append(&bytes);
+                capture.finish(&state.captures, 200);
+            }
+            json_response(bytes)
         }
         Ok(UpstreamReply::Stream(events)) => {
             let plan = StreamPlan {
                 client_wants_usage: routed.client_wants_usage,
                 request: Arc::clone(&body),
                 restore: restorer,
+                capture: capture.take().map(|c| (c, state.captures.clone())),
             };
             stream::sse_response(events, call, plan)
         }
-        Err(error) => return fail(call, error, receipt),
+        Err(error) => {
+            if let Some(mut capture) = capture.take() {
+                capture.append(error.openai_body().to_string().as_bytes());
+                capture.finish(&state.captures, error.status.as_u16());
+            }
+            return fail(call, error, receipt);
+        }
     };
     if let Some(receipt) = receipt {
         response.headers_mut().insert(receipt::DATA_POLICY, receipt);

@@ -26,6 +26,8 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/v1/models/{*id}", get(handlers::get_model))
         .route("/api/me/export", get(me::export))
         .route("/api/me", axum::routing::delete(me::erase))
+        .route("/api/me/keys/{id}/capture", axum::routing::put(me::enable_capture).delete(me::disable_capture))
+        .route("/api/me/captures", get(me::list_captures))
         .route("/api/privacy/models", get(transparency::models_json))
         .route("/models", get(transparency::models_page))
         .route("/privacy", get(transparency::privacy_page))

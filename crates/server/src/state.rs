@@ -62,6 +62,8 @@ impl Snapshot {
 pub struct Principal {
     pub key: ApiKey,
     pub user: User,
+    /// Until when the key's owner turned debug capture on, if they did.
+    pub capture_until: Option<veil_domain::Timestamp>,
 }
 
 /// A cache entry: the principal for a key hash (or its absence), stamped with the store
@@ -84,6 +86,9 @@ pub struct AppState {
     /// Whether the last look at the store succeeded (drives `/readyz`).
     pub store_healthy: AtomicBool,
     pub records: RecordSink,
+    pub captures: crate::capture::CaptureSink,
+    /// Opens debug captures for their owner; `None` if the capture key is unavailable.
+    pub sealer: Option<veil_secrets::Sealer>,
     /// The PII detector, built once; `None` if it failed to build, in which case every
     /// call that needs it fails closed.
     pub pii: Option<Arc<veil_privacy::Detector>>,

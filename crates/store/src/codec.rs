@@ -4,7 +4,7 @@
 //! value. The SQL stays per backend; only these conversions are shared.
 
 use crate::audit::AuditRow;
-use crate::{DailyUsage, StoreError, StoredCallRecord, WrappedSecret};
+use crate::{DailyUsage, StoreError, StoredCallRecord, StoredCapture, WrappedSecret};
 use serde_json::Value;
 use sqlx::error::ErrorKind;
 use std::collections::BTreeMap;
@@ -582,6 +582,21 @@ pub(crate) fn secret(row: &impl Columns) -> Result<WrappedSecret, StoreError> {
         master_key_id: row.text("master_key_id")?,
         nonce: row.bytes("nonce")?,
         ciphertext: row.bytes("ciphertext")?,
+    })
+}
+
+pub(crate) fn capture(row: &impl Columns) -> Result<StoredCapture, StoreError> {
+    in_table("debug_captures", || {
+        Ok(StoredCapture {
+            id: row.int("id")?,
+            key_id: KeyId::from_uuid(row.uuid("key_id")?),
+            user_id: UserId::from_uuid(row.uuid("user_id")?),
+            request_id: row.text("request_id")?,
+            time: Timestamp::from_unix_millis(row.int("time")?),
+            expires_at: Timestamp::from_unix_millis(row.int("expires_at")?),
+            nonce: row.bytes("nonce")?,
+            ciphertext: row.bytes("ciphertext")?,
+        })
     })
 }
 

@@ -8,7 +8,9 @@
 //!
 //! Privacy duties live here too (DESIGN §3.6, §3.7, §3.9): the hash-chained audit log, the
 //! retention purge that folds old call records into per-day aggregates, and export and
-//! erasure of an account. No table has a column that could hold request or response content.
+//! erasure of an account. No table has a column that could hold request or response content,
+//! except the encrypted, expiring debug captures an operator opens per key (DESIGN §3.1
+//! exception (a)): the store only ever sees their nonce and ciphertext.
 
 mod audit;
 mod codec;
@@ -86,6 +88,33 @@ pub struct ErasureReport {
     pub records_anonymised: u64,
 }
 
+/// An encrypted debug capture of one call, to be stored (DESIGN §3.1 exception (a)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCapture {
+    pub key_id: KeyId,
+    pub user_id: UserId,
+    pub request_id: String,
+    pub time: Timestamp,
+    /// Listings skip it from this instant on; the purge deletes it.
+    pub expires_at: Timestamp,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+/// A debug capture as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCapture {
+    /// Assigned by the database, increasing in insertion order.
+    pub id: i64,
+    pub key_id: KeyId,
+    pub user_id: UserId,
+    pub request_id: String,
+    pub time: Timestamp,
+    pub expires_at: Timestamp,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations; safe to call on every start and from several
@@ -121,6 +150,24 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self, user: Option<UserId>) -> Result<Vec<ApiKey>, StoreError>;
     /// Returns `false` when no such key exists; revoking twice keeps the first time.
     async fn revoke_key(&self, id: KeyId, at: Timestamp) -> Result<bool, StoreError>;
+
+    // Debug capture (DESIGN §3.1 exception (a))
+    /// Sets a key's capture window: calls with it are captured until `until`; `None` turns
+    /// capture off. Returns `false` when no such key exists; otherwise bumps the revision
+    /// (servers cache keys).
+    async fn set_key_capture(&self, key: KeyId, until: Option<Timestamp>) -> Result<bool, StoreError>;
+    /// The key's capture window as last set (it may lie in the past); `None` when off or when
+    /// no such key exists.
+    async fn key_capture(&self, key: KeyId) -> Result<Option<Timestamp>, StoreError>;
+    /// Stores one capture. Does not bump the revision. Fails with [`StoreError::NotFound`]
+    /// when the key or the user does not exist (e.g. erased meanwhile).
+    async fn insert_capture(&self, capture: &NewCapture) -> Result<(), StoreError>;
+    /// The user's captures not yet expired at `now` (`expires_at > now`), newest first (time,
+    /// then id, descending).
+    async fn list_captures(&self, user: UserId, now: Timestamp) -> Result<Vec<StoredCapture>, StoreError>;
+    /// Deletes every capture expired at `now` (`expires_at <= now`); returns how many. Does
+    /// not bump the revision. Captures also go when their key or user is deleted.
+    async fn purge_expired_captures(&self, now: Timestamp) -> Result<u64, StoreError>;
 
     // Channels and models
     /// Inserts or replaces by name; bumps the revision only when something changed.
@@ -158,12 +205,12 @@ pub trait Store: Send + Sync + 'static {
     /// The user's ledger, oldest first (time, then insertion order).
     async fn list_ledger(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError>;
     /// Erases an account in one transaction: its call records and daily aggregates become
-    /// anonymous daily aggregates (totals unchanged), its keys are deleted, its ledger rows
-    /// lose their user (balances of others and overall sums unchanged), and the user row is
-    /// deleted. Audit entries about the user stay (the log is append-only). Bumps the
-    /// revision, so running servers drop the user's keys at once. A record of a call still
-    /// in flight may land afterwards; the next purge folds it in as anonymous. Fails with
-    /// [`StoreError::NotFound`] for an unknown user.
+    /// anonymous daily aggregates (totals unchanged), its keys and debug captures are
+    /// deleted, its ledger rows lose their user (balances of others and overall sums
+    /// unchanged), and the user row is deleted. Audit entries about the user stay (the log
+    /// is append-only). Bumps the revision, so running servers drop the user's keys at once.
+    /// A record of a call still in flight may land afterwards; the next purge folds it in as
+    /// anonymous. Fails with [`StoreError::NotFound`] for an unknown user.
     async fn erase_user(&self, user: UserId) -> Result<ErasureReport, StoreError>;
 
     // Audit log (DESIGN §3.9)

@@ -5,8 +5,8 @@
 use crate::audit::{AuditRow, ChainWalk, GENESIS_HASH};
 use crate::codec::{self, CallRecordParams, ChannelParams, Columns, GroupParams, KeyParams};
 use crate::{
-    AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, NewAuditEntry, Store, StoreError,
-    StoredCallRecord, UserSummary, WrappedSecret,
+    AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, NewAuditEntry, NewCapture, Store,
+    StoreError, StoredCallRecord, StoredCapture, UserSummary, WrappedSecret,
 };
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -376,6 +376,80 @@ impl Store for SqliteStore {
         };
         tx.commit().await?;
         Ok(exists)
+    }
+
+    async fn set_key_capture(&self, key: KeyId, until: Option<Timestamp>) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query("UPDATE api_keys SET capture_until = ? WHERE id = ?")
+            .bind(until.map(Timestamp::unix_millis))
+            .bind(id_text(key.as_uuid()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(updated > 0)
+    }
+
+    async fn key_capture(&self, key: KeyId) -> Result<Option<Timestamp>, StoreError> {
+        let row = sqlx::query("SELECT capture_until FROM api_keys WHERE id = ?")
+            .bind(id_text(key.as_uuid()))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.opt_int("capture_until")?.map(Timestamp::from_unix_millis),
+            None => None,
+        })
+    }
+
+    async fn insert_capture(&self, capture: &NewCapture) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO debug_captures (key_id, user_id, request_id, time, expires_at, nonce, ciphertext) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id_text(capture.key_id.as_uuid()))
+        .bind(id_text(capture.user_id.as_uuid()))
+        .bind(&capture.request_id)
+        .bind(capture.time.unix_millis())
+        .bind(capture.expires_at.unix_millis())
+        .bind(&capture.nonce)
+        .bind(&capture.ciphertext)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| {
+            codec::translate(
+                error,
+                || "debug capture".to_owned(),
+                || format!("key {} of user {}", capture.key_id, capture.user_id),
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn list_captures(&self, user: UserId, now: Timestamp) -> Result<Vec<StoredCapture>, StoreError> {
+        sqlx::query(
+            "SELECT id, key_id, user_id, request_id, time, expires_at, nonce, ciphertext \
+             FROM debug_captures WHERE user_id = ? AND expires_at > ? \
+             ORDER BY time DESC, id DESC",
+        )
+        .bind(id_text(user.as_uuid()))
+        .bind(now.unix_millis())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(codec::capture)
+        .collect()
+    }
+
+    async fn purge_expired_captures(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM debug_captures WHERE expires_at <= ?")
+            .bind(now.unix_millis())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted)
     }
 
     async fn upsert_channel(&self, channel: &Channel) -> Result<(), StoreError> {

@@ -21,8 +21,8 @@ use veil_domain::{
     RequestId, Retention, Role, Timeouts, Timestamp, TokenUsage, UserId,
 };
 use veil_store::{
-    AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, GENESIS_HASH, NewAuditEntry, Store, StoreError,
-    StoredCallRecord, WrappedSecret,
+    AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, GENESIS_HASH, NewAuditEntry, NewCapture, Store,
+    StoreError, StoredCallRecord, StoredCapture, WrappedSecret,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -97,6 +97,9 @@ conformance!(
     concurrent_purges_count_each_record_once,
     erase_user_anonymises_and_keeps_totals,
     erase_during_purge_keeps_totals,
+    key_capture_window,
+    captures_list_newest_unexpired_and_purge,
+    captures_go_with_their_key_and_user,
 );
 
 /// Raw SQL behind the store's back (tampering, inspection), on whichever backend `db` is.
@@ -1333,6 +1336,161 @@ async fn postgres_upgrade_keeps_the_ledger() {
     let store = veil_store::connect(&url, 2).await.unwrap();
     store.migrate().await.unwrap();
     upgrade_keeps_the_ledger(&TestDb { store, url, _cleanup: Box::new(database) }).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Debug capture (DESIGN §3.1 exception (a))
+
+fn capture(key: KeyId, user: UserId, request_id: &str, time: i64, expires_at: i64) -> NewCapture {
+    NewCapture {
+        key_id: key,
+        user_id: user,
+        request_id: request_id.to_owned(),
+        time: at(time),
+        expires_at: at(expires_at),
+        nonce: vec![time as u8; 12],
+        // Bytes that are not valid UTF-8 and include NUL: stored as bytes, not text.
+        ciphertext: vec![0, 0xff, 0xfe, time as u8, 0, 0x80],
+    }
+}
+
+/// What was stored, without the id the database assigned.
+fn read_back(captures: &[StoredCapture]) -> Vec<NewCapture> {
+    captures
+        .iter()
+        .map(|c| NewCapture {
+            key_id: c.key_id,
+            user_id: c.user_id,
+            request_id: c.request_id.clone(),
+            time: c.time,
+            expires_at: c.expires_at,
+            nonce: c.nonce.clone(),
+            ciphertext: c.ciphertext.clone(),
+        })
+        .collect()
+}
+
+async fn key_capture_window(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let key = store.create_key(new_key(alice.id, "hash-a")).await.unwrap();
+    let other = store.create_key(bare_key(alice.id, "hash-b")).await.unwrap();
+    assert_eq!(store.key_capture(key.id).await.unwrap(), None);
+    assert_eq!(store.key_capture(KeyId::generate()).await.unwrap(), None);
+
+    let r0 = store.revision().await.unwrap();
+    assert!(store.set_key_capture(key.id, Some(at(1_700_000_600_000))).await.unwrap());
+    let r1 = store.revision().await.unwrap();
+    assert!(r1 > r0, "setting a capture window must bump the revision");
+    assert_eq!(store.key_capture(key.id).await.unwrap(), Some(at(1_700_000_600_000)));
+    assert_eq!(store.key_capture(other.id).await.unwrap(), None);
+    // The key itself is unchanged.
+    assert_eq!(store.key_by_hash("hash-a").await.unwrap(), Some(key.clone()));
+
+    assert!(store.set_key_capture(key.id, Some(at(1_700_000_900_000))).await.unwrap());
+    let r2 = store.revision().await.unwrap();
+    assert!(r2 > r1);
+    assert_eq!(store.key_capture(key.id).await.unwrap(), Some(at(1_700_000_900_000)));
+
+    assert!(store.set_key_capture(key.id, None).await.unwrap());
+    let r3 = store.revision().await.unwrap();
+    assert!(r3 > r2, "clearing a capture window must bump the revision");
+    assert_eq!(store.key_capture(key.id).await.unwrap(), None);
+
+    // Unknown key: false, nothing bumped.
+    assert!(!store.set_key_capture(KeyId::generate(), Some(at(1))).await.unwrap());
+    assert_eq!(store.revision().await.unwrap(), r3);
+
+    // A revoked key keeps its window readable (the server decides what a revoked key gets).
+    assert!(store.set_key_capture(other.id, Some(at(42))).await.unwrap());
+    assert!(store.revoke_key(other.id, at(50)).await.unwrap());
+    assert_eq!(store.key_capture(other.id).await.unwrap(), Some(at(42)));
+}
+
+async fn captures_list_newest_unexpired_and_purge(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    let a1 = store.create_key(new_key(alice.id, "hash-a1")).await.unwrap();
+    let a2 = store.create_key(bare_key(alice.id, "hash-a2")).await.unwrap();
+    let b1 = store.create_key(bare_key(bob.id, "hash-b1")).await.unwrap();
+    let now = 10_000;
+
+    let r0 = store.revision().await.unwrap();
+    let old = capture(a1.id, alice.id, "req_old", 1_000, 5_000); // expired
+    let edge = capture(a1.id, alice.id, "req_edge", 2_000, now); // expires exactly now
+    let mid = capture(a2.id, alice.id, "req_mid", 3_000, 20_000);
+    let tie_first = capture(a1.id, alice.id, "req_tie_1", 4_000, 30_000);
+    let tie_second = capture(a2.id, alice.id, "req_tie_2", 4_000, 30_000);
+    let newest = capture(a1.id, alice.id, "req_new", 6_000, 40_000);
+    let bobs = capture(b1.id, bob.id, "req_bob", 5_000, 40_000);
+    for c in [&mid, &old, &newest, &tie_first, &bobs, &edge, &tie_second] {
+        store.insert_capture(c).await.unwrap();
+    }
+    assert_eq!(store.revision().await.unwrap(), r0, "captures must not bump the revision");
+
+    let listed = store.list_captures(alice.id, at(now)).await.unwrap();
+    // Newest first; equal times: the later insert first.
+    assert_eq!(read_back(&listed), vec![newest.clone(), tie_second, tie_first, mid]);
+    assert!(listed[1].id > listed[2].id);
+    assert_eq!(read_back(&store.list_captures(bob.id, at(now)).await.unwrap()), vec![bobs]);
+    assert_eq!(store.list_captures(UserId::generate(), at(now)).await.unwrap(), vec![]);
+    // Earlier, the expired ones were still listed.
+    assert_eq!(store.list_captures(alice.id, at(0)).await.unwrap().len(), 6);
+
+    // Unknown key or user: not found.
+    for orphan in [
+        capture(KeyId::generate(), alice.id, "req_x", 1, 99_999),
+        capture(a1.id, UserId::generate(), "req_y", 1, 99_999),
+    ] {
+        match store.insert_capture(&orphan).await {
+            Err(StoreError::NotFound(_)) => {}
+            other => panic!("expected not found, got {other:?}"),
+        }
+    }
+
+    assert_eq!(store.purge_expired_captures(at(now)).await.unwrap(), 2);
+    assert_eq!(store.purge_expired_captures(at(now)).await.unwrap(), 0);
+    assert_eq!(store.list_captures(alice.id, at(0)).await.unwrap(), listed);
+    assert_eq!(store.purge_expired_captures(at(30_000)).await.unwrap(), 3);
+    assert_eq!(read_back(&store.list_captures(alice.id, at(0)).await.unwrap()), vec![newest]);
+    assert_eq!(store.revision().await.unwrap(), r0, "purging captures must not bump the revision");
+}
+
+async fn captures_go_with_their_key_and_user(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    let a1 = store.create_key(new_key(alice.id, "hash-a1")).await.unwrap();
+    let a2 = store.create_key(bare_key(alice.id, "hash-a2")).await.unwrap();
+    let b1 = store.create_key(bare_key(bob.id, "hash-b1")).await.unwrap();
+    let b2 = store.create_key(bare_key(bob.id, "hash-b2")).await.unwrap();
+    store.set_key_capture(a1.id, Some(at(99_000))).await.unwrap();
+    for (i, (key, user)) in [(a1.id, alice.id), (a2.id, alice.id), (b1.id, bob.id), (b2.id, bob.id)].iter().enumerate()
+    {
+        store.insert_capture(&capture(*key, *user, &format!("req_{i}"), 1_000 + i as i64, 99_000)).await.unwrap();
+    }
+    assert_eq!(raw_i64(db, "SELECT COUNT(*) FROM debug_captures").await, 4);
+
+    // Revoking keeps them; deleting the key (behind the store's back) takes its captures.
+    store.revoke_key(b2.id, at(2_000)).await.unwrap();
+    assert_eq!(store.list_captures(bob.id, at(0)).await.unwrap().len(), 2);
+    assert_eq!(raw_execute(db, "DELETE FROM api_keys WHERE hash = 'hash-b2'").await, 1);
+    let bobs = store.list_captures(bob.id, at(0)).await.unwrap();
+    assert_eq!(bobs.iter().map(|c| c.key_id).collect::<Vec<_>>(), vec![b1.id]);
+
+    // Erasure takes every capture of the account, and nobody else's.
+    let report = store.erase_user(alice.id).await.unwrap();
+    assert_eq!(report.keys_deleted, 2);
+    assert_eq!(store.list_captures(alice.id, at(0)).await.unwrap(), vec![]);
+    assert_eq!(raw_i64(db, "SELECT COUNT(*) FROM debug_captures").await, 1);
+    assert_eq!(store.key_capture(a1.id).await.unwrap(), None);
+    assert_eq!(store.list_captures(bob.id, at(0)).await.unwrap(), bobs);
+    // An erased account cannot gain captures afterwards.
+    assert!(matches!(
+        store.insert_capture(&capture(a1.id, alice.id, "req_late", 3_000, 99_000)).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 // ---------------------------------------------------------------------------------------

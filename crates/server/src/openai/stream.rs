@@ -8,6 +8,7 @@
 //! failed, or dropped because the client went away — the call record is finished.
 
 use crate::call::Call;
+use crate::capture::{CaptureSink, Capturing};
 use crate::error::ApiError;
 use crate::openai::restore::ChunkRestorer;
 use crate::openai::usage;
@@ -31,6 +32,9 @@ pub struct StreamPlan {
     pub request: Arc<Map<String, Value>>,
     /// Set when the PII firewall replaced values in the request.
     pub restore: Option<veil_privacy::Restorer>,
+    /// Set when the key's owner turned debug capture on: what the client receives is
+    /// copied (bounded) and sealed when the stream ends.
+    pub capture: Option<(Capturing, CaptureSink)>,
 }
 
 pub fn sse_response(events: EventStream, call: Call, plan: StreamPlan) -> Response {
@@ -178,6 +182,9 @@ impl RelayStream {
 
     fn finish(&mut self, error: Option<ErrorCode>) {
         self.settle();
+        if let Some((capture, sink)) = self.plan.capture.take() {
+            capture.finish(&sink, 200);
+        }
         if let Some(call) = self.call.take() {
             call.finish(200, error);
         }
@@ -186,8 +193,12 @@ impl RelayStream {
 
     fn fail(&mut self, error: &UpstreamError) -> Bytes {
         let api = ApiError::from_upstream(error);
+        let bytes = frame(&api.openai_body().to_string());
+        if let Some((capture, _)) = self.plan.capture.as_mut() {
+            capture.append(&bytes);
+        }
         self.finish(Some(api.code));
-        frame(&api.openai_body().to_string())
+        bytes
     }
 }
 
@@ -197,6 +208,9 @@ impl Drop for RelayStream {
         // records the disconnect.
         if self.call.is_some() {
             self.settle();
+        }
+        if let Some((capture, sink)) = self.plan.capture.take() {
+            capture.finish(&sink, 499);
         }
     }
 }
@@ -227,6 +241,9 @@ impl Stream for RelayStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(event))) => {
                     if let Some(bytes) = this.forward(event) {
+                        if let Some((capture, _)) = this.plan.capture.as_mut() {
+                            capture.append(&bytes);
+                        }
                         return Poll::Ready(Some(Ok(bytes)));
                     }
                 }
