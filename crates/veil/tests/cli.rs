@@ -324,3 +324,26 @@ fn calls_still_succeed_when_the_log_sink_goes_away() {
     let _ = child.wait();
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn config_changes_to_channels_and_prices_are_audited_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = |price: &str| {
+        format!(
+            "[[channel]]\nname = \"local\"\ntype = \"echo\"\nmodels = [\"m\"]\n\n[[model]]\nname = \"m\"\nprice = {{ input = {price}, output = 1 }}\n"
+        )
+    };
+    std::fs::write(d.join("veil.toml"), config("0.5")).unwrap();
+    let count = |action: &str| {
+        let entries = veil_json(d, &["--config", "veil.toml", "admin", "audit", "list", "--json", "--limit", "1000"]);
+        entries.as_array().unwrap().iter().filter(|e| e["action"] == action).count()
+    };
+    assert_eq!(count("channel.apply"), 1);
+    assert_eq!(count("model.apply"), 1);
+    // Unchanged config: nothing new. A price change: one new entry.
+    assert_eq!(count("model.apply"), 1);
+    std::fs::write(d.join("veil.toml"), config("0.75")).unwrap();
+    assert_eq!(count("model.apply"), 2);
+    assert_eq!(count("channel.apply"), 1);
+}
