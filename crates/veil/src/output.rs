@@ -1,30 +1,38 @@
 //! Everything the CLI prints. The binary is the only place that writes to stdout:
 //! results go to stdout (tables, or JSON with `--json`), diagnostics to stderr.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+//!
+//! Writes never panic: `println!` does when the reader has gone (`veil admin logs |
+//! head`, or a supervisor that closed the server's stderr), and a relay must not die
+//! because nobody reads its notes.
 
 use serde_json::Value;
+use std::io::Write;
+
+fn out(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+fn err(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
 
 pub fn json(value: &Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(error) => error_line(&format!("cannot render JSON: {error}")),
+        Ok(text) => out(&text),
+        Err(error) => err(&format!("cannot render JSON: {error}")),
     }
 }
 
 pub fn line(text: &str) {
-    println!("{text}");
+    out(text);
 }
 
 pub fn note(text: &str) {
-    eprintln!("{text}");
+    err(text);
 }
 
 pub fn error(text: &str) {
-    error_line(&format!("error: {text}"));
-}
-
-fn error_line(text: &str) {
-    eprintln!("{text}");
+    err(&format!("error: {text}"));
 }
 
 /// A plain left-aligned table.
@@ -45,8 +53,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
             .trim_end()
             .to_owned()
     };
-    println!("{}", render(headers.iter().map(|h| (*h).to_owned()).collect()));
+    out(&render(headers.iter().map(|h| (*h).to_owned()).collect()));
     for row in rows {
-        println!("{}", render(row.clone()));
+        out(&render(row.clone()));
     }
 }

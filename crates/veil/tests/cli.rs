@@ -317,8 +317,10 @@ fn calls_still_succeed_when_the_log_sink_goes_away() {
             break address.to_owned();
         }
     };
-    // Close the read end: every later log write fails with EPIPE.
+    // Close the read end: every later write to stderr — notes, log lines — fails with
+    // EPIPE. Give the server a moment to hit that before calling it.
     drop(stderr);
+    std::thread::sleep(Duration::from_millis(300));
     let (status, body) = chat(&address, key["secret"].as_str().unwrap());
     let _ = child.kill();
     let _ = child.wait();
