@@ -13,12 +13,24 @@ use veil_providers::Endpoint;
 /// Body fields that identify an end user or link their calls together.
 const IDENTIFYING_FIELDS: &[&str] = &["user", "safety_identifier", "metadata", "prompt_cache_key"];
 
-pub fn apply_identity(mode: FirewallMode, endpoint: Endpoint, body: &mut Map<String, Value>) {
+/// `abuse_id` gives the pseudonymous id sent in place of the client's own end-user id:
+/// a keyed hash of the Veil account that changes every month, so the provider can still
+/// tell abusive traffic apart without learning who it is or linking months together.
+pub fn apply_identity(
+    mode: FirewallMode,
+    endpoint: Endpoint,
+    body: &mut Map<String, Value>,
+    abuse_id: impl FnOnce() -> String,
+) {
     if mode == FirewallMode::Off {
         return;
     }
+    let client_sent_an_id = body.contains_key("user") || body.contains_key("safety_identifier");
     for field in IDENTIFYING_FIELDS {
         body.remove(*field);
+    }
+    if client_sent_an_id {
+        body.insert("safety_identifier".into(), Value::String(abuse_id()));
     }
     // Chat Completions can store conversations upstream; never let it.
     if endpoint == Endpoint::ChatCompletions {
@@ -92,16 +104,23 @@ mod tests {
         else {
             unreachable!()
         };
-        apply_identity(FirewallMode::Identity, Endpoint::ChatCompletions, &mut body);
-        assert_eq!(Value::Object(body), json!({"model": "m", "messages": [], "store": false, "temperature": 1}));
+        apply_identity(FirewallMode::Identity, Endpoint::ChatCompletions, &mut body, || "veil_abc".into());
+        assert_eq!(
+            Value::Object(body),
+            json!({"model": "m", "messages": [], "store": false, "temperature": 1, "safety_identifier": "veil_abc"})
+        );
     }
 
     #[test]
     fn off_leaves_the_body_alone() {
         let Value::Object(mut body) = json!({"model": "m", "user": "u-1"}) else { unreachable!() };
-        apply_identity(FirewallMode::Off, Endpoint::Embeddings, &mut body);
+        apply_identity(FirewallMode::Off, Endpoint::Embeddings, &mut body, || unreachable!());
         assert_eq!(body["user"], "u-1");
-        apply_identity(FirewallMode::Identity, Endpoint::Embeddings, &mut body);
+        apply_identity(FirewallMode::Identity, Endpoint::Embeddings, &mut body, || "veil_abc".into());
         assert!(!body.contains_key("user") && !body.contains_key("store"));
+        // No id from the client: none is invented.
+        let Value::Object(mut bare) = json!({"model": "m"}) else { unreachable!() };
+        apply_identity(FirewallMode::Identity, Endpoint::Embeddings, &mut bare, || "veil_abc".into());
+        assert!(!bare.contains_key("safety_identifier"));
     }
 }

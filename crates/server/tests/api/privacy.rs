@@ -109,14 +109,22 @@ async fn the_identity_firewall_sends_no_identifiers_upstream() {
     );
 
     let sent = upstream.last_request().unwrap();
-    for field in ["user", "safety_identifier", "metadata", "prompt_cache_key"] {
+    for field in ["user", "metadata", "prompt_cache_key"] {
         assert!(sent.body.get(field).is_none(), "{field} reached the upstream");
     }
+    // The client's end-user id is replaced by a pseudonymous abuse id: a keyed hash of the
+    // account, stable within the month, revealing nothing of what the client sent.
+    let abuse_id = sent.body["safety_identifier"].as_str().unwrap().to_owned();
+    assert!(abuse_id.starts_with("veil_") && !abuse_id.contains("42"), "{abuse_id}");
     assert_eq!(sent.body["store"], false);
     let raw_headers = format!("{:?}", sent.headers);
     for leaked in ["198.51.100.7", "ClientApp", "device-id", "org-client", &key[..20]] {
         assert!(!raw_headers.contains(leaked), "{leaked} reached the upstream in {raw_headers}");
     }
+    let mut again = chat_body("hi");
+    again["user"] = json!("a-different-end-user");
+    post(&app, "/v1/chat/completions", &key, again).await;
+    assert_eq!(upstream.last_request().unwrap().body["safety_identifier"], abuse_id.as_str());
 }
 
 #[tokio::test]
