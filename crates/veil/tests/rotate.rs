@@ -39,12 +39,18 @@ fn start(d: &Path) -> Server {
     Server::start(d, &[], &[("VEIL_SERVER__LISTEN", "127.0.0.1:0")]).0
 }
 
-fn secret_rows(d: &Path) -> Vec<WrappedSecret> {
+fn all_secret_rows(d: &Path) -> Vec<WrappedSecret> {
     let db = format!("sqlite://{}", d.join("veil-data/veil.db").display());
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let store = veil_store::connect(&db, 1).await.unwrap();
         store.list_wrapped_secrets().await.unwrap()
     })
+}
+
+/// The copies of the API-key hashing key (a running server also keeps others, such as
+/// the debug-capture key; they rotate the same way).
+fn secret_rows(d: &Path) -> Vec<WrappedSecret> {
+    all_secret_rows(d).into_iter().filter(|r| r.purpose == KEY_HASH_PURPOSE).collect()
 }
 
 fn read_key(path: &Path) -> MasterKey {
@@ -66,10 +72,12 @@ fn rotating_the_key_file_keeps_running_and_restarted_servers_working() {
     let mut server = start(d);
     assert_accepted(&server.address, &secret);
 
+    let purposes = all_secret_rows(d).len();
     let rotated = veil_json(d, &["admin", "rotate-master-key", "--json"]);
     assert_eq!(rotated["old_key_id"], old.id());
     assert_ne!(rotated["new_key_id"], rotated["old_key_id"]);
-    assert_eq!(rotated["rewrapped"], 1);
+    assert_eq!(rotated["rewrapped"], purposes);
+    assert_eq!(all_secret_rows(d).len(), 2 * purposes, "every installation key gets a new-key copy");
     assert!(rotated.get("new_key").is_none(), "file mode must not print the key: {rotated}");
     assert!(rotated["next"].as_str().unwrap().contains("--finish"));
     let new = read_key(&data.join("master.key"));
@@ -99,9 +107,10 @@ fn rotating_the_key_file_keeps_running_and_restarted_servers_working() {
 
     let finished = veil_json(d, &["admin", "rotate-master-key", "--finish", "--json"]);
     assert_eq!(finished["key_id"], new.id());
-    assert_eq!(finished["retired"], 1);
+    assert_eq!(finished["retired"], purposes, "one old copy per installation key");
     assert_eq!(finished["retired_key_ids"], serde_json::json!([old.id()]));
     assert!(!data.join("master.key.old").exists());
+    assert!(all_secret_rows(d).iter().all(|r| r.master_key_id == new.id()));
     let rows = secret_rows(d);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].master_key_id, new.id());
