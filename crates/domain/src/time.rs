@@ -28,6 +28,11 @@ impl Timestamp {
         let at = OffsetDateTime::parse(raw, &Rfc3339)?;
         Ok(Self((at.unix_timestamp_nanos() / 1_000_000) as i64))
     }
+    /// `YYYY-MM` in UTC: the period of keys that rotate monthly.
+    pub fn month_label(self) -> String {
+        self.to_rfc3339().get(..7).unwrap_or_default().to_owned()
+    }
+
     pub fn to_rfc3339(self) -> String {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .ok()
@@ -52,5 +57,6 @@ mod tests {
         assert_eq!(t.unix_millis() % 1000, 250);
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()).unwrap(), t);
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+        assert_eq!(t.month_label(), "2026-11");
     }
 }

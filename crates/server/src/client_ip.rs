@@ -11,8 +11,7 @@ pub fn for_record(ip: IpAddr, mode: IpLogging, hasher: &KeyHasher, now: Timestam
         IpLogging::Hashed => {
             // The month is part of the hashed label, so the same address hashes
             // differently each month and records cannot be linked across months.
-            let month = now.to_rfc3339().get(..7).unwrap_or_default().to_owned();
-            let digest = hasher.hash_label(&format!("client-ip/{month}"), &ip.to_string());
+            let digest = hasher.hash_label(&format!("client-ip/{}", now.month_label()), &ip.to_string());
             format!("h:{}", digest.get(..32).unwrap_or(&digest))
         }
         IpLogging::Off => String::new(),

@@ -104,8 +104,8 @@ pub async fn relay_openai(
 
     // Firewall: what of the request may leave.
     firewall::apply_identity(requirement.firewall, endpoint, &mut body, || {
-        let month = now.to_rfc3339().get(..7).unwrap_or_default().to_owned();
-        let digest = state.hasher.hash_label(&format!("abuse-id/{month}"), &principal.user.id.to_string());
+        let digest =
+            state.hasher.hash_label(&format!("abuse-id/{}", now.month_label()), &principal.user.id.to_string());
         format!("veil_{}", digest.get(..32).unwrap_or(&digest))
     });
     let redaction = if requirement.firewall == FirewallMode::Pii {
