@@ -22,11 +22,13 @@ pub enum ErrorCode {
     /// The client went away before the call finished.
     ClientClosed,
     NotFound,
+    /// Authenticated, but the account's role does not allow this.
+    PermissionDenied,
     InternalError,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         Self::InvalidApiKey,
         Self::ModelNotFound,
         Self::InvalidRequestError,
@@ -41,6 +43,7 @@ impl ErrorCode {
         Self::InsufficientQuota,
         Self::ClientClosed,
         Self::NotFound,
+        Self::PermissionDenied,
         Self::InternalError,
     ];
 
@@ -60,6 +63,7 @@ impl ErrorCode {
             Self::InsufficientQuota => "insufficient_quota",
             Self::ClientClosed => "client_closed",
             Self::NotFound => "not_found",
+            Self::PermissionDenied => "permission_denied",
             Self::InternalError => "internal_error",
         }
     }

@@ -138,9 +138,21 @@ impl Provider for UnsupportedProvider {
 /// Builds the provider for a channel. Credentials are read from the channel's
 /// `api_key_env` here, once; a missing variable is reported when a call is made.
 pub fn provider_for(channel: &Channel, http: &HttpClient) -> Arc<dyn Provider> {
+    provider_with(channel, http, None)
+}
+
+/// Like [`provider_for`], for a channel whose credential was stored through the
+/// management API: `Some(Some(secret))` when it opened, `Some(None)` when it was stored
+/// but could not be opened (calls then fail closed), `None` when none is stored.
+pub fn provider_with(channel: &Channel, http: &HttpClient, stored: Option<Option<&str>>) -> Arc<dyn Provider> {
     match channel.kind {
         ChannelKind::Echo => Arc::new(EchoProvider::new()),
-        ChannelKind::Openai => Arc::new(OpenAiProvider::new(channel, client_for(channel, http))),
+        ChannelKind::Openai => match stored {
+            Some(credential) => {
+                Arc::new(OpenAiProvider::with_stored_credential(channel, client_for(channel, http), credential))
+            }
+            None => Arc::new(OpenAiProvider::new(channel, client_for(channel, http))),
+        },
         // Accepted in the config so operators can declare them now; every call through
         // them fails with a clear `upstream_error` until their adapters land.
         kind @ (ChannelKind::Azure | ChannelKind::Anthropic | ChannelKind::Gemini | ChannelKind::Bedrock) => {

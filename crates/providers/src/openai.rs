@@ -60,6 +60,16 @@ impl fmt::Debug for OpenAiProvider {
     }
 }
 
+fn bearer(key: &str) -> Credential {
+    match HeaderValue::try_from(format!("Bearer {}", key.trim())) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            Credential::Bearer(value)
+        }
+        Err(_) => Credential::Unusable,
+    }
+}
+
 impl OpenAiProvider {
     /// Reads the credential from the environment variable `channel.api_key_env`, once.
     /// An unset or empty variable makes every call fail with
@@ -69,20 +79,24 @@ impl OpenAiProvider {
         Self::with_api_key(channel, http, api_key)
     }
 
+    /// With a credential stored (sealed) through the management API, which takes
+    /// precedence over `api_key_env`. `None` means it was stored but could not be opened:
+    /// calls then fail rather than fall back to another credential.
+    pub fn with_stored_credential(channel: &Channel, http: HttpClient, credential: Option<&str>) -> Self {
+        let mut provider = Self::with_api_key(channel, http, None);
+        provider.credential = match credential {
+            Some(key) if !key.trim().is_empty() => bearer(key),
+            _ => Credential::Missing { env: "the stored credential".to_owned() },
+        };
+        provider
+    }
+
     /// `api_key`: `None` when the channel has no credential variable, `Some(None)` when
     /// the variable is unset.
     fn with_api_key(channel: &Channel, http: HttpClient, api_key: Option<Option<String>>) -> Self {
         let credential = match (api_key, &channel.api_key_env) {
             (None, _) | (_, None) => Credential::None,
-            (Some(Some(key)), Some(_)) if !key.trim().is_empty() => {
-                match HeaderValue::try_from(format!("Bearer {}", key.trim())) {
-                    Ok(mut value) => {
-                        value.set_sensitive(true);
-                        Credential::Bearer(value)
-                    }
-                    Err(_) => Credential::Unusable,
-                }
-            }
+            (Some(Some(key)), Some(_)) if !key.trim().is_empty() => bearer(&key),
             (Some(_), Some(env)) => Credential::Missing { env: env.clone() },
         };
         let base_url = channel.base_url.trim().trim_end_matches('/');

@@ -8,6 +8,8 @@ use rand::RngCore;
 
 /// The purpose under which the debug-capture key is stored.
 pub const CAPTURE_PURPOSE: &str = "debug-capture";
+/// The purpose under which the key sealing stored channel credentials is kept.
+pub const CREDENTIAL_PURPOSE: &str = "channel-credential";
 
 #[derive(Clone)]
 pub struct Sealer {

@@ -55,7 +55,12 @@ impl Application {
         // Read the revision before the snapshot, so a change racing start-up is seen
         // again by the first refresh rather than missed.
         let revision = store.revision().await?;
-        let snapshot = Snapshot::load(store.as_ref(), &http).await?;
+        let credential_sealer =
+            veil_secrets::installation_key(store.as_ref(), &master, veil_secrets::CREDENTIAL_PURPOSE)
+                .await
+                .ok()
+                .and_then(|key| veil_secrets::Sealer::new(&key));
+        let snapshot = Snapshot::load(store.as_ref(), &http, credential_sealer.as_ref()).await?;
         let has_users = !store.list_users().await?.is_empty();
 
         let window = match settings.durability {
@@ -94,6 +99,7 @@ impl Application {
             records: sink,
             captures,
             sealer,
+            credential_sealer,
             pii: match veil_privacy::Detector::new() {
                 Ok(detector) => Some(Arc::new(detector)),
                 Err(error) => {

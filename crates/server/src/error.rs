@@ -100,7 +100,10 @@ impl ApiError {
     fn openai_type(&self) -> &'static str {
         match self.code {
             ErrorCode::InvalidApiKey => "authentication_error",
-            ErrorCode::IpNotAllowed | ErrorCode::KeySuspended | ErrorCode::PolicyUnsatisfiable => "permission_error",
+            ErrorCode::IpNotAllowed
+            | ErrorCode::KeySuspended
+            | ErrorCode::PolicyUnsatisfiable
+            | ErrorCode::PermissionDenied => "permission_error",
             ErrorCode::RateLimitExceeded => "rate_limit_error",
             ErrorCode::InsufficientQuota => "insufficient_quota",
             ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout => "upstream_error",

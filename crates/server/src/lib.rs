@@ -9,6 +9,7 @@
 //! become responses.
 
 pub mod account;
+mod admin_api;
 mod app;
 mod auth;
 mod call;

@@ -29,7 +29,7 @@ pub async fn refresh_once(state: &AppState) -> Result<(), veil_store::StoreError
     if revision == state.current_revision() {
         return Ok(());
     }
-    let snapshot = Snapshot::load(state.store.as_ref(), &state.http).await?;
+    let snapshot = Snapshot::load(state.store.as_ref(), &state.http, state.credential_sealer.as_ref()).await?;
     state.snapshot.store(Arc::new(snapshot));
     state.revision.fetch_max(revision, Ordering::AcqRel);
     tracing::debug!(revision, "store changes applied");

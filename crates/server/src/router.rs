@@ -3,6 +3,7 @@
 //! a route without it is visibly unauthenticated; the only such routes are the public
 //! transparency pages, the health checks and the fallback.
 
+use crate::admin_api;
 use crate::me;
 use crate::openai::body::BodyLimit;
 use crate::openai::handlers;
@@ -28,6 +29,10 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/api/me", axum::routing::delete(me::erase))
         .route("/api/me/keys/{id}/capture", axum::routing::put(me::enable_capture).delete(me::disable_capture))
         .route("/api/me/captures", get(me::list_captures))
+        .route(
+            "/api/channels/{name}/credential",
+            axum::routing::put(admin_api::set_credential).delete(admin_api::clear_credential),
+        )
         .route("/api/privacy/models", get(transparency::models_json))
         .route("/models", get(transparency::models_page))
         .route("/privacy", get(transparency::privacy_page))

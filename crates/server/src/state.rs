@@ -12,11 +12,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
-use veil_domain::{ApiKey, Group, GroupName, IpLogging, User};
-use veil_providers::{HttpClient, Provider, provider_for};
+use veil_domain::{ApiKey, ChannelName, Group, GroupName, IpLogging, User};
+use veil_providers::{HttpClient, Provider, provider_with};
 use veil_routing::Catalogue;
 use veil_secrets::KeyHasher;
+use veil_secrets::Sealer;
 use veil_store::{Store, StoreError};
+use zeroize::Zeroizing;
+
+/// What a sealed channel credential is bound to: it opens only for its own channel.
+pub fn credential_aad(channel: &ChannelName) -> Vec<u8> {
+    format!("channel-credential:{channel}").into_bytes()
+}
 
 pub type ProviderCatalogue = Catalogue<Arc<dyn Provider>>;
 
@@ -29,14 +36,32 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub async fn load(store: &dyn Store, http: &HttpClient) -> Result<Self, StoreError> {
+    /// `credentials` opens channel credentials stored through the management API.
+    pub async fn load(store: &dyn Store, http: &HttpClient, credentials: Option<&Sealer>) -> Result<Self, StoreError> {
         let channels = store.list_channels().await?;
         let models = store.list_models().await?;
         let groups = store.list_groups().await?;
+        let mut stored: HashMap<ChannelName, Option<Zeroizing<String>>> = HashMap::new();
+        for sealed in store.channel_credentials().await? {
+            let opened = credentials
+                .and_then(|sealer| {
+                    sealer.open(&credential_aad(&sealed.channel), &sealed.nonce, &sealed.ciphertext).ok()
+                })
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .map(Zeroizing::new);
+            if opened.is_none() {
+                tracing::error!(
+                    channel = sealed.channel.as_str(),
+                    "a stored channel credential does not open; the channel will fail its calls"
+                );
+            }
+            stored.insert(sealed.channel, opened);
+        }
         let with_providers = channels
             .into_iter()
             .map(|channel| {
-                let provider = provider_for(&channel, http);
+                let credential = stored.get(&channel.name).map(|c| c.as_ref().map(|s| s.as_str()));
+                let provider = provider_with(&channel, http, credential);
                 (channel, provider)
             })
             .collect();
@@ -89,6 +114,8 @@ pub struct AppState {
     pub captures: crate::capture::CaptureSink,
     /// Opens debug captures for their owner; `None` if the capture key is unavailable.
     pub sealer: Option<veil_secrets::Sealer>,
+    /// Seals and opens channel credentials stored through the management API.
+    pub credential_sealer: Option<veil_secrets::Sealer>,
     /// The PII detector, built once; `None` if it failed to build, in which case every
     /// call that needs it fails closed.
     pub pii: Option<Arc<veil_privacy::Detector>>,

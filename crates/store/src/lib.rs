@@ -46,6 +46,14 @@ pub struct CallRecordFilter {
     pub limit: u32,
 }
 
+/// A channel credential as stored: sealed, never the plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedCredential {
+    pub channel: ChannelName,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
 /// A user with the balance derived from their ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {
@@ -150,6 +158,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self, user: Option<UserId>) -> Result<Vec<ApiKey>, StoreError>;
     /// Returns `false` when no such key exists; revoking twice keeps the first time.
     async fn revoke_key(&self, id: KeyId, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Stores (or with `None` removes) a channel's sealed credential. `false` when no such
+    /// channel exists. Bumps the revision: servers rebuild their providers.
+    async fn set_channel_credential(
+        &self,
+        channel: &ChannelName,
+        sealed: Option<SealedCredential>,
+    ) -> Result<bool, StoreError>;
+    /// Every stored sealed credential.
+    async fn channel_credentials(&self) -> Result<Vec<SealedCredential>, StoreError>;
 
     // Debug capture (DESIGN §3.1 exception (a))
     /// Sets a key's capture window: calls with it are captured until `until`; `None` turns

@@ -5,8 +5,8 @@
 use crate::audit::{AuditRow, ChainWalk, GENESIS_HASH};
 use crate::codec::{self, CallRecordParams, ChannelParams, Columns, GroupParams, KeyParams};
 use crate::{
-    AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, NewAuditEntry, NewCapture, Store,
-    StoreError, StoredCallRecord, StoredCapture, UserSummary, WrappedSecret,
+    AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, NewAuditEntry, NewCapture,
+    SealedCredential, Store, StoreError, StoredCallRecord, StoredCapture, UserSummary, WrappedSecret,
 };
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -366,6 +366,62 @@ impl Store for PostgresStore {
         };
         tx.commit().await?;
         Ok(exists)
+    }
+
+    async fn set_channel_credential(
+        &self,
+        channel: &ChannelName,
+        sealed: Option<SealedCredential>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let exists = sqlx::query("SELECT 1 FROM channels WHERE name = $1")
+            .bind(channel.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        match sealed {
+            Some(sealed) => {
+                sqlx::query(
+                    "INSERT INTO channel_credentials (channel, nonce, ciphertext) VALUES ($1, $2, $3) \
+                     ON CONFLICT (channel) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext",
+                )
+                .bind(channel.as_str())
+                .bind(sealed.nonce)
+                .bind(sealed.ciphertext)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM channel_credentials WHERE channel = $1")
+                    .bind(channel.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        bump_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn channel_credentials(&self) -> Result<Vec<SealedCredential>, StoreError> {
+        let rows = sqlx::query("SELECT channel, nonce, ciphertext FROM channel_credentials ORDER BY channel")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get("channel")?;
+                Ok(SealedCredential {
+                    channel: ChannelName::parse(&name)
+                        .map_err(|_| StoreError::Corrupt("channel_credentials.channel".into()))?,
+                    nonce: row.bytes("nonce")?,
+                    ciphertext: row.bytes("ciphertext")?,
+                })
+            })
+            .collect()
     }
 
     async fn set_key_capture(&self, key: KeyId, until: Option<Timestamp>) -> Result<bool, StoreError> {

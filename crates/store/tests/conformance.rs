@@ -100,6 +100,7 @@ conformance!(
     key_capture_window,
     captures_list_newest_unexpired_and_purge,
     captures_go_with_their_key_and_user,
+    channel_credentials_are_kept_sealed_and_go_with_their_channel,
 );
 
 /// Raw SQL behind the store's back (tampering, inspection), on whichever backend `db` is.
@@ -1516,4 +1517,30 @@ async fn sqlite_corrupt_values_name_the_column() {
         .unwrap();
     let error = db.store.list_users().await.unwrap_err();
     assert_eq!(error.to_string(), "stored data is invalid: users.name");
+}
+
+async fn channel_credentials_are_kept_sealed_and_go_with_their_channel(db: &TestDb) {
+    use veil_store::SealedCredential;
+    let store = &db.store;
+    store.upsert_channel(&bare_channel("sealed", true)).await.unwrap();
+    let name: veil_domain::ChannelName = n("sealed");
+    let sealed = SealedCredential { channel: name.clone(), nonce: vec![1; 24], ciphertext: vec![7, 8, 9] };
+    assert!(!store.set_channel_credential(&n("missing"), Some(sealed.clone())).await.unwrap());
+
+    let r0 = store.revision().await.unwrap();
+    assert!(store.set_channel_credential(&name, Some(sealed.clone())).await.unwrap());
+    assert!(store.revision().await.unwrap() > r0, "servers must rebuild their providers");
+    assert_eq!(store.channel_credentials().await.unwrap(), vec![sealed.clone()]);
+    let replaced = SealedCredential { ciphertext: vec![4, 5], ..sealed.clone() };
+    store.set_channel_credential(&name, Some(replaced.clone())).await.unwrap();
+    assert_eq!(store.channel_credentials().await.unwrap(), vec![replaced]);
+    // Re-seeding the channel from config leaves the credential alone.
+    store.upsert_channel(&full_channel("sealed", true)).await.unwrap();
+    assert_eq!(store.channel_credentials().await.unwrap().len(), 1);
+
+    assert!(store.set_channel_credential(&name, None).await.unwrap());
+    assert!(store.channel_credentials().await.unwrap().is_empty());
+    store.set_channel_credential(&name, Some(sealed)).await.unwrap();
+    store.retire_managed_channels(&[]).await.unwrap();
+    assert!(store.channel_credentials().await.unwrap().is_empty(), "a retired channel's credential must go with it");
 }

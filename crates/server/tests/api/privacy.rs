@@ -206,3 +206,75 @@ async fn deny_rules_block_before_any_upstream_call_and_record_only_the_rule() {
             .all(|r| r.record.error_code == Some(ErrorCode::ContentBlocked) && r.record.cost.nanos() == 0)
     );
 }
+
+#[tokio::test]
+async fn channel_credentials_stored_through_the_api_are_sealed_and_write_only() {
+    use veil_domain::{GroupName, NewUser, Role, UserName};
+    let upstream = MockUpstream::start().await;
+    let config = format!(
+        "[[channel]]\nname = \"vault\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\"]\napi_key_env = \"VEIL_TEST_CREDENTIAL_THAT_IS_NEVER_SET\"\n",
+        upstream.base_url()
+    );
+    let app = spawn_app(&config).await;
+    let admin = app
+        .store
+        .create_user(NewUser {
+            name: UserName::parse("root-admin").unwrap(),
+            email: None,
+            role: Role::Admin,
+            group: GroupName::default_group(),
+            password_hash: None,
+        })
+        .await
+        .unwrap();
+    let (admin_key, _) = app.create_key(&admin, KeyOptions::default()).await;
+    let (_, user_key) = app.user_with_key("ursula").await;
+    let client = reqwest::Client::new();
+    let url = app.url("/api/channels/vault/credential");
+    let credential = "sk-upstream-SEALED-CANARY-5521";
+
+    // Without a credential the channel fails closed.
+    assert_eq!(
+        error_code(post(&app, "/v1/chat/completions", &user_key, chat_body("hi")).await, 502).await,
+        "upstream_error"
+    );
+    assert_eq!(upstream.request_count(), 0);
+
+    let refused = client.put(&url).bearer_auth(&user_key).json(&json!({"api_key": credential})).send().await.unwrap();
+    assert_eq!(error_code(refused, 403).await, "permission_denied");
+    let missing = client
+        .put(app.url("/api/channels/nope/credential"))
+        .bearer_auth(&admin_key)
+        .json(&json!({"api_key": credential}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(missing, 404).await, "not_found");
+
+    let stored = client.put(&url).bearer_auth(&admin_key).json(&json!({"api_key": credential})).send().await.unwrap();
+    assert_eq!(stored.status(), 200);
+    let stored = stored.text().await.unwrap();
+    assert!(!stored.contains(credential), "the credential was echoed back: {stored}");
+
+    assert_eq!(post(&app, "/v1/chat/completions", &user_key, chat_body("hi")).await.status(), 200);
+    assert_eq!(upstream.last_request().unwrap().header("authorization"), Some(&*format!("Bearer {credential}")));
+
+    // Sealed at rest: not in any file of the data directory.
+    for entry in std::fs::read_dir(app.data_dir.path()).unwrap().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap_or_default();
+        assert!(
+            !bytes.windows(credential.len()).any(|w| w == credential.as_bytes()),
+            "plaintext in {:?}",
+            entry.path()
+        );
+    }
+    let audit = app.store.list_audit(None, 100).await.unwrap();
+    assert!(audit.iter().any(|a| a.action == "channel.credential.set" && a.target.as_deref() == Some("vault")));
+
+    let cleared = client.delete(&url).bearer_auth(&admin_key).send().await.unwrap();
+    assert_eq!(cleared.status(), 200);
+    assert_eq!(
+        error_code(post(&app, "/v1/chat/completions", &user_key, chat_body("hi")).await, 502).await,
+        "upstream_error"
+    );
+}
