@@ -118,6 +118,8 @@ pub struct ApiKey {
     pub limits: KeyLimits,
     pub ip_allow: Vec<IpNet>,
     pub allow_training: bool,
+    /// Narrows the group's privacy requirement for calls with this key.
+    pub privacy: crate::policy::KeyPrivacy,
     pub revoked_at: Option<Timestamp>,
     pub created_at: Timestamp,
 }
@@ -140,6 +142,7 @@ pub struct NewApiKey {
     pub limits: KeyLimits,
     pub ip_allow: Vec<IpNet>,
     pub allow_training: bool,
+    pub privacy: crate::policy::KeyPrivacy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,8 @@ pub use catalogue::{Channel, ChannelKind, Model, Price, Timeouts};
 pub use error_code::ErrorCode;
 pub use money::{Money, MoneyError, Multiplier};
 pub use names::{ChannelName, GroupName, KeyId, ModelName, NameError, RequestId, UserId, UserName};
-pub use policy::{DataPolicy, FirewallMode, IpLogging, PolicyClass, PrivacyRequirement, Retention, UnmetConstraint};
+pub use policy::{
+    DataPolicy, FirewallMode, IpLogging, KeyPrivacy, PolicyClass, PrivacyRequirement, Retention, UnmetConstraint,
+};
 pub use record::{CallRecord, TokenUsage};
 pub use time::Timestamp;

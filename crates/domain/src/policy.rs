@@ -199,11 +199,57 @@ impl fmt::Display for UnmetConstraint {
     }
 }
 
+/// What a key adds to its group's requirement. A key can only narrow: a shorter
+/// retention, fewer regions, a stricter firewall.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPrivacy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retention_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallMode>,
+}
+
+impl KeyPrivacy {
+    pub fn is_empty(&self) -> bool {
+        self == &KeyPrivacy::default()
+    }
+}
+
+fn strictness(mode: FirewallMode) -> u8 {
+    match mode {
+        FirewallMode::Off => 0,
+        FirewallMode::Identity => 1,
+        FirewallMode::Pii => 2,
+    }
+}
+
 impl PrivacyRequirement {
-    /// The requirement a call runs under: the group's, with training consent only when the
-    /// group allows it *and* the key gave its own explicit consent.
-    pub fn for_key(&self, key_allows_training: bool) -> PrivacyRequirement {
-        PrivacyRequirement { allow_training: self.allow_training && key_allows_training, ..self.clone() }
+    /// The requirement a call runs under: the group's, narrowed by the key — training
+    /// consent only when the group allows it *and* the key gave its own explicit consent,
+    /// the shorter retention, the regions both allow, the stricter firewall.
+    pub fn for_key(&self, key_allows_training: bool, key: &KeyPrivacy) -> PrivacyRequirement {
+        let max_retention_days = match (self.max_retention_days, key.max_retention_days) {
+            (Some(group), Some(key)) => Some(group.min(key)),
+            (group, key) => group.or(key),
+        };
+        let regions = match (&self.regions, &key.regions) {
+            (Some(group), Some(key)) => {
+                Some(group.iter().filter(|r| key.iter().any(|k| k.eq_ignore_ascii_case(r))).cloned().collect())
+            }
+            (group, key) => group.clone().or_else(|| key.clone()),
+        };
+        let firewall = match key.firewall {
+            Some(mode) if strictness(mode) > strictness(self.firewall) => mode,
+            _ => self.firewall,
+        };
+        PrivacyRequirement {
+            max_retention_days,
+            allow_training: self.allow_training && key_allows_training,
+            regions,
+            firewall,
+        }
     }
 
     /// Whether a channel with `policy` may receive this caller's data.
@@ -261,8 +307,32 @@ mod requirement_tests {
     fn training_needs_both_the_group_and_the_key() {
         let group = PrivacyRequirement { allow_training: true, ..PrivacyRequirement::default() };
         let free = policy(Retention::Days(30), true, None);
-        assert_eq!(group.for_key(false).admits(&free), Err(UnmetConstraint::Training));
-        assert_eq!(group.for_key(true).admits(&free), Ok(()));
-        assert_eq!(PrivacyRequirement::default().for_key(true).admits(&free), Err(UnmetConstraint::Training));
+        let none = KeyPrivacy::default();
+        assert_eq!(group.for_key(false, &none).admits(&free), Err(UnmetConstraint::Training));
+        assert_eq!(group.for_key(true, &none).admits(&free), Ok(()));
+        assert_eq!(PrivacyRequirement::default().for_key(true, &none).admits(&free), Err(UnmetConstraint::Training));
+    }
+
+    #[test]
+    fn a_key_can_only_narrow_its_group() {
+        let group = PrivacyRequirement {
+            max_retention_days: Some(30),
+            allow_training: false,
+            regions: Some(vec!["EU".into(), "US".into()]),
+            firewall: FirewallMode::Identity,
+        };
+        let key = KeyPrivacy {
+            max_retention_days: Some(7),
+            regions: Some(vec!["eu".into(), "CN".into()]),
+            firewall: Some(FirewallMode::Pii),
+        };
+        let narrowed = group.for_key(false, &key);
+        assert_eq!(narrowed.max_retention_days, Some(7));
+        assert_eq!(narrowed.regions, Some(vec!["EU".to_owned()]));
+        assert_eq!(narrowed.firewall, FirewallMode::Pii);
+        let loosening = KeyPrivacy { max_retention_days: Some(90), regions: None, firewall: Some(FirewallMode::Off) };
+        let kept = group.for_key(false, &loosening);
+        assert_eq!((kept.max_retention_days, kept.firewall), (Some(30), FirewallMode::Identity));
+        assert_eq!(kept.regions, group.regions);
     }
 }

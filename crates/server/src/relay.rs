@@ -84,7 +84,7 @@ pub async fn relay_openai(
     }
 
     // Resolve: which channels may serve this model for this caller, policy included.
-    let requirement = group.privacy.for_key(principal.key.allow_training);
+    let requirement = group.privacy.for_key(principal.key.allow_training, &principal.key.privacy);
     let candidates = match resolve(&snapshot, &principal, &group.name, &requirement, &routed, &mut call) {
         Ok(candidates) => candidates,
         Err(error) => return fail(call, error, None),

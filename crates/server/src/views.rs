@@ -34,6 +34,7 @@ pub fn key_json(key: &ApiKey, user: &str) -> Value {
         "max_concurrent": key.limits.max_concurrent,
         "ip_allow": key.ip_allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "allow_training": key.allow_training,
+        "privacy": key.privacy,
         "revoked_at": key.revoked_at.map(Timestamp::to_rfc3339),
         "created_at": key.created_at.to_rfc3339(),
     })

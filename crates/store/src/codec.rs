@@ -163,6 +163,7 @@ pub(crate) struct KeyParams<'a> {
     pub max_concurrent: Option<i64>,
     pub ip_allow: String,
     pub allow_training: bool,
+    pub privacy: Option<String>,
 }
 
 impl<'a> KeyParams<'a> {
@@ -180,6 +181,7 @@ impl<'a> KeyParams<'a> {
             max_concurrent,
             ip_allow: json_list(&key.ip_allow),
             allow_training: key.allow_training,
+            privacy: (!key.privacy.is_empty()).then(|| serde_json::to_string(&key.privacy).unwrap_or_default()),
         }
     }
 }
@@ -414,6 +416,12 @@ pub(crate) fn key(row: &impl Columns) -> Result<ApiKey, StoreError> {
             limits: limits_from(row)?,
             ip_allow: list(&row.text("ip_allow")?, "ip_allow", str::parse)?,
             allow_training: row.flag("allow_training")?,
+            privacy: match row.opt_text("privacy")? {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("api_keys.privacy".into()))?
+                }
+                None => veil_domain::KeyPrivacy::default(),
+            },
             revoked_at: row.opt_int("revoked_at")?.map(Timestamp::from_unix_millis),
             created_at: Timestamp::from_unix_millis(row.int("created_at")?),
         })

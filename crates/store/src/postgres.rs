@@ -270,8 +270,8 @@ impl Store for PostgresStore {
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, user_id, name, prefix, hash, models, expires_at, quota, \
-                rpm, tpm, max_concurrent, ip_allow, allow_training, revoked_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14)",
+                rpm, tpm, max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15)",
         )
         .bind(id.as_uuid())
         .bind(key.user_id.as_uuid())
@@ -286,6 +286,7 @@ impl Store for PostgresStore {
         .bind(p.max_concurrent)
         .bind(p.ip_allow)
         .bind(p.allow_training)
+        .bind(p.privacy)
         .bind(created_at.unix_millis())
         .execute(&mut *tx)
         .await
@@ -304,6 +305,7 @@ impl Store for PostgresStore {
             limits: key.limits,
             ip_allow: key.ip_allow,
             allow_training: key.allow_training,
+            privacy: key.privacy,
             revoked_at: None,
             created_at,
         })
@@ -312,7 +314,7 @@ impl Store for PostgresStore {
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let row = sqlx::query(
             "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                max_concurrent, ip_allow, allow_training, revoked_at, created_at \
+                max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
              FROM api_keys WHERE hash = $1",
         )
         .bind(hash)
@@ -326,7 +328,7 @@ impl Store for PostgresStore {
             None => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, revoked_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
                      FROM api_keys ORDER BY created_at, id",
                 )
                 .fetch_all(&self.pool)
@@ -335,7 +337,7 @@ impl Store for PostgresStore {
             Some(user) => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, revoked_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
                      FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",
                 )
                 .bind(user.as_uuid())

@@ -283,8 +283,8 @@ impl Store for SqliteStore {
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, user_id, name, prefix, hash, models, expires_at, quota, \
-                rpm, tpm, max_concurrent, ip_allow, allow_training, revoked_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                rpm, tpm, max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
         )
         .bind(id_text(id.as_uuid()))
         .bind(id_text(key.user_id.as_uuid()))
@@ -299,6 +299,7 @@ impl Store for SqliteStore {
         .bind(p.max_concurrent)
         .bind(p.ip_allow)
         .bind(p.allow_training)
+        .bind(p.privacy)
         .bind(created_at.unix_millis())
         .execute(&mut *tx)
         .await
@@ -317,6 +318,7 @@ impl Store for SqliteStore {
             limits: key.limits,
             ip_allow: key.ip_allow,
             allow_training: key.allow_training,
+            privacy: key.privacy,
             revoked_at: None,
             created_at,
         })
@@ -325,7 +327,7 @@ impl Store for SqliteStore {
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let row = sqlx::query(
             "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                max_concurrent, ip_allow, allow_training, revoked_at, created_at \
+                max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
              FROM api_keys WHERE hash = ?",
         )
         .bind(hash)
@@ -339,7 +341,7 @@ impl Store for SqliteStore {
             None => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, revoked_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
                      FROM api_keys ORDER BY created_at, id",
                 )
                 .fetch_all(&self.pool)
@@ -348,7 +350,7 @@ impl Store for SqliteStore {
             Some(user) => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, revoked_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
                      FROM api_keys WHERE user_id = ? ORDER BY created_at, id",
                 )
                 .bind(id_text(user.as_uuid()))

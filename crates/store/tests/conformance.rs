@@ -163,6 +163,11 @@ fn new_key(user: UserId, hash: &str) -> NewApiKey {
         limits: KeyLimits { rpm: Some(60), tpm: Some(90_000), max_concurrent: Some(3) },
         ip_allow: vec![n("10.0.0.0/8"), n("2001:db8::/48"), n("192.0.2.7/32")],
         allow_training: true,
+        privacy: veil_domain::KeyPrivacy {
+            max_retention_days: Some(7),
+            regions: Some(vec!["EU".to_owned()]),
+            firewall: Some(FirewallMode::Pii),
+        },
     }
 }
 
@@ -178,6 +183,7 @@ fn bare_key(user: UserId, hash: &str) -> NewApiKey {
         limits: KeyLimits::default(),
         ip_allow: Vec::new(),
         allow_training: false,
+        privacy: veil_domain::KeyPrivacy::default(),
     }
 }
 

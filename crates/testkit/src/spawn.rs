@@ -29,6 +29,7 @@ pub struct KeyOptions {
     pub expires_at: Option<Timestamp>,
     pub ip_allow: Vec<ipnet::IpNet>,
     pub allow_training: bool,
+    pub privacy: veil_domain::KeyPrivacy,
 }
 
 /// Starts Veil with `config` (TOML). `server.listen`, `server.data_dir` and, unless the
@@ -97,6 +98,7 @@ impl TestApp {
                 limits: KeyLimits::default(),
                 ip_allow: options.ip_allow,
                 allow_training: options.allow_training,
+                privacy: options.privacy,
             })
             .await
             .expect("key created");

@@ -125,7 +125,7 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Create a key; its secret is printed once and never stored.
-    Create(KeyCreate),
+    Create(Box<KeyCreate>),
     /// List keys (never their secrets).
     List {
         #[arg(long)]
@@ -162,6 +162,15 @@ pub struct KeyCreate {
     /// Consent to channels that may train on the data (recorded).
     #[arg(long)]
     pub allow_training: bool,
+    /// Narrow the group's privacy requirement for this key: shorter retention only…
+    #[arg(long, value_name = "DAYS")]
+    pub max_retention_days: Option<u32>,
+    /// …only these regions (comma-separated)…
+    #[arg(long, value_delimiter = ',', value_name = "REGION")]
+    pub regions: Option<Vec<String>>,
+    /// …a stricter firewall: identity or pii.
+    #[arg(long, value_name = "MODE")]
+    pub firewall: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -246,8 +246,30 @@ fn export_erase_purge_and_the_audit_chain_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     veil_json(d, &["admin", "user", "add", "olga", "--credit", "2", "--json"]);
-    let key = veil_json(d, &["admin", "key", "create", "--user", "olga", "--allow-training", "--json"]);
+    let key = veil_json(
+        d,
+        &[
+            "admin",
+            "key",
+            "create",
+            "--user",
+            "olga",
+            "--allow-training",
+            "--max-retention-days",
+            "7",
+            "--regions",
+            "EU,CH",
+            "--firewall",
+            "pii",
+            "--json",
+        ],
+    );
     assert_eq!(key["allow_training"], true);
+    assert_eq!(
+        key["privacy"],
+        serde_json::json!({"max_retention_days": 7, "regions": ["EU", "CH"], "firewall": "pii"})
+    );
+    assert!(!veil(d, &["admin", "key", "create", "--user", "olga", "--firewall", "paranoid"]).status.success());
 
     let export = veil_json(d, &["admin", "export-user", "olga"]);
     assert_eq!(export["account"]["name"], "olga");

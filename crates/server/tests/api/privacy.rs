@@ -279,3 +279,31 @@ async fn channel_credentials_stored_through_the_api_are_sealed_and_write_only() 
         "upstream_error"
     );
 }
+
+#[tokio::test]
+async fn a_key_narrows_its_groups_requirement() {
+    use veil_domain::{FirewallMode, KeyPrivacy};
+    let upstream = MockUpstream::start().await;
+    let app = spawn_app(&one_channel(&upstream)).await;
+    let user = app.create_user("kai", "default").await;
+    // Stricter firewall than the group's `identity`: personal data is replaced.
+    let pii = KeyPrivacy { firewall: Some(FirewallMode::Pii), ..Default::default() };
+    let (pii_key, _) = app.create_key(&user, KeyOptions { privacy: pii, ..Default::default() }).await;
+    let response = post(&app, "/v1/chat/completions", &pii_key, chat_body("mail jane.doe@example.com")).await;
+    assert!(response.headers()["veil-data-policy"].to_str().unwrap().contains("firewall=pii; redactions=1"));
+    let sent = String::from_utf8_lossy(&upstream.last_request().unwrap().raw_body).into_owned();
+    assert!(!sent.contains("jane.doe@example.com") && sent.contains("[EMAIL_1]"), "{sent}");
+    // Shorter retention than the channel keeps: nothing qualifies.
+    let short = KeyPrivacy { max_retention_days: Some(7), ..Default::default() };
+    let (short_key, _) = app.create_key(&user, KeyOptions { privacy: short, ..Default::default() }).await;
+    let refused = post(&app, "/v1/chat/completions", &short_key, chat_body("hi")).await;
+    assert_eq!(error_code(refused, 403).await, "policy_unsatisfiable");
+    // A key cannot loosen its group: `off` under an `identity` group stays `identity`.
+    let off = KeyPrivacy { firewall: Some(FirewallMode::Off), ..Default::default() };
+    let (off_key, _) = app.create_key(&user, KeyOptions { privacy: off, ..Default::default() }).await;
+    let mut body = chat_body("hi");
+    body["user"] = json!("end-user");
+    let response = post(&app, "/v1/chat/completions", &off_key, body).await;
+    assert!(response.headers()["veil-data-policy"].to_str().unwrap().contains("firewall=identity"));
+    assert!(upstream.last_request().unwrap().body.get("user").is_none());
+}

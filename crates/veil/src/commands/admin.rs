@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use veil_config::{Settings, parse_duration};
 use veil_domain::{
-    ApiKey, Channel, GroupName, KeyId, KeyLimits, LedgerEntry, LedgerKind, ModelName, Money, NewApiKey, NewUser, Role,
-    Timestamp, User, UserName,
+    ApiKey, Channel, FirewallMode, GroupName, KeyId, KeyLimits, KeyPrivacy, LedgerEntry, LedgerKind, ModelName, Money,
+    NewApiKey, NewUser, Role, Timestamp, User, UserName,
 };
 use veil_secrets::{ApiKeySecret, MASTER_KEY_ENV, MasterKey};
 use veil_server::account;
@@ -182,7 +182,7 @@ async fn key(
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        KeyCommand::Create(create) => create_key(settings, store.as_ref(), create, as_json).await?,
+        KeyCommand::Create(create) => create_key(settings, store.as_ref(), *create, as_json).await?,
         KeyCommand::List { user } => {
             let owner = match user {
                 Some(name) => Some(find_user(store.as_ref(), &name).await?),
@@ -253,6 +253,12 @@ async fn create_key(settings: &Settings, store: &dyn Store, create: KeyCreate, a
         .map(|raw| parse_network(raw.trim()))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
+    let firewall = create
+        .firewall
+        .as_deref()
+        .map(|raw| FirewallMode::parse(raw).ok_or_else(|| anyhow!("--firewall must be off, identity or pii")))
+        .transpose()?;
+    let privacy = KeyPrivacy { max_retention_days: create.max_retention_days, regions: create.regions, firewall };
     let master = MasterKey::load_or_create(std::env::var(MASTER_KEY_ENV).ok().as_deref(), &settings.data_dir)?;
     let hasher = veil_secrets::key_hasher(store, &master).await?;
     let secret = ApiKeySecret::generate();
@@ -268,6 +274,7 @@ async fn create_key(settings: &Settings, store: &dyn Store, create: KeyCreate, a
             limits: KeyLimits { rpm: create.rpm, tpm: create.tpm, max_concurrent: create.max_concurrent },
             ip_allow,
             allow_training: create.allow_training,
+            privacy,
         })
         .await?;
     // Consent to training channels is recorded with the key it was given for.
