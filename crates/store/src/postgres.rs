@@ -39,6 +39,18 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// Runs one `DELETE` taking a single bound list, bumping the revision if it removed
+    /// anything: the shape of every "retire what the config no longer declares" write.
+    async fn delete_bumping(&self, sql: &'static str, bound: Vec<String>) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let deleted = sqlx::query(sql).bind(bound).execute(&mut *tx).await?.rows_affected();
+        if deleted > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     /// Connects to the database a `postgres://` URL names; it must exist already.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new().max_connections(max_connections.max(1)).connect(url).await?;
@@ -583,17 +595,7 @@ impl Store for PostgresStore {
     }
 
     async fn retire_managed_channels(&self, keep: &[ChannelName]) -> Result<u64, StoreError> {
-        let mut tx = self.write().await?;
-        let deleted = sqlx::query("DELETE FROM channels WHERE managed AND name <> ALL($1::TEXT[])")
-            .bind(texts(keep))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted > 0 {
-            bump_revision(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(deleted)
+        self.delete_bumping("DELETE FROM channels WHERE managed AND name <> ALL($1::TEXT[])", texts(keep)).await
     }
 
     async fn upsert_model(&self, model: &Model) -> Result<(), StoreError> {
@@ -637,17 +639,7 @@ impl Store for PostgresStore {
     }
 
     async fn retire_managed_models(&self, keep: &[ModelName]) -> Result<u64, StoreError> {
-        let mut tx = self.write().await?;
-        let deleted = sqlx::query("DELETE FROM models WHERE managed AND name <> ALL($1::TEXT[])")
-            .bind(texts(keep))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted > 0 {
-            bump_revision(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(deleted)
+        self.delete_bumping("DELETE FROM models WHERE managed AND name <> ALL($1::TEXT[])", texts(keep)).await
     }
 
     async fn retire_managed_groups(&self, keep: &[GroupName]) -> Result<u64, StoreError> {

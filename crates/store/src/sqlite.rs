@@ -34,6 +34,18 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Runs one `DELETE` taking a single bound value, bumping the revision if it removed
+    /// anything: the shape of every "retire what the config no longer declares" write.
+    async fn delete_bumping(&self, sql: &'static str, bound: String) -> Result<u64, StoreError> {
+        let mut tx = self.write().await?;
+        let deleted = sqlx::query(sql).bind(bound).execute(&mut *tx).await?.rows_affected();
+        if deleted > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     /// Opens (creating if missing) the database a `sqlite://relative/path.db` or
     /// `sqlite:///absolute/path.db` URL names, creating its directory too.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -592,20 +604,11 @@ impl Store for SqliteStore {
     }
 
     async fn retire_managed_channels(&self, keep: &[ChannelName]) -> Result<u64, StoreError> {
-        let mut tx = self.write().await?;
-        let deleted = sqlx::query(
-            "DELETE FROM channels \
-             WHERE managed = 1 AND name NOT IN (SELECT value FROM json_each(?))",
+        self.delete_bumping(
+            "DELETE FROM channels WHERE managed = 1 AND name NOT IN (SELECT value FROM json_each(?))",
+            codec::json_list(keep),
         )
-        .bind(codec::json_list(keep))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if deleted > 0 {
-            bump_revision(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(deleted)
+        .await
     }
 
     async fn upsert_model(&self, model: &Model) -> Result<(), StoreError> {
@@ -649,20 +652,11 @@ impl Store for SqliteStore {
     }
 
     async fn retire_managed_models(&self, keep: &[ModelName]) -> Result<u64, StoreError> {
-        let mut tx = self.write().await?;
-        let deleted = sqlx::query(
-            "DELETE FROM models \
-             WHERE managed = 1 AND name NOT IN (SELECT value FROM json_each(?))",
+        self.delete_bumping(
+            "DELETE FROM models WHERE managed = 1 AND name NOT IN (SELECT value FROM json_each(?))",
+            codec::json_list(keep),
         )
-        .bind(codec::json_list(keep))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if deleted > 0 {
-            bump_revision(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(deleted)
+        .await
     }
 
     async fn retire_managed_groups(&self, keep: &[GroupName]) -> Result<u64, StoreError> {
