@@ -11,11 +11,17 @@ pub fn for_record(ip: IpAddr, mode: IpLogging, hasher: &KeyHasher, now: Timestam
         IpLogging::Hashed => {
             // The month is part of the hashed label, so the same address hashes
             // differently each month and records cannot be linked across months.
-            let digest = hasher.hash_label(&format!("client-ip/{}", now.month_label()), &ip.to_string());
-            format!("h:{}", digest.get(..32).unwrap_or(&digest))
+            format!("h:{}", monthly_pseudonym(hasher, "client-ip", &ip.to_string(), now))
         }
         IpLogging::Off => String::new(),
     }
+}
+
+/// 32 hex characters of a keyed hash of `value` under `domain` and the current month:
+/// stable within a month, unlinkable across months, meaningless without the key.
+pub fn monthly_pseudonym(hasher: &KeyHasher, domain: &str, value: &str, now: Timestamp) -> String {
+    let digest = hasher.hash_label(&format!("{domain}/{}", now.month_label()), value);
+    digest.get(..32).unwrap_or(&digest).to_owned()
 }
 
 /// IPv4 with the last octet zeroed; IPv6 kept to its /48.

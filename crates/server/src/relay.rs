@@ -104,9 +104,7 @@ pub async fn relay_openai(
 
     // Firewall: what of the request may leave.
     firewall::apply_identity(requirement.firewall, endpoint, &mut body, || {
-        let digest =
-            state.hasher.hash_label(&format!("abuse-id/{}", now.month_label()), &principal.user.id.to_string());
-        format!("veil_{}", digest.get(..32).unwrap_or(&digest))
+        format!("veil_{}", client_ip::monthly_pseudonym(&state.hasher, "abuse-id", &principal.user.id.to_string(), now))
     });
     let redaction = if requirement.firewall == FirewallMode::Pii {
         match firewall::apply_pii(state.pii.as_ref(), &mut body) {
