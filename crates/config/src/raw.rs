@@ -215,6 +215,9 @@ pub struct RawChannel {
     pub first_byte_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub total_timeout: Option<String>,
+    /// Caps on what Veil sends this upstream.
+    pub rpm: Option<u32>,
+    pub max_concurrent: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +225,10 @@ pub struct RawChannel {
 pub struct RawModel {
     pub name: String,
     pub price: Option<RawPrice>,
+    /// Served without charge. A model with neither a price nor `free = true` is refused.
+    #[serde(default)]
+    pub free: bool,
+    pub max_output_tokens: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,7 +236,10 @@ pub struct RawModel {
 pub struct RawPrice {
     pub input: Option<DecimalText>,
     pub cached_input: Option<DecimalText>,
+    pub cache_write: Option<DecimalText>,
     pub output: Option<DecimalText>,
+    pub per_image: Option<DecimalText>,
+    pub per_second: Option<DecimalText>,
 }
 
 mod defaults {

@@ -4,14 +4,14 @@
 use crate::ConfigError;
 use crate::decimal::DecimalText;
 use crate::duration::parse_duration;
-use crate::raw::{RawChannel, RawConfig, RawGroup, RawModel};
+use crate::raw::{RawChannel, RawConfig, RawGroup, RawModel, RawPrice};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use veil_domain::{
-    Channel, ChannelKind, ChannelName, DataPolicy, FirewallMode, Group, GroupName, IpLogging, KeyLimits, Model,
-    ModelName, Money, Multiplier, Price, PrivacyRequirement, Retention, Timeouts,
+    Channel, ChannelKind, ChannelLimits, ChannelName, DataPolicy, FirewallMode, Group, GroupName, IpLogging, KeyLimits,
+    Model, ModelName, Money, Multiplier, Price, Pricing, PrivacyRequirement, Retention, Timeouts,
 };
 
 /// The name of the channel and model Veil serves when the config declares no channel.
@@ -133,6 +133,25 @@ impl Settings {
             builtin_echo,
         })
     }
+}
+
+fn price(at: &impl Fn(&str) -> String, p: &RawPrice) -> Result<Price, ConfigError> {
+    let field = |name: &str, value: &Option<DecimalText>| money(&at(&format!("price.{name}")), value);
+    let input = field("input", &p.input)?.unwrap_or(Money::ZERO);
+    let price = Price {
+        input,
+        // Without a cache price, cached tokens cost what uncached ones do: never less than
+        // the operator said.
+        cached_input: field("cached_input", &p.cached_input)?.unwrap_or(input),
+        cache_write: field("cache_write", &p.cache_write)?.unwrap_or(input),
+        output: field("output", &p.output)?.unwrap_or(Money::ZERO),
+        per_image: field("per_image", &p.per_image)?.unwrap_or(Money::ZERO),
+        per_second: field("per_second", &p.per_second)?.unwrap_or(Money::ZERO),
+    };
+    if price.has_negative() {
+        return Err(ConfigError::invalid(at("price"), "prices cannot be negative"));
+    }
+    Ok(price)
 }
 
 fn money(key: &str, value: &Option<DecimalText>) -> Result<Option<Money>, ConfigError> {
@@ -298,6 +317,7 @@ fn validate_channel(i: usize, c: &RawChannel) -> Result<Channel, ConfigError> {
             idle: timeout("idle_timeout", &c.idle_timeout, defaults.idle)?,
             total: timeout("total_timeout", &c.total_timeout, defaults.total)?,
         },
+        limits: ChannelLimits { rpm: c.rpm, max_concurrent: c.max_concurrent },
         enabled: c.enabled,
         managed: true,
     })
@@ -324,13 +344,15 @@ fn echo_channel() -> Result<Channel, ConfigError> {
             operator: "self".into(),
         },
         timeouts: Timeouts::default(),
+        limits: ChannelLimits::default(),
         enabled: true,
         managed: true,
     })
 }
 
 /// Declared models with their prices, plus every model a channel serves that has no
-/// `[[model]]` entry (unpriced, so it costs nothing until the operator prices it).
+/// `[[model]]` entry: those are unpriced, and calls to them are refused until the operator
+/// prices them or marks them free. The built-in echo model is free.
 fn validate_models(raw: &[RawModel], channels: &[Channel]) -> Result<Vec<Model>, ConfigError> {
     let mut models: Vec<Model> = Vec::new();
     let mut seen = HashSet::new();
@@ -340,26 +362,24 @@ fn validate_models(raw: &[RawModel], channels: &[Channel]) -> Result<Vec<Model>,
         if !seen.insert(name.clone()) {
             return Err(ConfigError::invalid(at("name"), format!("model '{name}' is declared twice")));
         }
-        let price = match &m.price {
-            Some(p) => {
-                let input = money(&at("price.input"), &p.input)?.unwrap_or(Money::ZERO);
-                Price {
-                    input,
-                    cached_input: money(&at("price.cached_input"), &p.cached_input)?.unwrap_or(input),
-                    output: money(&at("price.output"), &p.output)?.unwrap_or(Money::ZERO),
-                }
+        let pricing = match (&m.price, m.free) {
+            (Some(_), true) => {
+                return Err(ConfigError::invalid(at("free"), "a model is either priced or free, not both"));
             }
-            None => Price::default(),
+            (Some(p), false) => Pricing::Priced(price(&at, p)?),
+            (None, true) => Pricing::Free,
+            (None, false) => Pricing::Unpriced,
         };
-        if price.input.is_negative() || price.cached_input.is_negative() || price.output.is_negative() {
-            return Err(ConfigError::invalid(at("price"), "prices cannot be negative"));
+        if m.max_output_tokens == Some(0) {
+            return Err(ConfigError::invalid(at("max_output_tokens"), "must be at least 1"));
         }
-        models.push(Model { name, price, managed: true });
+        models.push(Model { name, pricing, max_output_tokens: m.max_output_tokens, managed: true });
     }
     for channel in channels {
         for served in &channel.models {
             if seen.insert(served.clone()) {
-                models.push(Model { name: served.clone(), price: Price::default(), managed: true });
+                let pricing = if channel.kind == ChannelKind::Echo { Pricing::Free } else { Pricing::Unpriced };
+                models.push(Model { name: served.clone(), pricing, max_output_tokens: None, managed: true });
             }
         }
     }

@@ -1,5 +1,5 @@
 use super::*;
-use veil_domain::{ChannelKind, FirewallMode, IpLogging, Retention};
+use veil_domain::{ChannelKind, FirewallMode, IpLogging, Pricing, Retention};
 
 const DESIGN_EXAMPLE: &str = r#"
 [server]
@@ -92,11 +92,52 @@ fn the_design_example_is_valid() {
     assert_eq!(channel.timeouts.first_byte, std::time::Duration::from_secs(30));
     assert!(!s.builtin_echo);
     let mini = s.models.iter().find(|m| m.name.as_str() == "gpt-4o-mini").unwrap();
-    assert_eq!(mini.price.input.nanos(), 150_000_000);
-    assert_eq!(mini.price.cached_input.nanos(), 75_000_000);
-    assert_eq!(mini.price.output.nanos(), 600_000_000);
-    // Served but unpriced models still exist, at no charge.
-    assert!(s.models.iter().any(|m| m.name.as_str() == "text-embedding-3-small"));
+    let Pricing::Priced(price) = mini.pricing else { panic!("gpt-4o-mini is priced") };
+    assert_eq!(price.input.nanos(), 150_000_000);
+    assert_eq!(price.cached_input.nanos(), 75_000_000);
+    assert_eq!(price.output.nanos(), 600_000_000);
+    // Without a cache-write price, writes cost what input does.
+    assert_eq!(price.cache_write.nanos(), 150_000_000);
+    // Served but unpriced models exist, and are refused until priced or marked free.
+    let embedding = s.models.iter().find(|m| m.name.as_str() == "text-embedding-3-small").unwrap();
+    assert_eq!(embedding.pricing, Pricing::Unpriced);
+}
+
+#[test]
+fn models_are_priced_free_or_unpriced_with_every_price_component() {
+    let text = r#"
+[[channel]]
+name = "main"
+type = "openai"
+base_url = "http://127.0.0.1:9/v1"
+models = ["a", "b", "c"]
+rpm = 100
+max_concurrent = 4
+
+[[model]]
+name = "a"
+price = { input = 3, cached_input = 0.3, cache_write = 3.75, output = 15, per_image = 0.04, per_second = 0.006 }
+max_output_tokens = 8192
+
+[[model]]
+name = "b"
+free = true
+"#;
+    let s = load_text(text, &[]).unwrap();
+    assert_eq!(s.channels[0].limits, veil_domain::ChannelLimits { rpm: Some(100), max_concurrent: Some(4) });
+    let model = |name: &str| s.models.iter().find(|m| m.name.as_str() == name).unwrap().clone();
+    let Pricing::Priced(a) = model("a").pricing else { panic!("a is priced") };
+    assert_eq!(a.cache_write.nanos(), 3_750_000_000);
+    assert_eq!(a.per_image.nanos(), 40_000_000);
+    assert_eq!(a.per_second.nanos(), 6_000_000);
+    assert_eq!(model("a").max_output_tokens, Some(8192));
+    assert_eq!(model("b").pricing, Pricing::Free);
+    assert_eq!(model("c").pricing, Pricing::Unpriced);
+
+    let both = text.replace("name = \"b\"\nfree = true", "name = \"b\"\nfree = true\nprice = { input = 1 }");
+    assert_eq!(invalid_key(load_text(&both, &[])), "model[1].free");
+    let negative = text.replace("per_image = 0.04", "per_image = -0.04");
+    assert_eq!(invalid_key(load_text(&negative, &[])), "model[0].price");
 }
 
 #[test]

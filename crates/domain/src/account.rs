@@ -121,6 +121,9 @@ pub struct ApiKey {
     /// Narrows the group's privacy requirement for calls with this key.
     pub privacy: crate::policy::KeyPrivacy,
     pub revoked_at: Option<Timestamp>,
+    /// Set by risk control (or an admin): the key authenticates but every call is refused
+    /// with `key_suspended` until it is lifted.
+    pub suspended_at: Option<Timestamp>,
     pub created_at: Timestamp,
 }
 
@@ -175,12 +178,21 @@ impl LedgerKind {
             _ => None,
         }
     }
+
+    /// Whether rows of this kind move money (a hold only reserves it).
+    pub fn moves_money(self) -> bool {
+        self != Self::Hold
+    }
 }
 
-/// One append-only money movement. Positive amounts add to the balance.
+/// One append-only money movement. Positive amounts add to the balance. A `hold` row
+/// records what a call reserved (negative) and moves no money: balances are the sum of
+/// every other kind. A call's hold and its charge are written together when it settles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub user_id: UserId,
+    /// The key a hold or charge was made with.
+    pub key_id: Option<KeyId>,
     pub kind: LedgerKind,
     pub amount: Money,
     pub time: Timestamp,

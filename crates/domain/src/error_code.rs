@@ -19,6 +19,8 @@ pub enum ErrorCode {
     ContentBlocked,
     RateLimitExceeded,
     InsufficientQuota,
+    /// The model exists but the operator has neither priced it nor marked it free.
+    ModelNotPriced,
     /// The client went away before the call finished.
     ClientClosed,
     NotFound,
@@ -28,7 +30,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::InvalidApiKey,
         Self::ModelNotFound,
         Self::InvalidRequestError,
@@ -41,6 +43,7 @@ impl ErrorCode {
         Self::ContentBlocked,
         Self::RateLimitExceeded,
         Self::InsufficientQuota,
+        Self::ModelNotPriced,
         Self::ClientClosed,
         Self::NotFound,
         Self::PermissionDenied,
@@ -61,6 +64,7 @@ impl ErrorCode {
             Self::ContentBlocked => "content_blocked",
             Self::RateLimitExceeded => "rate_limit_exceeded",
             Self::InsufficientQuota => "insufficient_quota",
+            Self::ModelNotPriced => "model_not_priced",
             Self::ClientClosed => "client_closed",
             Self::NotFound => "not_found",
             Self::PermissionDenied => "permission_denied",

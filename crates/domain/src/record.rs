@@ -10,13 +10,31 @@ use crate::policy::PolicyClass;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// Token counts as the upstream reported them (or as Veil estimated them).
-/// `cached_tokens` is the part of `input_tokens` served from the upstream's cache.
+/// What a call used, as the upstream reported it (or as Veil estimated it), in one
+/// canonical shape whatever the vendor: `input_tokens` is the whole prompt, of which
+/// `cached_tokens` were read from the upstream's prompt cache and `cache_write_tokens`
+/// written to it; `output_tokens` is everything generated, of which `reasoning_tokens`
+/// were hidden reasoning. Media is counted in images and milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
     pub input_tokens: u64,
     pub cached_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     pub output_tokens: u64,
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    #[serde(default)]
+    pub images: u64,
+    #[serde(default)]
+    pub media_ms: u64,
+}
+
+impl TokenUsage {
+    /// Tokens that count against a tokens-per-minute limit.
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

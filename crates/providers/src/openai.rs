@@ -482,6 +482,7 @@ mod tests {
                 operator: "self".to_owned(),
             },
             timeouts,
+            limits: Default::default(),
             enabled: true,
             managed: false,
         }

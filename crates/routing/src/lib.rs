@@ -133,6 +133,7 @@ mod tests {
                 operator: "self".into(),
             },
             timeouts: Timeouts::default(),
+            limits: Default::default(),
             enabled: true,
             managed: true,
         };

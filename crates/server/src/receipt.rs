@@ -53,6 +53,7 @@ mod tests {
                 operator: "openai".into(),
             },
             timeouts: Timeouts::default(),
+            limits: Default::default(),
             enabled: true,
             managed: true,
         };

@@ -65,7 +65,7 @@ impl RecordWriter {
     async fn write(&self, batch: &mut Vec<CallRecord>) {
         let mut backoff = Duration::from_millis(50);
         for attempt in 1..=WRITE_ATTEMPTS {
-            match self.store.insert_call_records(batch).await {
+            match self.store.insert_call_records(batch, &[]).await {
                 Ok(()) => {
                     batch.clear();
                     return;

@@ -188,7 +188,7 @@ fn json_response(bytes: bytes::Bytes) -> Response {
 
 fn estimate_whole(body: &Map<String, Value>, reply: &[u8]) -> TokenUsage {
     let output = serde_json::from_slice::<Value>(reply).map_or(0, |v| usage::estimate_output(&v));
-    TokenUsage { input_tokens: usage::estimate_prompt(body), cached_tokens: 0, output_tokens: output }
+    TokenUsage { input_tokens: usage::estimate_prompt(body), output_tokens: output, ..TokenUsage::default() }
 }
 
 type ChannelCandidate = Arc<Candidate<Arc<dyn Provider>>>;

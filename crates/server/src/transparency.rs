@@ -10,7 +10,7 @@ use axum::response::Html;
 use serde_json::{Value, json};
 use std::fmt::Write;
 use std::sync::Arc;
-use veil_domain::{Channel, ChannelKind, IpLogging, Model, ModelName};
+use veil_domain::{Channel, ChannelKind, IpLogging, Model, ModelName, Pricing};
 
 /// Call-record fields, in DESIGN §3.5 order: what Veil keeps per call.
 const RECORDED_FIELDS: &[&str] = &[
@@ -58,16 +58,37 @@ fn serving<'a>(snapshot: &'a Snapshot, model: &'a ModelName) -> impl Iterator<It
     snapshot.catalogue.channels().map(|c| &c.channel).filter(move |c| c.serves(model))
 }
 
+/// A model's price as the public pages and the management API show it.
+pub fn pricing_json(pricing: &Pricing, currency: &str) -> Value {
+    match pricing {
+        Pricing::Priced(price) => json!({
+            "billing": "priced",
+            "currency": currency,
+            "per": "1M tokens",
+            "input": price.input.to_decimal_string(),
+            "cached_input": price.cached_input.to_decimal_string(),
+            "cache_write": price.cache_write.to_decimal_string(),
+            "output": price.output.to_decimal_string(),
+            "per_image": price.per_image.to_decimal_string(),
+            "per_second": price.per_second.to_decimal_string(),
+        }),
+        Pricing::Free => json!({"billing": "free", "currency": currency}),
+        Pricing::Unpriced => json!({"billing": "unpriced", "currency": currency}),
+    }
+}
+
+fn price_cell(pricing: &Pricing) -> String {
+    match pricing {
+        Pricing::Priced(price) => format!("{} / {} / {}", price.input, price.cached_input, price.output),
+        Pricing::Free => "free".to_owned(),
+        Pricing::Unpriced => "not available (unpriced)".to_owned(),
+    }
+}
+
 fn model_json(snapshot: &Snapshot, model: &Model, currency: &str) -> Value {
     json!({
         "name": model.name,
-        "price": {
-            "currency": currency,
-            "per": "1M tokens",
-            "input": model.price.input.to_decimal_string(),
-            "cached_input": model.price.cached_input.to_decimal_string(),
-            "output": model.price.output.to_decimal_string(),
-        },
+        "price": pricing_json(&model.pricing, currency),
         "data_policies": serving(snapshot, &model.name).map(policy_json).collect::<Vec<_>>(),
     })
 }
@@ -115,7 +136,7 @@ pub async fn models_page(State(state): State<Arc<AppState>>) -> Html<String> {
             let policy = &channel.policy;
             let _ = write!(
                 rows,
-                "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {} / {}</td></tr>",
+                "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(model.name.as_str()),
                 escape(policy.class().as_str()),
                 if channel.kind == ChannelKind::Echo { " (test provider)" } else { "" },
@@ -124,9 +145,7 @@ pub async fn models_page(State(state): State<Arc<AppState>>) -> Html<String> {
                 escape(policy.region.as_deref().unwrap_or("unspecified")),
                 if policy.human_review { "yes" } else { "no" },
                 escape(&policy.operator),
-                model.price.input,
-                model.price.cached_input,
-                model.price.output,
+                escape(&price_cell(&model.pricing)),
             );
         }
     }

@@ -13,9 +13,9 @@ use std::fmt::Display;
 use std::time::Duration;
 use uuid::Uuid;
 use veil_domain::{
-    ApiKey, CallRecord, Channel, ChannelKind, ChannelName, DataPolicy, ErrorCode, FirewallMode, Group, GroupName,
-    KeyId, KeyLimits, LedgerEntry, LedgerKind, Model, ModelName, Money, Multiplier, PolicyClass, Price,
-    PrivacyRequirement, RequestId, Retention, Role, Timeouts, Timestamp, TokenUsage, User, UserId, UserName,
+    ApiKey, CallRecord, Channel, ChannelKind, ChannelLimits, ChannelName, DataPolicy, ErrorCode, FirewallMode, Group,
+    GroupName, KeyId, KeyLimits, LedgerEntry, LedgerKind, Model, ModelName, Money, Multiplier, PolicyClass, Price,
+    Pricing, PrivacyRequirement, RequestId, Retention, Role, Timeouts, Timestamp, TokenUsage, User, UserId, UserName,
 };
 
 /// Route templates a call record's `path` can hold. The column is text, the domain field a
@@ -206,6 +206,8 @@ pub(crate) struct ChannelParams<'a> {
     pub first_byte_timeout_ms: i64,
     pub idle_timeout_ms: i64,
     pub total_timeout_ms: i64,
+    pub rpm: Option<i64>,
+    pub max_concurrent: Option<i64>,
     pub enabled: bool,
     pub managed: bool,
 }
@@ -235,6 +237,8 @@ impl<'a> ChannelParams<'a> {
             first_byte_timeout_ms: millis(channel.timeouts.first_byte),
             idle_timeout_ms: millis(channel.timeouts.idle),
             total_timeout_ms: millis(channel.timeouts.total),
+            rpm: channel.limits.rpm.map(i64::from),
+            max_concurrent: channel.limits.max_concurrent.map(i64::from),
             enabled: channel.enabled,
             managed: channel.managed,
         }
@@ -255,7 +259,11 @@ pub(crate) struct CallRecordParams<'a> {
     pub stream: bool,
     pub input_tokens: i64,
     pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
     pub output_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub images: i64,
+    pub media_ms: i64,
     pub cost: i64,
     pub multiplier: i64,
     pub status: i64,
@@ -274,7 +282,7 @@ pub(crate) struct CallRecordParams<'a> {
 impl<'a> CallRecordParams<'a> {
     /// Bind parameters per row; batches are split so a statement stays under the smallest
     /// backend limit (SQLite: 32766).
-    pub const COLUMNS: usize = 26;
+    pub const COLUMNS: usize = 30;
 
     pub fn new(record: &'a CallRecord) -> Self {
         Self {
@@ -291,7 +299,11 @@ impl<'a> CallRecordParams<'a> {
             stream: record.stream,
             input_tokens: saturating_i64(record.usage.input_tokens),
             cached_tokens: saturating_i64(record.usage.cached_tokens),
+            cache_write_tokens: saturating_i64(record.usage.cache_write_tokens),
             output_tokens: saturating_i64(record.usage.output_tokens),
+            reasoning_tokens: saturating_i64(record.usage.reasoning_tokens),
+            images: saturating_i64(record.usage.images),
+            media_ms: saturating_i64(record.usage.media_ms),
             cost: record.cost.nanos(),
             multiplier: record.multiplier.millionths(),
             status: i64::from(record.status),
@@ -305,6 +317,67 @@ impl<'a> CallRecordParams<'a> {
             policy_class: record.policy_class.map(PolicyClass::as_str),
             estimated: record.estimated,
             channels_tried: json_list(&record.channels_tried),
+        }
+    }
+}
+
+/// A model as column values, in schema order.
+pub(crate) struct ModelParams<'a> {
+    pub name: &'a str,
+    pub billing: &'static str,
+    pub input_price: i64,
+    pub cached_input_price: i64,
+    pub cache_write_price: i64,
+    pub output_price: i64,
+    pub image_price: i64,
+    pub second_price: i64,
+    pub max_output_tokens: Option<i64>,
+    pub managed: bool,
+}
+
+impl<'a> ModelParams<'a> {
+    pub fn new(model: &'a Model) -> Self {
+        let (billing, price) = match model.pricing {
+            Pricing::Priced(price) => ("priced", price),
+            Pricing::Free => ("free", Price::default()),
+            Pricing::Unpriced => ("unpriced", Price::default()),
+        };
+        Self {
+            name: model.name.as_str(),
+            billing,
+            input_price: price.input.nanos(),
+            cached_input_price: price.cached_input.nanos(),
+            cache_write_price: price.cache_write.nanos(),
+            output_price: price.output.nanos(),
+            image_price: price.per_image.nanos(),
+            second_price: price.per_second.nanos(),
+            max_output_tokens: model.max_output_tokens.map(i64::from),
+            managed: model.managed,
+        }
+    }
+}
+
+/// A ledger entry's column values (the revision is bound by the backend).
+pub(crate) struct LedgerParams {
+    pub user_id: Uuid,
+    pub key_id: Option<Uuid>,
+    pub kind: &'static str,
+    pub amount: i64,
+    pub time: i64,
+    pub request_id: Option<String>,
+    pub note: Option<String>,
+}
+
+impl LedgerParams {
+    pub fn new(entry: &LedgerEntry) -> Self {
+        Self {
+            user_id: entry.user_id.as_uuid(),
+            key_id: entry.key_id.map(|id| id.as_uuid()),
+            kind: entry.kind.as_str(),
+            amount: entry.amount.nanos(),
+            time: entry.time.unix_millis(),
+            request_id: entry.request_id.clone(),
+            note: entry.note.clone(),
         }
     }
 }
@@ -423,6 +496,7 @@ pub(crate) fn key(row: &impl Columns) -> Result<ApiKey, StoreError> {
                 None => veil_domain::KeyPrivacy::default(),
             },
             revoked_at: row.opt_int("revoked_at")?.map(Timestamp::from_unix_millis),
+            suspended_at: row.opt_int("suspended_at")?.map(Timestamp::from_unix_millis),
             created_at: Timestamp::from_unix_millis(row.int("created_at")?),
         })
     })
@@ -467,6 +541,10 @@ pub(crate) fn channel(row: &impl Columns) -> Result<Channel, StoreError> {
                 idle: duration_ms(row.int("idle_timeout_ms")?, "idle_timeout_ms")?,
                 total: duration_ms(row.int("total_timeout_ms")?, "total_timeout_ms")?,
             },
+            limits: ChannelLimits {
+                rpm: opt_narrow(row.opt_int("rpm")?, "rpm")?,
+                max_concurrent: opt_narrow(row.opt_int("max_concurrent")?, "max_concurrent")?,
+            },
             enabled: row.flag("enabled")?,
             managed: row.flag("managed")?,
         })
@@ -477,11 +555,20 @@ pub(crate) fn model(row: &impl Columns) -> Result<Model, StoreError> {
     in_table("models", || {
         Ok(Model {
             name: parsed(&row.text("name")?, "name", ModelName::parse)?,
-            price: Price {
-                input: Money::from_nanos(row.int("input_price")?),
-                cached_input: Money::from_nanos(row.int("cached_input_price")?),
-                output: Money::from_nanos(row.int("output_price")?),
+            pricing: match row.text("billing")?.as_str() {
+                "priced" => Pricing::Priced(Price {
+                    input: Money::from_nanos(row.int("input_price")?),
+                    cached_input: Money::from_nanos(row.int("cached_input_price")?),
+                    cache_write: Money::from_nanos(row.int("cache_write_price")?),
+                    output: Money::from_nanos(row.int("output_price")?),
+                    per_image: Money::from_nanos(row.int("image_price")?),
+                    per_second: Money::from_nanos(row.int("second_price")?),
+                }),
+                "free" => Pricing::Free,
+                "unpriced" => Pricing::Unpriced,
+                _ => return Err(corrupt("billing")),
             },
+            max_output_tokens: opt_narrow(row.opt_int("max_output_tokens")?, "max_output_tokens")?,
             managed: row.flag("managed")?,
         })
     })
@@ -512,7 +599,11 @@ pub(crate) fn call_record(row: &impl Columns) -> Result<StoredCallRecord, StoreE
             usage: TokenUsage {
                 input_tokens: narrow(row.int("input_tokens")?, "input_tokens")?,
                 cached_tokens: narrow(row.int("cached_tokens")?, "cached_tokens")?,
+                cache_write_tokens: narrow(row.int("cache_write_tokens")?, "cache_write_tokens")?,
                 output_tokens: narrow(row.int("output_tokens")?, "output_tokens")?,
+                reasoning_tokens: narrow(row.int("reasoning_tokens")?, "reasoning_tokens")?,
+                images: narrow(row.int("images")?, "images")?,
+                media_ms: narrow(row.int("media_ms")?, "media_ms")?,
             },
             cost: Money::from_nanos(row.int("cost")?),
             multiplier: Multiplier::from_millionths(row.int("multiplier")?),
@@ -543,6 +634,7 @@ pub(crate) fn ledger_entry(row: &impl Columns) -> Result<LedgerEntry, StoreError
     in_table("ledger", || {
         Ok(LedgerEntry {
             user_id: UserId::from_uuid(row.uuid("user_id")?),
+            key_id: row.opt_uuid("key_id")?.map(KeyId::from_uuid),
             kind: label(&row.text("kind")?, "kind", LedgerKind::parse)?,
             amount: Money::from_nanos(row.int("amount")?),
             time: Timestamp::from_unix_millis(row.int("time")?),

@@ -61,6 +61,33 @@ pub struct UserSummary {
     pub balance: Money,
 }
 
+/// An account's money, read in one consistent snapshot together with the store revision
+/// it reflects: credits stamped with a later revision are not in it yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountTotals {
+    /// The sum of every money-moving ledger row (holds excluded).
+    pub balance: Money,
+    /// Charges made at or after the day and month starts asked for (positive).
+    pub spent_since_day: Money,
+    pub spent_since_month: Money,
+    pub revision: i64,
+}
+
+/// What one key has been charged: in all, and since the day and month starts asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyTotals {
+    pub spent: Money,
+    pub spent_since_day: Money,
+    pub spent_since_month: Money,
+}
+
+/// A ledger row written outside the call path, with the revision it was stamped with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerCredit {
+    pub revision: i64,
+    pub entry: LedgerEntry,
+}
+
 /// A key-encryption-wrapped secret the installation keeps (e.g. the key-hash key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrappedSecret {
@@ -144,9 +171,32 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
     /// Ordered by name (bytewise), each with the sum of its ledger.
     async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError>;
-    /// Fails with [`StoreError::NotFound`] when the user does not exist.
-    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError>;
+    /// Appends a money movement made outside the call path (a top-up, an adjustment, a
+    /// redemption): bumps the revision and stamps the row with it, so running servers find
+    /// it with [`Store::ledger_credits_since`]. Returns that revision. Fails with
+    /// [`StoreError::NotFound`] when the user does not exist.
+    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<i64, StoreError>;
+    /// The sum of the user's money-moving ledger rows (holds excluded).
     async fn balance(&self, user: UserId) -> Result<Money, StoreError>;
+    /// Rows stamped by [`Store::append_ledger`] with a revision above `after`, in revision
+    /// order, skipping rows whose account was erased. Revisions are assigned under the
+    /// revision row's lock, so they commit in order and a reader never skips one.
+    async fn ledger_credits_since(&self, after: i64) -> Result<Vec<LedgerCredit>, StoreError>;
+    /// The user's balance and charges since `day_start` and `month_start`, with the store
+    /// revision, in one snapshot.
+    async fn account_totals(
+        &self,
+        user: UserId,
+        day_start: Timestamp,
+        month_start: Timestamp,
+    ) -> Result<AccountTotals, StoreError>;
+    /// What the key was charged in all and since `day_start` and `month_start`.
+    async fn key_totals(
+        &self,
+        key: KeyId,
+        day_start: Timestamp,
+        month_start: Timestamp,
+    ) -> Result<KeyTotals, StoreError>;
 
     // API keys
     /// Fails with [`StoreError::Conflict`] when the hash is taken and with
@@ -202,8 +252,11 @@ pub trait Store: Send + Sync + 'static {
     async fn retire_managed_groups(&self, keep: &[GroupName]) -> Result<u64, StoreError>;
 
     // Call records
-    /// Inserts a batch in one transaction.
-    async fn insert_call_records(&self, records: &[CallRecord]) -> Result<(), StoreError>;
+    /// Inserts a batch of call records and the ledger rows that settle them (holds and
+    /// charges) in one transaction, so a call's record and its money land together or not
+    /// at all. Does not bump the revision. A ledger row whose account was erased meanwhile
+    /// is kept without its user (the money still moved).
+    async fn insert_call_records(&self, records: &[CallRecord], ledger: &[LedgerEntry]) -> Result<(), StoreError>;
     /// Newest first (time, then request id, descending); `limit` 0 means 100.
     async fn list_call_records(&self, filter: &CallRecordFilter) -> Result<Vec<StoredCallRecord>, StoreError>;
 

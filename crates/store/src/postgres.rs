@@ -3,10 +3,11 @@
 //! write bumps the revision inside its own transaction.
 
 use crate::audit::{AuditRow, ChainWalk, GENESIS_HASH};
-use crate::codec::{self, CallRecordParams, ChannelParams, Columns, GroupParams, KeyParams};
+use crate::codec::{self, CallRecordParams, ChannelParams, Columns, GroupParams, KeyParams, LedgerParams, ModelParams};
 use crate::{
-    AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, NewAuditEntry, NewCapture,
-    SealedCredential, Store, StoreError, StoredCallRecord, StoredCapture, UserSummary, WrappedSecret,
+    AccountTotals, AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, KeyTotals, LedgerCredit,
+    NewAuditEntry, NewCapture, SealedCredential, Store, StoreError, StoredCallRecord, StoredCapture, UserSummary,
+    WrappedSecret,
 };
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -89,9 +90,11 @@ impl Columns for PgRow {
     }
 }
 
-async fn bump_revision(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1").execute(conn).await?;
-    Ok(())
+/// Bumps the revision under the row's lock (held to commit), so revisions commit in order.
+async fn bump_revision(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    let row =
+        sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision").fetch_one(conn).await?;
+    row.int("revision")
 }
 
 fn texts<T: std::fmt::Display>(items: &[T]) -> Vec<String> {
@@ -236,7 +239,7 @@ impl Store for PostgresStore {
         let rows = sqlx::query(
             "SELECT u.id, u.name, u.email, u.role, u.group_name, u.password_hash, u.disabled, \
                 u.created_at, \
-                COALESCE((SELECT SUM(l.amount) FROM ledger l WHERE l.user_id = u.id), 0)::BIGINT \
+                COALESCE((SELECT SUM(l.amount) FROM ledger l WHERE l.user_id = u.id AND l.kind <> 'hold'), 0)::BIGINT \
                     AS balance \
              FROM users u ORDER BY u.name COLLATE \"C\"",
         )
@@ -247,32 +250,105 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
+    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<i64, StoreError> {
+        let p = LedgerParams::new(entry);
         let mut tx = self.write().await?;
+        let revision = bump_revision(&mut tx).await?;
         sqlx::query(
-            "INSERT INTO ledger (user_id, kind, amount, time, request_id, note) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note, revision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(entry.user_id.as_uuid())
-        .bind(entry.kind.as_str())
-        .bind(entry.amount.nanos())
-        .bind(entry.time.unix_millis())
-        .bind(entry.request_id.as_deref())
-        .bind(entry.note.as_deref())
+        .bind(p.user_id)
+        .bind(p.key_id)
+        .bind(p.kind)
+        .bind(p.amount)
+        .bind(p.time)
+        .bind(p.request_id)
+        .bind(p.note)
+        .bind(revision)
         .execute(&mut *tx)
         .await
         .map_err(|error| codec::translate(error, || "ledger entry".to_owned(), || format!("user {}", entry.user_id)))?;
-        bump_revision(&mut tx).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(revision)
     }
 
     async fn balance(&self, user: UserId) -> Result<Money, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(SUM(amount), 0)::BIGINT AS balance FROM ledger WHERE user_id = $1")
-            .bind(user.as_uuid())
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(amount), 0)::BIGINT AS balance FROM ledger WHERE user_id = $1 AND kind <> 'hold'",
+        )
+        .bind(user.as_uuid())
+        .fetch_one(&self.pool)
+        .await?;
         Ok(Money::from_nanos(row.int("balance")?))
+    }
+
+    async fn ledger_credits_since(&self, after: i64) -> Result<Vec<LedgerCredit>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, key_id, kind, amount, time, request_id, note, revision FROM ledger \
+             WHERE revision > $1 AND user_id IS NOT NULL ORDER BY revision, id",
+        )
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(LedgerCredit { revision: row.int("revision")?, entry: codec::ledger_entry(row)? }))
+            .collect()
+    }
+
+    async fn account_totals(
+        &self,
+        user: UserId,
+        day_start: Timestamp,
+        month_start: Timestamp,
+    ) -> Result<AccountTotals, StoreError> {
+        // One statement: one snapshot of the ledger and the revision together.
+        let row = sqlx::query(
+            "SELECT \
+                COALESCE((SELECT SUM(amount) FROM ledger WHERE user_id = $1 AND kind <> 'hold'), 0)::BIGINT \
+                    AS balance, \
+                COALESCE((SELECT -SUM(amount) FROM ledger \
+                    WHERE user_id = $1 AND kind = 'charge' AND time >= $2), 0)::BIGINT AS spent_day, \
+                COALESCE((SELECT -SUM(amount) FROM ledger \
+                    WHERE user_id = $1 AND kind = 'charge' AND time >= $3), 0)::BIGINT AS spent_month, \
+                (SELECT revision FROM meta WHERE id = 1) AS revision",
+        )
+        .bind(user.as_uuid())
+        .bind(day_start.unix_millis())
+        .bind(month_start.unix_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(AccountTotals {
+            balance: Money::from_nanos(row.int("balance")?),
+            spent_since_day: Money::from_nanos(row.int("spent_day")?),
+            spent_since_month: Money::from_nanos(row.int("spent_month")?),
+            revision: row.int("revision")?,
+        })
+    }
+
+    async fn key_totals(
+        &self,
+        key: KeyId,
+        day_start: Timestamp,
+        month_start: Timestamp,
+    ) -> Result<KeyTotals, StoreError> {
+        let row = sqlx::query(
+            "SELECT \
+                COALESCE(-SUM(amount), 0)::BIGINT AS spent, \
+                COALESCE(-SUM(CASE WHEN time >= $2 THEN amount ELSE 0 END), 0)::BIGINT AS spent_day, \
+                COALESCE(-SUM(CASE WHEN time >= $3 THEN amount ELSE 0 END), 0)::BIGINT AS spent_month \
+             FROM ledger WHERE key_id = $1 AND kind = 'charge'",
+        )
+        .bind(key.as_uuid())
+        .bind(day_start.unix_millis())
+        .bind(month_start.unix_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(KeyTotals {
+            spent: Money::from_nanos(row.int("spent")?),
+            spent_since_day: Money::from_nanos(row.int("spent_day")?),
+            spent_since_month: Money::from_nanos(row.int("spent_month")?),
+        })
     }
 
     async fn create_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
@@ -319,6 +395,7 @@ impl Store for PostgresStore {
             allow_training: key.allow_training,
             privacy: key.privacy,
             revoked_at: None,
+            suspended_at: None,
             created_at,
         })
     }
@@ -326,7 +403,7 @@ impl Store for PostgresStore {
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let row = sqlx::query(
             "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
+                max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
              FROM api_keys WHERE hash = $1",
         )
         .bind(hash)
@@ -340,7 +417,7 @@ impl Store for PostgresStore {
             None => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
                      FROM api_keys ORDER BY created_at, id",
                 )
                 .fetch_all(&self.pool)
@@ -349,7 +426,7 @@ impl Store for PostgresStore {
             Some(user) => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
                      FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",
                 )
                 .bind(user.as_uuid())
@@ -519,9 +596,9 @@ impl Store for PostgresStore {
             "INSERT INTO channels (name, kind, base_url, api_key_env, models, model_mapping, \
                 priority, weight, allowed_groups, retention_days, training, region, human_review, \
                 operator, connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, \
-                total_timeout_ms, enabled, managed) \
+                total_timeout_ms, rpm, max_concurrent, enabled, managed) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                $18, $19, $20) \
+                $18, $19, $20, $21, $22) \
              ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, \
                 base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env, \
                 models = EXCLUDED.models, model_mapping = EXCLUDED.model_mapping, \
@@ -532,22 +609,23 @@ impl Store for PostgresStore {
                 operator = EXCLUDED.operator, connect_timeout_ms = EXCLUDED.connect_timeout_ms, \
                 first_byte_timeout_ms = EXCLUDED.first_byte_timeout_ms, \
                 idle_timeout_ms = EXCLUDED.idle_timeout_ms, \
-                total_timeout_ms = EXCLUDED.total_timeout_ms, enabled = EXCLUDED.enabled, \
+                total_timeout_ms = EXCLUDED.total_timeout_ms, rpm = EXCLUDED.rpm, \
+                max_concurrent = EXCLUDED.max_concurrent, enabled = EXCLUDED.enabled, \
                 managed = EXCLUDED.managed \
              WHERE (channels.kind, channels.base_url, channels.api_key_env, channels.models, \
                     channels.model_mapping, channels.priority, channels.weight, \
                     channels.allowed_groups, channels.retention_days, channels.training, \
                     channels.region, channels.human_review, channels.operator, \
                     channels.connect_timeout_ms, channels.first_byte_timeout_ms, \
-                    channels.idle_timeout_ms, channels.total_timeout_ms, channels.enabled, \
-                    channels.managed) \
+                    channels.idle_timeout_ms, channels.total_timeout_ms, channels.rpm, \
+                    channels.max_concurrent, channels.enabled, channels.managed) \
                 IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.base_url, EXCLUDED.api_key_env, \
                     EXCLUDED.models, EXCLUDED.model_mapping, EXCLUDED.priority, EXCLUDED.weight, \
                     EXCLUDED.allowed_groups, EXCLUDED.retention_days, EXCLUDED.training, \
                     EXCLUDED.region, EXCLUDED.human_review, EXCLUDED.operator, \
                     EXCLUDED.connect_timeout_ms, EXCLUDED.first_byte_timeout_ms, \
-                    EXCLUDED.idle_timeout_ms, EXCLUDED.total_timeout_ms, EXCLUDED.enabled, \
-                    EXCLUDED.managed)",
+                    EXCLUDED.idle_timeout_ms, EXCLUDED.total_timeout_ms, EXCLUDED.rpm, \
+                    EXCLUDED.max_concurrent, EXCLUDED.enabled, EXCLUDED.managed)",
         )
         .bind(p.name)
         .bind(p.kind)
@@ -567,6 +645,8 @@ impl Store for PostgresStore {
         .bind(p.first_byte_timeout_ms)
         .bind(p.idle_timeout_ms)
         .bind(p.total_timeout_ms)
+        .bind(p.rpm)
+        .bind(p.max_concurrent)
         .bind(p.enabled)
         .bind(p.managed)
         .execute(&mut *tx)
@@ -584,7 +664,7 @@ impl Store for PostgresStore {
             "SELECT name, kind, base_url, api_key_env, models, model_mapping, priority, weight, \
                 allowed_groups, retention_days, training, region, human_review, operator, \
                 connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms, \
-                enabled, managed \
+                rpm, max_concurrent, enabled, managed \
              FROM channels ORDER BY name COLLATE \"C\"",
         )
         .fetch_all(&self.pool)
@@ -599,23 +679,34 @@ impl Store for PostgresStore {
     }
 
     async fn upsert_model(&self, model: &Model) -> Result<(), StoreError> {
+        let p = ModelParams::new(model);
         let mut tx = self.write().await?;
         let changed = sqlx::query(
-            "INSERT INTO models (name, input_price, cached_input_price, output_price, managed) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (name) DO UPDATE SET input_price = EXCLUDED.input_price, \
-                cached_input_price = EXCLUDED.cached_input_price, \
-                output_price = EXCLUDED.output_price, managed = EXCLUDED.managed \
-             WHERE (models.input_price, models.cached_input_price, models.output_price, \
-                    models.managed) \
-                IS DISTINCT FROM (EXCLUDED.input_price, EXCLUDED.cached_input_price, \
-                    EXCLUDED.output_price, EXCLUDED.managed)",
+            "INSERT INTO models (name, billing, input_price, cached_input_price, cache_write_price, \
+                output_price, image_price, second_price, max_output_tokens, managed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (name) DO UPDATE SET billing = EXCLUDED.billing, \
+                input_price = EXCLUDED.input_price, cached_input_price = EXCLUDED.cached_input_price, \
+                cache_write_price = EXCLUDED.cache_write_price, output_price = EXCLUDED.output_price, \
+                image_price = EXCLUDED.image_price, second_price = EXCLUDED.second_price, \
+                max_output_tokens = EXCLUDED.max_output_tokens, managed = EXCLUDED.managed \
+             WHERE (models.billing, models.input_price, models.cached_input_price, \
+                    models.cache_write_price, models.output_price, models.image_price, \
+                    models.second_price, models.max_output_tokens, models.managed) \
+                IS DISTINCT FROM (EXCLUDED.billing, EXCLUDED.input_price, EXCLUDED.cached_input_price, \
+                    EXCLUDED.cache_write_price, EXCLUDED.output_price, EXCLUDED.image_price, \
+                    EXCLUDED.second_price, EXCLUDED.max_output_tokens, EXCLUDED.managed)",
         )
-        .bind(model.name.as_str())
-        .bind(model.price.input.nanos())
-        .bind(model.price.cached_input.nanos())
-        .bind(model.price.output.nanos())
-        .bind(model.managed)
+        .bind(p.name)
+        .bind(p.billing)
+        .bind(p.input_price)
+        .bind(p.cached_input_price)
+        .bind(p.cache_write_price)
+        .bind(p.output_price)
+        .bind(p.image_price)
+        .bind(p.second_price)
+        .bind(p.max_output_tokens)
+        .bind(p.managed)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -628,7 +719,8 @@ impl Store for PostgresStore {
 
     async fn list_models(&self) -> Result<Vec<Model>, StoreError> {
         sqlx::query(
-            "SELECT name, input_price, cached_input_price, output_price, managed \
+            "SELECT name, billing, input_price, cached_input_price, cache_write_price, output_price, \
+                image_price, second_price, max_output_tokens, managed \
              FROM models ORDER BY name COLLATE \"C\"",
         )
         .fetch_all(&self.pool)
@@ -660,8 +752,8 @@ impl Store for PostgresStore {
         Ok(deleted)
     }
 
-    async fn insert_call_records(&self, records: &[CallRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
+    async fn insert_call_records(&self, records: &[CallRecord], ledger: &[LedgerEntry]) -> Result<(), StoreError> {
+        if records.is_empty() && ledger.is_empty() {
             return Ok(());
         }
         let mut tx = self.write().await?;
@@ -669,9 +761,9 @@ impl Store for PostgresStore {
             let mut insert = QueryBuilder::<Postgres>::new(
                 "INSERT INTO call_records (request_id, time, user_id, key_id, group_name, model, \
                     upstream_model, channel, path, stream, input_tokens, cached_tokens, \
-                    output_tokens, cost, multiplier, status, error_code, latency_ms, ttft_ms, \
-                    client_ip, user_agent, redactions, rule_id, policy_class, estimated, \
-                    channels_tried) ",
+                    cache_write_tokens, output_tokens, reasoning_tokens, images, media_ms, cost, \
+                    multiplier, status, error_code, latency_ms, ttft_ms, client_ip, user_agent, \
+                    redactions, rule_id, policy_class, estimated, channels_tried) ",
             );
             insert.push_values(chunk, |mut row, record| {
                 let p = CallRecordParams::new(record);
@@ -687,7 +779,11 @@ impl Store for PostgresStore {
                     .push_bind(p.stream)
                     .push_bind(p.input_tokens)
                     .push_bind(p.cached_tokens)
+                    .push_bind(p.cache_write_tokens)
                     .push_bind(p.output_tokens)
+                    .push_bind(p.reasoning_tokens)
+                    .push_bind(p.images)
+                    .push_bind(p.media_ms)
                     .push_bind(p.cost)
                     .push_bind(p.multiplier)
                     .push_bind(p.status)
@@ -704,6 +800,23 @@ impl Store for PostgresStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
+        for entry in ledger {
+            let p = LedgerParams::new(entry);
+            // The account may have been erased while the call ran: keep the movement, unowned.
+            sqlx::query(
+                "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note) \
+                 VALUES ((SELECT id FROM users WHERE id = $1), $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(p.user_id)
+            .bind(p.key_id)
+            .bind(p.kind)
+            .bind(p.amount)
+            .bind(p.time)
+            .bind(p.request_id)
+            .bind(p.note)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -716,7 +829,8 @@ impl Store for PostgresStore {
                 sqlx::query(
                     "SELECT c.request_id, c.time, c.user_id, c.key_id, c.group_name, c.model, \
                         c.upstream_model, c.channel, c.path, c.stream, c.input_tokens, \
-                        c.cached_tokens, c.output_tokens, c.cost, c.multiplier, c.status, \
+                        c.cached_tokens, c.cache_write_tokens, c.output_tokens, c.reasoning_tokens, \
+                        c.images, c.media_ms, c.cost, c.multiplier, c.status, \
                         c.error_code, c.latency_ms, c.ttft_ms, c.client_ip, c.user_agent, \
                         c.redactions, c.rule_id, c.policy_class, c.estimated, c.channels_tried, \
                         u.name AS user_name \
@@ -732,7 +846,8 @@ impl Store for PostgresStore {
                 sqlx::query(
                     "SELECT c.request_id, c.time, c.user_id, c.key_id, c.group_name, c.model, \
                         c.upstream_model, c.channel, c.path, c.stream, c.input_tokens, \
-                        c.cached_tokens, c.output_tokens, c.cost, c.multiplier, c.status, \
+                        c.cached_tokens, c.cache_write_tokens, c.output_tokens, c.reasoning_tokens, \
+                        c.images, c.media_ms, c.cost, c.multiplier, c.status, \
                         c.error_code, c.latency_ms, c.ttft_ms, c.client_ip, c.user_agent, \
                         c.redactions, c.rule_id, c.policy_class, c.estimated, c.channels_tried, \
                         u.name AS user_name \
@@ -915,7 +1030,7 @@ impl Store for PostgresStore {
 
     async fn list_ledger(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
         sqlx::query(
-            "SELECT user_id, kind, amount, time, request_id, note FROM ledger \
+            "SELECT user_id, key_id, kind, amount, time, request_id, note FROM ledger \
              WHERE user_id = $1 ORDER BY time, id",
         )
         .bind(user.as_uuid())
@@ -990,7 +1105,10 @@ impl Store for PostgresStore {
         .await?;
         let keys_deleted =
             sqlx::query("DELETE FROM api_keys WHERE user_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
-        sqlx::query("UPDATE ledger SET user_id = NULL WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE ledger SET user_id = NULL, key_id = NULL WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;

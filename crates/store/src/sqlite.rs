@@ -3,10 +3,11 @@
 //! failing on a lock upgrade; ids are stored as hyphenated UUID text.
 
 use crate::audit::{AuditRow, ChainWalk, GENESIS_HASH};
-use crate::codec::{self, CallRecordParams, ChannelParams, Columns, GroupParams, KeyParams};
+use crate::codec::{self, CallRecordParams, ChannelParams, Columns, GroupParams, KeyParams, LedgerParams, ModelParams};
 use crate::{
-    AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, NewAuditEntry, NewCapture,
-    SealedCredential, Store, StoreError, StoredCallRecord, StoredCapture, UserSummary, WrappedSecret,
+    AccountTotals, AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, KeyTotals, LedgerCredit,
+    NewAuditEntry, NewCapture, SealedCredential, Store, StoreError, StoredCallRecord, StoredCapture, UserSummary,
+    WrappedSecret,
 };
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -102,9 +103,10 @@ fn id_text(id: Uuid) -> String {
     id.hyphenated().to_string()
 }
 
-async fn bump_revision(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1").execute(conn).await?;
-    Ok(())
+async fn bump_revision(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
+    let row =
+        sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision").fetch_one(conn).await?;
+    row.int("revision")
 }
 
 #[async_trait]
@@ -249,7 +251,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT u.id, u.name, u.email, u.role, u.group_name, u.password_hash, u.disabled, \
                 u.created_at, \
-                COALESCE((SELECT SUM(l.amount) FROM ledger l WHERE l.user_id = u.id), 0) \
+                COALESCE((SELECT SUM(l.amount) FROM ledger l WHERE l.user_id = u.id AND l.kind <> 'hold'), 0) \
                     AS balance \
              FROM users u ORDER BY u.name",
         )
@@ -260,32 +262,103 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
+    async fn append_ledger(&self, entry: &LedgerEntry) -> Result<i64, StoreError> {
+        let p = LedgerParams::new(entry);
         let mut tx = self.write().await?;
+        let revision = bump_revision(&mut tx).await?;
         sqlx::query(
-            "INSERT INTO ledger (user_id, kind, amount, time, request_id, note) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note, revision) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(id_text(entry.user_id.as_uuid()))
-        .bind(entry.kind.as_str())
-        .bind(entry.amount.nanos())
-        .bind(entry.time.unix_millis())
-        .bind(entry.request_id.as_deref())
-        .bind(entry.note.as_deref())
+        .bind(id_text(p.user_id))
+        .bind(p.key_id.map(id_text))
+        .bind(p.kind)
+        .bind(p.amount)
+        .bind(p.time)
+        .bind(p.request_id)
+        .bind(p.note)
+        .bind(revision)
         .execute(&mut *tx)
         .await
         .map_err(|error| codec::translate(error, || "ledger entry".to_owned(), || format!("user {}", entry.user_id)))?;
-        bump_revision(&mut tx).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(revision)
     }
 
     async fn balance(&self, user: UserId) -> Result<Money, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(SUM(amount), 0) AS balance FROM ledger WHERE user_id = ?")
-            .bind(id_text(user.as_uuid()))
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT COALESCE(SUM(amount), 0) AS balance FROM ledger WHERE user_id = ? AND kind <> 'hold'")
+                .bind(id_text(user.as_uuid()))
+                .fetch_one(&self.pool)
+                .await?;
         Ok(Money::from_nanos(row.int("balance")?))
+    }
+
+    async fn ledger_credits_since(&self, after: i64) -> Result<Vec<LedgerCredit>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, key_id, kind, amount, time, request_id, note, revision FROM ledger \
+             WHERE revision > ? AND user_id IS NOT NULL ORDER BY revision, id",
+        )
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(LedgerCredit { revision: row.int("revision")?, entry: codec::ledger_entry(row)? }))
+            .collect()
+    }
+
+    async fn account_totals(
+        &self,
+        user: UserId,
+        day_start: Timestamp,
+        month_start: Timestamp,
+    ) -> Result<AccountTotals, StoreError> {
+        // One statement: one snapshot of the ledger and the revision together.
+        let row = sqlx::query(
+            "SELECT \
+                COALESCE((SELECT SUM(amount) FROM ledger WHERE user_id = ?1 AND kind <> 'hold'), 0) AS balance, \
+                COALESCE((SELECT -SUM(amount) FROM ledger \
+                    WHERE user_id = ?1 AND kind = 'charge' AND time >= ?2), 0) AS spent_day, \
+                COALESCE((SELECT -SUM(amount) FROM ledger \
+                    WHERE user_id = ?1 AND kind = 'charge' AND time >= ?3), 0) AS spent_month, \
+                (SELECT revision FROM meta WHERE id = 1) AS revision",
+        )
+        .bind(id_text(user.as_uuid()))
+        .bind(day_start.unix_millis())
+        .bind(month_start.unix_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(AccountTotals {
+            balance: Money::from_nanos(row.int("balance")?),
+            spent_since_day: Money::from_nanos(row.int("spent_day")?),
+            spent_since_month: Money::from_nanos(row.int("spent_month")?),
+            revision: row.int("revision")?,
+        })
+    }
+
+    async fn key_totals(
+        &self,
+        key: KeyId,
+        day_start: Timestamp,
+        month_start: Timestamp,
+    ) -> Result<KeyTotals, StoreError> {
+        let row = sqlx::query(
+            "SELECT \
+                COALESCE(-SUM(amount), 0) AS spent, \
+                COALESCE(-SUM(CASE WHEN time >= ?2 THEN amount ELSE 0 END), 0) AS spent_day, \
+                COALESCE(-SUM(CASE WHEN time >= ?3 THEN amount ELSE 0 END), 0) AS spent_month \
+             FROM ledger WHERE key_id = ?1 AND kind = 'charge'",
+        )
+        .bind(id_text(key.as_uuid()))
+        .bind(day_start.unix_millis())
+        .bind(month_start.unix_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(KeyTotals {
+            spent: Money::from_nanos(row.int("spent")?),
+            spent_since_day: Money::from_nanos(row.int("spent_day")?),
+            spent_since_month: Money::from_nanos(row.int("spent_month")?),
+        })
     }
 
     async fn create_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
@@ -332,6 +405,7 @@ impl Store for SqliteStore {
             allow_training: key.allow_training,
             privacy: key.privacy,
             revoked_at: None,
+            suspended_at: None,
             created_at,
         })
     }
@@ -339,7 +413,7 @@ impl Store for SqliteStore {
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let row = sqlx::query(
             "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
+                max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
              FROM api_keys WHERE hash = ?",
         )
         .bind(hash)
@@ -353,7 +427,7 @@ impl Store for SqliteStore {
             None => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
                      FROM api_keys ORDER BY created_at, id",
                 )
                 .fetch_all(&self.pool)
@@ -362,7 +436,7 @@ impl Store for SqliteStore {
             Some(user) => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
                      FROM api_keys WHERE user_id = ? ORDER BY created_at, id",
                 )
                 .bind(id_text(user.as_uuid()))
@@ -529,8 +603,8 @@ impl Store for SqliteStore {
             "INSERT INTO channels (name, kind, base_url, api_key_env, models, model_mapping, \
                 priority, weight, allowed_groups, retention_days, training, region, human_review, \
                 operator, connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, \
-                total_timeout_ms, enabled, managed) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                total_timeout_ms, rpm, max_concurrent, enabled, managed) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, \
                 base_url = excluded.base_url, api_key_env = excluded.api_key_env, \
                 models = excluded.models, model_mapping = excluded.model_mapping, \
@@ -541,22 +615,23 @@ impl Store for SqliteStore {
                 operator = excluded.operator, connect_timeout_ms = excluded.connect_timeout_ms, \
                 first_byte_timeout_ms = excluded.first_byte_timeout_ms, \
                 idle_timeout_ms = excluded.idle_timeout_ms, \
-                total_timeout_ms = excluded.total_timeout_ms, enabled = excluded.enabled, \
+                total_timeout_ms = excluded.total_timeout_ms, rpm = excluded.rpm, \
+                max_concurrent = excluded.max_concurrent, enabled = excluded.enabled, \
                 managed = excluded.managed \
              WHERE (channels.kind, channels.base_url, channels.api_key_env, channels.models, \
                     channels.model_mapping, channels.priority, channels.weight, \
                     channels.allowed_groups, channels.retention_days, channels.training, \
                     channels.region, channels.human_review, channels.operator, \
                     channels.connect_timeout_ms, channels.first_byte_timeout_ms, \
-                    channels.idle_timeout_ms, channels.total_timeout_ms, channels.enabled, \
-                    channels.managed) \
+                    channels.idle_timeout_ms, channels.total_timeout_ms, channels.rpm, \
+                    channels.max_concurrent, channels.enabled, channels.managed) \
                 IS NOT (excluded.kind, excluded.base_url, excluded.api_key_env, \
                     excluded.models, excluded.model_mapping, excluded.priority, excluded.weight, \
                     excluded.allowed_groups, excluded.retention_days, excluded.training, \
                     excluded.region, excluded.human_review, excluded.operator, \
                     excluded.connect_timeout_ms, excluded.first_byte_timeout_ms, \
-                    excluded.idle_timeout_ms, excluded.total_timeout_ms, excluded.enabled, \
-                    excluded.managed)",
+                    excluded.idle_timeout_ms, excluded.total_timeout_ms, excluded.rpm, \
+                    excluded.max_concurrent, excluded.enabled, excluded.managed)",
         )
         .bind(p.name)
         .bind(p.kind)
@@ -576,6 +651,8 @@ impl Store for SqliteStore {
         .bind(p.first_byte_timeout_ms)
         .bind(p.idle_timeout_ms)
         .bind(p.total_timeout_ms)
+        .bind(p.rpm)
+        .bind(p.max_concurrent)
         .bind(p.enabled)
         .bind(p.managed)
         .execute(&mut *tx)
@@ -593,7 +670,7 @@ impl Store for SqliteStore {
             "SELECT name, kind, base_url, api_key_env, models, model_mapping, priority, weight, \
                 allowed_groups, retention_days, training, region, human_review, operator, \
                 connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms, \
-                enabled, managed \
+                rpm, max_concurrent, enabled, managed \
              FROM channels ORDER BY name",
         )
         .fetch_all(&self.pool)
@@ -612,23 +689,34 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_model(&self, model: &Model) -> Result<(), StoreError> {
+        let p = ModelParams::new(model);
         let mut tx = self.write().await?;
         let changed = sqlx::query(
-            "INSERT INTO models (name, input_price, cached_input_price, output_price, managed) \
-             VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET input_price = excluded.input_price, \
-                cached_input_price = excluded.cached_input_price, \
-                output_price = excluded.output_price, managed = excluded.managed \
-             WHERE (models.input_price, models.cached_input_price, models.output_price, \
-                    models.managed) \
-                IS NOT (excluded.input_price, excluded.cached_input_price, \
-                    excluded.output_price, excluded.managed)",
+            "INSERT INTO models (name, billing, input_price, cached_input_price, cache_write_price, \
+                output_price, image_price, second_price, max_output_tokens, managed) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET billing = excluded.billing, \
+                input_price = excluded.input_price, cached_input_price = excluded.cached_input_price, \
+                cache_write_price = excluded.cache_write_price, output_price = excluded.output_price, \
+                image_price = excluded.image_price, second_price = excluded.second_price, \
+                max_output_tokens = excluded.max_output_tokens, managed = excluded.managed \
+             WHERE (models.billing, models.input_price, models.cached_input_price, \
+                    models.cache_write_price, models.output_price, models.image_price, \
+                    models.second_price, models.max_output_tokens, models.managed) \
+                IS NOT (excluded.billing, excluded.input_price, excluded.cached_input_price, \
+                    excluded.cache_write_price, excluded.output_price, excluded.image_price, \
+                    excluded.second_price, excluded.max_output_tokens, excluded.managed)",
         )
-        .bind(model.name.as_str())
-        .bind(model.price.input.nanos())
-        .bind(model.price.cached_input.nanos())
-        .bind(model.price.output.nanos())
-        .bind(model.managed)
+        .bind(p.name)
+        .bind(p.billing)
+        .bind(p.input_price)
+        .bind(p.cached_input_price)
+        .bind(p.cache_write_price)
+        .bind(p.output_price)
+        .bind(p.image_price)
+        .bind(p.second_price)
+        .bind(p.max_output_tokens)
+        .bind(p.managed)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -641,7 +729,8 @@ impl Store for SqliteStore {
 
     async fn list_models(&self) -> Result<Vec<Model>, StoreError> {
         sqlx::query(
-            "SELECT name, input_price, cached_input_price, output_price, managed \
+            "SELECT name, billing, input_price, cached_input_price, cache_write_price, output_price, \
+                image_price, second_price, max_output_tokens, managed \
              FROM models ORDER BY name",
         )
         .fetch_all(&self.pool)
@@ -678,8 +767,8 @@ impl Store for SqliteStore {
         Ok(deleted)
     }
 
-    async fn insert_call_records(&self, records: &[CallRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
+    async fn insert_call_records(&self, records: &[CallRecord], ledger: &[LedgerEntry]) -> Result<(), StoreError> {
+        if records.is_empty() && ledger.is_empty() {
             return Ok(());
         }
         let mut tx = self.write().await?;
@@ -687,9 +776,9 @@ impl Store for SqliteStore {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO call_records (request_id, time, user_id, key_id, group_name, model, \
                     upstream_model, channel, path, stream, input_tokens, cached_tokens, \
-                    output_tokens, cost, multiplier, status, error_code, latency_ms, ttft_ms, \
-                    client_ip, user_agent, redactions, rule_id, policy_class, estimated, \
-                    channels_tried) ",
+                    cache_write_tokens, output_tokens, reasoning_tokens, images, media_ms, cost, \
+                    multiplier, status, error_code, latency_ms, ttft_ms, client_ip, user_agent, \
+                    redactions, rule_id, policy_class, estimated, channels_tried) ",
             );
             insert.push_values(chunk, |mut row, record| {
                 let p = CallRecordParams::new(record);
@@ -705,7 +794,11 @@ impl Store for SqliteStore {
                     .push_bind(p.stream)
                     .push_bind(p.input_tokens)
                     .push_bind(p.cached_tokens)
+                    .push_bind(p.cache_write_tokens)
                     .push_bind(p.output_tokens)
+                    .push_bind(p.reasoning_tokens)
+                    .push_bind(p.images)
+                    .push_bind(p.media_ms)
                     .push_bind(p.cost)
                     .push_bind(p.multiplier)
                     .push_bind(p.status)
@@ -722,6 +815,23 @@ impl Store for SqliteStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
+        for entry in ledger {
+            let p = LedgerParams::new(entry);
+            // The account may have been erased while the call ran: keep the movement, unowned.
+            sqlx::query(
+                "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note) \
+                 VALUES ((SELECT id FROM users WHERE id = ?), ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id_text(p.user_id))
+            .bind(p.key_id.map(id_text))
+            .bind(p.kind)
+            .bind(p.amount)
+            .bind(p.time)
+            .bind(p.request_id)
+            .bind(p.note)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -733,7 +843,8 @@ impl Store for SqliteStore {
                 sqlx::query(
                     "SELECT c.request_id, c.time, c.user_id, c.key_id, c.group_name, c.model, \
                         c.upstream_model, c.channel, c.path, c.stream, c.input_tokens, \
-                        c.cached_tokens, c.output_tokens, c.cost, c.multiplier, c.status, \
+                        c.cached_tokens, c.cache_write_tokens, c.output_tokens, c.reasoning_tokens, \
+                        c.images, c.media_ms, c.cost, c.multiplier, c.status, \
                         c.error_code, c.latency_ms, c.ttft_ms, c.client_ip, c.user_agent, \
                         c.redactions, c.rule_id, c.policy_class, c.estimated, c.channels_tried, \
                         u.name AS user_name \
@@ -748,7 +859,8 @@ impl Store for SqliteStore {
                 sqlx::query(
                     "SELECT c.request_id, c.time, c.user_id, c.key_id, c.group_name, c.model, \
                         c.upstream_model, c.channel, c.path, c.stream, c.input_tokens, \
-                        c.cached_tokens, c.output_tokens, c.cost, c.multiplier, c.status, \
+                        c.cached_tokens, c.cache_write_tokens, c.output_tokens, c.reasoning_tokens, \
+                        c.images, c.media_ms, c.cost, c.multiplier, c.status, \
                         c.error_code, c.latency_ms, c.ttft_ms, c.client_ip, c.user_agent, \
                         c.redactions, c.rule_id, c.policy_class, c.estimated, c.channels_tried, \
                         u.name AS user_name \
@@ -919,7 +1031,7 @@ impl Store for SqliteStore {
 
     async fn list_ledger(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError> {
         sqlx::query(
-            "SELECT user_id, kind, amount, time, request_id, note FROM ledger \
+            "SELECT user_id, key_id, kind, amount, time, request_id, note FROM ledger \
              WHERE user_id = ? ORDER BY time, id",
         )
         .bind(id_text(user.as_uuid()))
@@ -977,7 +1089,10 @@ impl Store for SqliteStore {
         sqlx::query("DELETE FROM daily_usage WHERE user_id = ?").bind(&id).execute(&mut *tx).await?;
         let keys_deleted =
             sqlx::query("DELETE FROM api_keys WHERE user_id = ?").bind(&id).execute(&mut *tx).await?.rows_affected();
-        sqlx::query("UPDATE ledger SET user_id = NULL WHERE user_id = ?").bind(&id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE ledger SET user_id = NULL, key_id = NULL WHERE user_id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM users WHERE id = ?").bind(&id).execute(&mut *tx).await?;
         bump_revision(&mut tx).await?;
         tx.commit().await?;

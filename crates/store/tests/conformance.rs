@@ -17,12 +17,12 @@ use std::time::Duration;
 use veil_domain::ModelName;
 use veil_domain::{
     CallRecord, Channel, ChannelKind, DataPolicy, ErrorCode, FirewallMode, Group, GroupName, KeyId, KeyLimits,
-    LedgerEntry, LedgerKind, Model, Money, Multiplier, NewApiKey, NewUser, PolicyClass, Price, PrivacyRequirement,
-    RequestId, Retention, Role, Timeouts, Timestamp, TokenUsage, UserId,
+    LedgerEntry, LedgerKind, Model, Money, Multiplier, NewApiKey, NewUser, PolicyClass, Price, Pricing,
+    PrivacyRequirement, RequestId, Retention, Role, Timeouts, Timestamp, TokenUsage, UserId,
 };
 use veil_store::{
-    AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, GENESIS_HASH, NewAuditEntry, NewCapture, Store,
-    StoreError, StoredCallRecord, StoredCapture, WrappedSecret,
+    AccountTotals, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, GENESIS_HASH, KeyTotals,
+    NewAuditEntry, NewCapture, Store, StoreError, StoredCallRecord, StoredCapture, WrappedSecret,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -101,6 +101,9 @@ conformance!(
     captures_list_newest_unexpired_and_purge,
     captures_go_with_their_key_and_user,
     channel_credentials_are_kept_sealed_and_go_with_their_channel,
+    ledger_credits_are_found_by_revision,
+    settlements_land_with_their_records,
+    account_and_key_totals,
 );
 
 /// Raw SQL behind the store's back (tampering, inspection), on whichever backend `db` is.
@@ -190,6 +193,7 @@ fn bare_key(user: UserId, hash: &str) -> NewApiKey {
 fn ledger(user: UserId, kind: LedgerKind, amount: &str) -> LedgerEntry {
     LedgerEntry {
         user_id: user,
+        key_id: None,
         kind,
         amount: Money::parse_decimal(amount).unwrap(),
         time: at(1_700_000_000_000),
@@ -248,6 +252,7 @@ fn full_channel(name: &str, managed: bool) -> Channel {
             idle: Duration::from_millis(90_250),
             total: Duration::from_secs(900),
         },
+        limits: veil_domain::ChannelLimits { rpm: Some(120), max_concurrent: Some(8) },
         enabled: false,
         managed,
     }
@@ -272,6 +277,7 @@ fn bare_channel(name: &str, managed: bool) -> Channel {
             operator: "self".to_owned(),
         },
         timeouts: Timeouts::default(),
+        limits: Default::default(),
         enabled: true,
         managed,
     }
@@ -280,11 +286,15 @@ fn bare_channel(name: &str, managed: bool) -> Channel {
 fn model(name: &str, managed: bool) -> Model {
     Model {
         name: n(name),
-        price: Price {
+        pricing: Pricing::Priced(Price {
             input: Money::parse_decimal("0.15").unwrap(),
             cached_input: Money::parse_decimal("0.075").unwrap(),
+            cache_write: Money::parse_decimal("0.1875").unwrap(),
             output: Money::parse_decimal("0.6").unwrap(),
-        },
+            per_image: Money::parse_decimal("0.04").unwrap(),
+            per_second: Money::parse_decimal("0.006").unwrap(),
+        }),
+        max_output_tokens: Some(16_384),
         managed,
     }
 }
@@ -301,7 +311,15 @@ fn full_record(request_id: &str, time: i64, user: Option<UserId>) -> CallRecord 
         channel: Some(n("azure-eu")),
         path: "/v1/chat/completions",
         stream: true,
-        usage: TokenUsage { input_tokens: 1_234, cached_tokens: 1_000, output_tokens: 56 },
+        usage: TokenUsage {
+            input_tokens: 1_234,
+            cached_tokens: 1_000,
+            cache_write_tokens: 200,
+            output_tokens: 56,
+            reasoning_tokens: 20,
+            images: 2,
+            media_ms: 4_500,
+        },
         cost: Money::from_nanos(987_654),
         multiplier: Multiplier::from_millionths(1_250_000),
         status: 502,
@@ -355,7 +373,12 @@ const D0: i64 = 19_675 * DAY;
 fn metered(request_id: &str, time: i64, user: Option<UserId>, model: Option<&str>, scale: u64) -> CallRecord {
     let mut record = full_record(request_id, time, user);
     record.model = model.map(n);
-    record.usage = TokenUsage { input_tokens: 1_000 * scale, cached_tokens: 100 * scale, output_tokens: 10 * scale };
+    record.usage = TokenUsage {
+        input_tokens: 1_000 * scale,
+        cached_tokens: 100 * scale,
+        output_tokens: 10 * scale,
+        ..TokenUsage::default()
+    };
     record.cost = Money::from_nanos(1_000_003 * scale as i64);
     record
 }
@@ -521,7 +544,7 @@ async fn revision_bumps_on_admin_writes_only(db: &TestDb) {
     store.upsert_model(&model("gpt-4o", true)).await.unwrap();
     check(0, "unchanged model").await;
     let mut changed = model("gpt-4o", true);
-    changed.price.output = Money::from_nanos(1);
+    changed.pricing = Pricing::Free;
     store.upsert_model(&changed).await.unwrap();
     check(1, "changed model").await;
 
@@ -536,7 +559,10 @@ async fn revision_bumps_on_admin_writes_only(db: &TestDb) {
     assert_eq!(store.retire_managed_groups(&[n("vip")]).await.unwrap(), 1);
     check(1, "retire a group").await;
 
-    store.insert_call_records(&[full_record("req-1", 1, Some(user.id)), bare_record("req-2", 2, None)]).await.unwrap();
+    store
+        .insert_call_records(&[full_record("req-1", 1, Some(user.id)), bare_record("req-2", 2, None)], &[])
+        .await
+        .unwrap();
     check(0, "call records").await;
     store.insert_wrapped_secret_if_absent(&secret("mk1", 1)).await.unwrap();
     check(0, "wrapped secret").await;
@@ -595,7 +621,8 @@ async fn users_and_balances(db: &TestDb) {
     ] {
         store.append_ledger(&ledger(bob.id, kind, amount)).await.unwrap();
     }
-    assert_eq!(store.balance(bob.id).await.unwrap(), Money::parse_decimal("7.499999999").unwrap());
+    // A hold reserves and moves no money: the balance is every other row.
+    assert_eq!(store.balance(bob.id).await.unwrap(), Money::parse_decimal("9.999999999").unwrap());
     assert_eq!(store.balance(alice.id).await.unwrap(), Money::ZERO);
     assert_eq!(store.balance(UserId::generate()).await.unwrap(), Money::ZERO);
     match store.append_ledger(&ledger(UserId::generate(), LedgerKind::Topup, "1")).await {
@@ -612,7 +639,7 @@ async fn users_and_balances(db: &TestDb) {
         summary,
         vec![
             ("alice@example.com".to_owned(), Money::parse_decimal("-1").unwrap()),
-            ("bob".to_owned(), Money::parse_decimal("7.499999999").unwrap()),
+            ("bob".to_owned(), Money::parse_decimal("9.999999999").unwrap()),
         ]
     );
     assert_eq!(listed[1].user, bob);
@@ -727,15 +754,24 @@ async fn channels_round_trip_and_retire(db: &TestDb) {
 async fn models_round_trip_and_retire(db: &TestDb) {
     let store = &db.store;
     let mut free = model("meta-llama/Llama-3.1-8B:free", false);
-    free.price = Price::default();
+    free.pricing = Pricing::Free;
+    free.max_output_tokens = None;
+    let mut unpriced = model("new-model", true);
+    unpriced.pricing = Pricing::Unpriced;
+    store.upsert_model(&unpriced).await.unwrap();
     store.upsert_model(&model("gpt-4o-mini", true)).await.unwrap();
     store.upsert_model(&model("gpt-4o", true)).await.unwrap();
     store.upsert_model(&free).await.unwrap();
     let mut repriced = model("gpt-4o", true);
-    repriced.price.input = Money::from_nanos(2_500_000_000);
+    if let Pricing::Priced(price) = &mut repriced.pricing {
+        price.input = Money::from_nanos(2_500_000_000);
+    }
     store.upsert_model(&repriced).await.unwrap();
-    assert_eq!(store.list_models().await.unwrap(), vec![repriced.clone(), model("gpt-4o-mini", true), free.clone()]);
-    assert_eq!(store.retire_managed_models(&[n("gpt-4o")]).await.unwrap(), 1);
+    assert_eq!(
+        store.list_models().await.unwrap(),
+        vec![repriced.clone(), model("gpt-4o-mini", true), free.clone(), unpriced]
+    );
+    assert_eq!(store.retire_managed_models(&[n("gpt-4o")]).await.unwrap(), 2);
     assert_eq!(store.list_models().await.unwrap(), vec![repriced, free]);
 }
 
@@ -747,8 +783,8 @@ async fn call_records_round_trip(db: &TestDb) {
     let orphan = full_record("req_orphan", 500, Some(UserId::generate()));
     let mut odd_path = bare_record("req_odd", 100, None);
     odd_path.path = "/v1/not-a-route";
-    store.insert_call_records(&[]).await.unwrap();
-    store.insert_call_records(&[full.clone(), bare.clone(), orphan.clone(), odd_path]).await.unwrap();
+    store.insert_call_records(&[], &[]).await.unwrap();
+    store.insert_call_records(&[full.clone(), bare.clone(), orphan.clone(), odd_path], &[]).await.unwrap();
 
     let read = store.list_call_records(&CallRecordFilter::default()).await.unwrap();
     assert_eq!(read.len(), 4);
@@ -770,7 +806,7 @@ async fn call_records_round_trip(db: &TestDb) {
             record
         })
         .collect();
-    store.insert_call_records(&routes).await.unwrap();
+    store.insert_call_records(&routes, &[]).await.unwrap();
     let read = store.list_call_records(&CallRecordFilter { user_id: None, limit: routes.len() as u32 }).await.unwrap();
     let mut paths: Vec<_> = read.iter().map(|r| r.record.path).collect();
     paths.reverse();
@@ -788,10 +824,10 @@ async fn call_records_order_limit_and_filter(db: &TestDb) {
             bare_record(&format!("req_{i:05}"), 1_000 + i64::from(i / 2), user)
         })
         .collect();
-    store.insert_call_records(&batch).await.unwrap();
+    store.insert_call_records(&batch, &[]).await.unwrap();
     // Equal times are ordered by request id, descending.
     let tie = [bare_record("req_tie_a", 5_000, None), bare_record("req_tie_b", 5_000, None)];
-    store.insert_call_records(&tie).await.unwrap();
+    store.insert_call_records(&tie, &[]).await.unwrap();
 
     let newest = store.list_call_records(&CallRecordFilter::default()).await.unwrap();
     assert_eq!(newest.len(), 100, "limit 0 means 100");
@@ -877,6 +913,7 @@ async fn ledger_lists_oldest_first(db: &TestDb) {
     let bob = store.create_user(new_user("bob", "default")).await.unwrap();
     let entry = |user, kind, amount: &str, time: i64, note: Option<&str>| LedgerEntry {
         user_id: user,
+        key_id: None,
         kind,
         amount: Money::parse_decimal(amount).unwrap(),
         time: at(time),
@@ -1049,8 +1086,8 @@ async fn purge_folds_old_records_into_daily_usage(db: &TestDb) {
         metered("e1", -1, None, None, 9),
     ];
     let recent = [metered("a6", D0 + DAY, a, Some("gpt-4o"), 10), metered("b2", D0 + 2 * DAY, b, None, 11)];
-    store.insert_call_records(&old).await.unwrap();
-    store.insert_call_records(&recent).await.unwrap();
+    store.insert_call_records(&old, &[]).await.unwrap();
+    store.insert_call_records(&recent, &[]).await.unwrap();
     let revision = store.revision().await.unwrap();
 
     // A batch of 2 takes five transactions; the cutoff is exclusive.
@@ -1073,7 +1110,7 @@ async fn purge_folds_old_records_into_daily_usage(db: &TestDb) {
     assert_eq!(store.revision().await.unwrap(), revision, "a purge does not bump the revision");
 
     // A later purge adds into the existing row.
-    store.insert_call_records(&[metered("a7", D0 + 10, a, Some("gpt-4o"), 12)]).await.unwrap();
+    store.insert_call_records(&[metered("a7", D0 + 10, a, Some("gpt-4o"), 12)], &[]).await.unwrap();
     assert_eq!(store.purge_call_records(at(D0 + DAY), 0).await.unwrap(), 1);
     assert_eq!(
         store.daily_usage(a).await.unwrap(),
@@ -1107,7 +1144,7 @@ async fn concurrent_purges_count_each_record_once(db: &TestDb) {
             metered(&format!("req_{i:05}"), time, users[(i % 3) as usize], model, i % 7 + 1)
         })
         .collect();
-    store.insert_call_records(&records).await.unwrap();
+    store.insert_call_records(&records, &[]).await.unwrap();
     let before = by_model_day(&[], &all_records(store).await);
 
     let a = veil_store::connect(&db.url, 2).await.unwrap();
@@ -1143,13 +1180,16 @@ async fn erase_user_anonymises_and_keeps_totals(db: &TestDb) {
 
     // Old records (purged into per-user aggregates) and recent ones, for everyone.
     store
-        .insert_call_records(&[
-            metered("a1", D0, a, Some("gpt-4o"), 1),
-            metered("a2", D0 + 1, a, None, 2),
-            metered("b1", D0 + 2, b, Some("gpt-4o"), 3),
-            metered("n1", D0 + 3, None, Some("gpt-4o"), 4),
-            metered("c1", D0 + 4, c, Some("gpt-4o"), 5),
-        ])
+        .insert_call_records(
+            &[
+                metered("a1", D0, a, Some("gpt-4o"), 1),
+                metered("a2", D0 + 1, a, None, 2),
+                metered("b1", D0 + 2, b, Some("gpt-4o"), 3),
+                metered("n1", D0 + 3, None, Some("gpt-4o"), 4),
+                metered("c1", D0 + 4, c, Some("gpt-4o"), 5),
+            ],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(store.purge_call_records(at(D0 + DAY), 0).await.unwrap(), 5);
@@ -1160,7 +1200,7 @@ async fn erase_user_anonymises_and_keeps_totals(db: &TestDb) {
         metered("b2", D0 + DAY + 2, b, Some("gpt-4o"), 9),
         metered("n2", D0 + DAY + 3, None, Some("gpt-4o"), 10),
     ];
-    store.insert_call_records(&recent).await.unwrap();
+    store.insert_call_records(&recent, &[]).await.unwrap();
 
     let usage_before = store.daily_usage(None).await.unwrap();
     let records_before = all_records(store).await;
@@ -1251,7 +1291,7 @@ async fn erase_during_purge_keeps_totals(db: &TestDb) {
             metered(&format!("req_{i:05}"), time, users[(i % 3) as usize], model, i % 5 + 1)
         })
         .collect();
-    store.insert_call_records(&records).await.unwrap();
+    store.insert_call_records(&records, &[]).await.unwrap();
     // Some of alice's usage is already aggregated when the race starts.
     store.purge_call_records(at(D0 + DAY), 0).await.unwrap();
     let before = by_model_day(&store.daily_usage(None).await.unwrap(), &all_records(store).await);
@@ -1549,4 +1589,122 @@ async fn channel_credentials_are_kept_sealed_and_go_with_their_channel(db: &Test
     store.set_channel_credential(&name, Some(sealed)).await.unwrap();
     store.retire_managed_channels(&[]).await.unwrap();
     assert!(store.channel_credentials().await.unwrap().is_empty(), "a retired channel's credential must go with it");
+}
+
+// ---------------------------------------------------------------------------------------
+// Billing
+
+fn movement(user: UserId, key: Option<KeyId>, kind: LedgerKind, amount: &str, time: i64) -> LedgerEntry {
+    LedgerEntry {
+        user_id: user,
+        key_id: key,
+        kind,
+        amount: Money::parse_decimal(amount).unwrap(),
+        time: at(time),
+        request_id: Some("req-bill".to_owned()),
+        note: None,
+    }
+}
+
+async fn ledger_credits_are_found_by_revision(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let start = store.revision().await.unwrap();
+    let first = store.append_ledger(&movement(alice.id, None, LedgerKind::Topup, "5", 10)).await.unwrap();
+    let second = store.append_ledger(&movement(alice.id, None, LedgerKind::Adjustment, "-1", 11)).await.unwrap();
+    assert_eq!(first, start + 1, "a credit bumps the revision and is stamped with it");
+    assert_eq!(second, first + 1);
+    assert_eq!(store.revision().await.unwrap(), second);
+
+    let all = store.ledger_credits_since(start).await.unwrap();
+    assert_eq!(all.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![first, second]);
+    assert_eq!(all[0].entry, movement(alice.id, None, LedgerKind::Topup, "5", 10));
+    let later = store.ledger_credits_since(first).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].entry.amount, Money::parse_decimal("-1").unwrap());
+    assert!(store.ledger_credits_since(second).await.unwrap().is_empty());
+
+    // Rows from the call path are never reported as credits, and do not bump the revision.
+    let charge = movement(alice.id, None, LedgerKind::Charge, "-0.25", 12);
+    store.insert_call_records(&[], &[charge]).await.unwrap();
+    assert_eq!(store.revision().await.unwrap(), second);
+    assert!(store.ledger_credits_since(second).await.unwrap().is_empty());
+
+    // An erased account's credits are not reported to anyone.
+    store.erase_user(alice.id).await.unwrap();
+    assert!(store.ledger_credits_since(start).await.unwrap().is_empty());
+}
+
+async fn settlements_land_with_their_records(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let key = store.create_key(new_key(alice.id, "h-settle")).await.unwrap();
+    store.append_ledger(&movement(alice.id, None, LedgerKind::Topup, "1", 1)).await.unwrap();
+    let record = full_record("req-bill", 2, Some(alice.id));
+    let hold = movement(alice.id, Some(key.id), LedgerKind::Hold, "-0.5", 2);
+    let charge = movement(alice.id, Some(key.id), LedgerKind::Charge, "-0.123456789", 3);
+    store.insert_call_records(std::slice::from_ref(&record), &[hold.clone(), charge.clone()]).await.unwrap();
+
+    let ledger = store.list_ledger(alice.id).await.unwrap();
+    assert_eq!(ledger[1..], [hold, charge]);
+    assert_eq!(store.balance(alice.id).await.unwrap(), Money::parse_decimal("0.876543211").unwrap());
+    let records = store.list_call_records(&CallRecordFilter { user_id: Some(alice.id), limit: 0 }).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].record, record);
+
+    // A settlement for an account erased while the call ran keeps the money, unowned,
+    // instead of failing the whole batch.
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    store.erase_user(bob.id).await.unwrap();
+    let orphan = movement(bob.id, None, LedgerKind::Charge, "-0.5", 4);
+    store.insert_call_records(&[bare_record("req-orphan", 4, Some(bob.id))], &[orphan]).await.unwrap();
+    assert_eq!(raw_i64(db, "SELECT COUNT(*) FROM ledger WHERE user_id IS NULL AND amount = -500000000").await, 1);
+}
+
+async fn account_and_key_totals(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let key = store.create_key(new_key(alice.id, "h-totals")).await.unwrap();
+    let other = store.create_key(new_key(alice.id, "h-other")).await.unwrap();
+    let month_start = 1_000;
+    let day_start = 5_000;
+    store.append_ledger(&movement(alice.id, None, LedgerKind::Topup, "10", 1)).await.unwrap();
+    store
+        .insert_call_records(
+            &[],
+            &[
+                // Last month, this month, today; a hold never counts as spending.
+                movement(alice.id, Some(key.id), LedgerKind::Charge, "-1", 500),
+                movement(alice.id, Some(key.id), LedgerKind::Charge, "-2", 2_000),
+                movement(alice.id, Some(other.id), LedgerKind::Charge, "-0.5", 6_000),
+                movement(alice.id, Some(key.id), LedgerKind::Hold, "-4", 6_000),
+                movement(alice.id, Some(key.id), LedgerKind::Charge, "-0.25", 7_000),
+            ],
+        )
+        .await
+        .unwrap();
+    let revision = store.revision().await.unwrap();
+    let totals = store.account_totals(alice.id, at(day_start), at(month_start)).await.unwrap();
+    assert_eq!(
+        totals,
+        AccountTotals {
+            balance: Money::parse_decimal("6.25").unwrap(),
+            spent_since_day: Money::parse_decimal("0.75").unwrap(),
+            spent_since_month: Money::parse_decimal("2.75").unwrap(),
+            revision,
+        }
+    );
+    assert_eq!(
+        store.key_totals(key.id, at(day_start), at(month_start)).await.unwrap(),
+        KeyTotals {
+            spent: Money::parse_decimal("3.25").unwrap(),
+            spent_since_day: Money::parse_decimal("0.25").unwrap(),
+            spent_since_month: Money::parse_decimal("2.25").unwrap(),
+        }
+    );
+    assert_eq!(store.key_totals(KeyId::generate(), at(0), at(0)).await.unwrap(), KeyTotals::default());
+    assert_eq!(
+        store.account_totals(UserId::generate(), at(0), at(0)).await.unwrap(),
+        AccountTotals { revision, ..AccountTotals::default() }
+    );
 }

@@ -172,8 +172,8 @@ impl RelayStream {
             None => call.set_usage(
                 TokenUsage {
                     input_tokens: usage::estimate_prompt(&self.plan.request),
-                    cached_tokens: 0,
                     output_tokens: self.output_estimate + self.generated.tokens(),
+                    ..TokenUsage::default()
                 },
                 true,
             ),

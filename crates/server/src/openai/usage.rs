@@ -13,6 +13,14 @@ struct WireUsage {
     completion_tokens: u64,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -30,12 +38,16 @@ struct Envelope {
 impl From<WireUsage> for TokenUsage {
     fn from(wire: WireUsage) -> Self {
         let cached = wire.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
+        // OpenAI counts reasoning inside `completion_tokens`, so it is billed as output once.
+        let reasoning = wire.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0);
         TokenUsage {
             input_tokens: wire.prompt_tokens,
             // Some servers report more cached tokens than prompt tokens; never let the
             // cached share exceed the prompt.
             cached_tokens: cached.min(wire.prompt_tokens),
             output_tokens: wire.completion_tokens,
+            reasoning_tokens: reasoning.min(wire.completion_tokens),
+            ..TokenUsage::default()
         }
     }
 }
@@ -103,7 +115,10 @@ mod tests {
         let body = json!({"usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
                                     "prompt_tokens_details": {"cached_tokens": 40}}});
         let usage = from_body(body.to_string().as_bytes()).unwrap();
-        assert_eq!(usage, TokenUsage { input_tokens: 10, cached_tokens: 10, output_tokens: 5 });
+        assert_eq!(
+            usage,
+            TokenUsage { input_tokens: 10, cached_tokens: 10, output_tokens: 5, ..TokenUsage::default() }
+        );
         assert_eq!(from_value(&json!({"usage": null})), None);
         assert_eq!(from_body(b"{\"id\": 1}"), None);
     }

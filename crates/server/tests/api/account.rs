@@ -79,7 +79,7 @@ async fn the_retention_purge_keeps_recent_records_and_folds_old_ones_into_anonym
     let mut old = recent[0].record.clone();
     old.request_id = veil_domain::RequestId::parse("old-call").unwrap();
     old.time = veil_domain::Timestamp::now().plus_millis(-40 * 86_400_000);
-    store.insert_call_records(&[old.clone()]).await.unwrap();
+    store.insert_call_records(&[old.clone()], &[]).await.unwrap();
 
     let purged = veil_server::account::purge(store.as_ref(), veil_server::account::retention_cutoff(30)).await.unwrap();
     assert_eq!(purged, 1);

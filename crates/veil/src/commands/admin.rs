@@ -134,6 +134,7 @@ async fn credit_user(store: &dyn Store, user: &User, amount: Money) -> anyhow::R
     store
         .append_ledger(&LedgerEntry {
             user_id: user.id,
+            key_id: None,
             kind: if amount.is_negative() { LedgerKind::Adjustment } else { LedgerKind::Topup },
             amount,
             time: Timestamp::now(),
