@@ -4,6 +4,7 @@ Started by crates/veil/tests/sdk.rs, which sets VEIL_BASE_URL (ending in /v1), V
 VEIL_CHAT_MODEL / VEIL_EMBEDDING_MODEL. Every assertion here is about what a real client sees.
 """
 
+import datetime
 import os
 
 import openai
@@ -110,3 +111,69 @@ def test_streaming_through_the_pii_firewall_restores_the_original_text():
     assert raw.parse().choices[0].message.content == "Echo: " + PERSONAL
     receipt = raw.headers["veil-data-policy"]
     assert "firewall=pii" in receipt and "redactions=3" in receipt
+
+
+BILLING_API_KEY = os.environ.get("VEIL_BILLING_API_KEY")
+QUOTA_API_KEY = os.environ.get("VEIL_QUOTA_API_KEY")
+QUOTA_EXPIRES_AT = os.environ.get("VEIL_QUOTA_EXPIRES_AT")
+
+
+@pytest.mark.skipif(not (BILLING_API_KEY and QUOTA_API_KEY), reason="no keys of an account with a known credit")
+def test_legacy_billing_endpoints_report_what_is_left():
+    # The account was credited 12.5 and has spent nothing: chat front-ends show
+    # hard_limit_usd - total_usage / 100 as what is left.
+    client = OpenAI(base_url=BASE_URL, api_key=BILLING_API_KEY, max_retries=0, timeout=30)
+    subscription = client.get("/dashboard/billing/subscription", cast_to=object)
+    assert subscription == {
+        "object": "billing_subscription",
+        "has_payment_method": True,
+        "soft_limit_usd": 12.5,
+        "hard_limit_usd": 12.5,
+        "system_hard_limit_usd": 12.5,
+        "access_until": 0,
+    }
+    usage = client.get(
+        "/dashboard/billing/usage",
+        cast_to=object,
+        options={"params": {"start_date": "2020-01-01", "end_date": "2100-01-01"}},
+    )
+    assert usage == {"object": "list", "total_usage": 0}
+    assert isinstance(usage["total_usage"], (int, float))
+
+    # Some front-ends call the paths without /v1: through the SDK's own HTTP client.
+    root = BASE_URL.removesuffix("/").removesuffix("/v1")
+    bare = client._client.get(
+        f"{root}/dashboard/billing/subscription", headers={"Authorization": f"Bearer {BILLING_API_KEY}"}
+    )
+    assert bare.status_code == 200
+    assert bare.json() == subscription
+
+    # A key with a quota reports the quota, and when it expires.
+    quota = OpenAI(base_url=BASE_URL, api_key=QUOTA_API_KEY, max_retries=0, timeout=30)
+    limited = quota.get("/dashboard/billing/subscription", cast_to=object)
+    assert limited["hard_limit_usd"] == 5.0 and limited["soft_limit_usd"] == 5.0
+    expires = datetime.datetime.fromisoformat(QUOTA_EXPIRES_AT.replace("Z", "+00:00"))
+    assert limited["access_until"] == int(expires.timestamp())
+    assert quota.get("/dashboard/billing/usage", cast_to=object) == {"object": "list", "total_usage": 0}
+
+    # Errors come back in OpenAI's shape, so the SDK raises its own exceptions.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.get("/dashboard/billing/usage", cast_to=object, options={"params": {"start_date": "soon"}})
+    assert caught.value.code == "invalid_request_error"
+
+
+def test_quota_and_rate_limits_surface_as_rate_limit_errors():
+    hello = [{"role": "user", "content": "hi"}]
+    broke = OpenAI(base_url=BASE_URL, api_key=os.environ["VEIL_BROKE_API_KEY"], max_retries=0, timeout=30)
+    with pytest.raises(openai.RateLimitError) as refused:
+        broke.chat.completions.create(model=CHAT_MODEL, messages=hello)
+    assert refused.value.code == "insufficient_quota"
+
+    limited = OpenAI(base_url=BASE_URL, api_key=os.environ["VEIL_RPM_API_KEY"], max_retries=0, timeout=30)
+    first = limited.chat.completions.with_raw_response.create(model=CHAT_MODEL, messages=hello)
+    assert first.headers["x-ratelimit-limit-requests"] == "1"
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(openai.RateLimitError) as limited_out:
+        limited.chat.completions.create(model=CHAT_MODEL, messages=hello)
+    assert limited_out.value.code == "rate_limit_exceeded"
+    assert int(limited_out.value.response.headers["retry-after"]) >= 1

@@ -11,7 +11,7 @@
 use crate::ConfigError;
 
 const SECTIONS: &[&str] =
-    &["server", "database", "redis", "privacy", "billing", "console", "log", "group", "channel", "model"];
+    &["server", "database", "redis", "privacy", "billing", "console", "log", "group", "channel", "model", "risk"];
 
 pub fn apply_overrides(
     table: &mut toml::Table,

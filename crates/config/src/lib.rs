@@ -6,10 +6,12 @@ mod decimal;
 mod duration;
 mod env;
 mod raw;
+mod risk;
 mod settings;
 
 pub use duration::parse_duration;
 pub use raw::RawConfig;
+pub use risk::{AuthFailuresRule, BlockAction, NetworksRule, RiskAction, RiskSettings, SpendSpikeRule};
 pub use settings::{BillingDurability, Settings};
 
 use std::path::Path;

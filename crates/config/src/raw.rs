@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub channel: Vec<RawChannel>,
     #[serde(default)]
     pub model: Vec<RawModel>,
+    #[serde(default)]
+    pub risk: RawRisk,
 }
 
 impl RawConfig {
@@ -240,6 +242,33 @@ pub struct RawPrice {
     pub output: Option<DecimalText>,
     pub per_image: Option<DecimalText>,
     pub per_second: Option<DecimalText>,
+}
+
+/// `[risk]`: per-key anomaly rules and the failed-authentication rule. Every field is
+/// optional; what is left out keeps its default (see `settings::RiskSettings`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRisk {
+    pub spend_spike: Option<RawSpendSpike>,
+    pub networks: Option<RawWindowRule>,
+    pub auth_failures: Option<RawWindowRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpendSpike {
+    pub factor: Option<DecimalText>,
+    pub min_spend: Option<DecimalText>,
+    pub action: Option<String>,
+}
+
+/// A rule counting events in a sliding window: more than `max` triggers `action`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindowRule {
+    pub max: Option<u32>,
+    pub window: Option<String>,
+    pub action: Option<String>,
 }
 
 mod defaults {

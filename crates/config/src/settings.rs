@@ -57,6 +57,8 @@ pub struct Settings {
     /// True when the config declared no channel and the built-in echo test provider
     /// was added so a newcomer can try Veil without a provider account.
     pub builtin_echo: bool,
+    /// `[risk]`: anomaly rules (see `risk.rs`).
+    pub risk: crate::risk::RiskSettings,
 }
 
 impl Settings {
@@ -99,6 +101,7 @@ impl Settings {
             .map_err(|e| ConfigError::invalid("console.signup_group", e.to_string()))?;
 
         let groups = validate_groups(&raw.group)?;
+        let risk = crate::risk::validate(&raw.risk)?;
         let (channels, builtin_echo) = if raw.channel.is_empty() {
             (vec![echo_channel()?], true)
         } else {
@@ -131,6 +134,7 @@ impl Settings {
             channels,
             models,
             builtin_echo,
+            risk,
         })
     }
 }

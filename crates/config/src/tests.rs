@@ -227,3 +227,59 @@ fn durations_parse() {
     assert!(parse_duration("soon").is_err());
     assert!(parse_duration("5 parsecs").is_err());
 }
+
+#[test]
+fn risk_rules_default_and_override_field_by_field() {
+    use crate::{BlockAction, RiskAction};
+    use std::time::Duration;
+    let s = load(None, Vec::new()).unwrap();
+    assert_eq!(s.risk, RiskSettings::default());
+    assert_eq!(s.risk.spend_spike.action, RiskAction::Warn);
+    assert_eq!(s.risk.spend_spike.factor.millionths(), 10_000_000);
+    assert_eq!(s.risk.spend_spike.min_spend.nanos(), 1_000_000_000);
+    assert_eq!((s.risk.networks.max, s.risk.networks.window), (5, Duration::from_secs(86_400)));
+    assert_eq!(s.risk.networks.action, RiskAction::Warn);
+    assert_eq!((s.risk.auth_failures.max, s.risk.auth_failures.window), (20, Duration::from_secs(60)));
+    assert_eq!(s.risk.auth_failures.action, BlockAction::Block);
+
+    let text = r#"
+[risk]
+spend_spike = { factor = 2.5, min_spend = "0.25", action = "suspend" }
+networks = { max = 2, action = "off" }
+auth_failures = { window = "10m", action = "warn" }
+"#;
+    let s = load_text(text, &[]).unwrap();
+    assert_eq!(s.risk.spend_spike.factor.millionths(), 2_500_000);
+    assert_eq!(s.risk.spend_spike.min_spend.nanos(), 250_000_000);
+    assert_eq!(s.risk.spend_spike.action, RiskAction::Suspend);
+    // Fields left out keep their defaults.
+    assert_eq!((s.risk.networks.max, s.risk.networks.window), (2, Duration::from_secs(86_400)));
+    assert_eq!(s.risk.networks.action, RiskAction::Off);
+    assert_eq!((s.risk.auth_failures.max, s.risk.auth_failures.window), (20, Duration::from_secs(600)));
+    assert_eq!(s.risk.auth_failures.action, BlockAction::Warn);
+
+    let s = load(None, [("VEIL_RISK__NETWORKS__ACTION".to_owned(), "suspend".to_owned())]).unwrap();
+    assert_eq!(s.risk.networks.action, RiskAction::Suspend);
+}
+
+#[test]
+fn risk_errors_are_named_by_their_path() {
+    let cases = [
+        ("[risk]\nspend_spyke = { factor = 2 }\n", "risk.spend_spyke"),
+        ("[risk]\nnetworks = { max = 2, windo = \"1h\" }\n", "risk.networks.windo"),
+        ("[risk]\nspend_spike = { action = \"block\" }\n", "risk.spend_spike.action"),
+        ("[risk]\nspend_spike = { factor = 0.5 }\n", "risk.spend_spike.factor"),
+        ("[risk]\nspend_spike = { factor = \"ten\" }\n", "risk.spend_spike.factor"),
+        ("[risk]\nspend_spike = { min_spend = -1 }\n", "risk.spend_spike.min_spend"),
+        ("[risk]\nnetworks = { max = 0 }\n", "risk.networks.max"),
+        ("[risk]\nnetworks = { max = 1001 }\n", "risk.networks.max"),
+        ("[risk]\nnetworks = { window = \"soon\" }\n", "risk.networks.window"),
+        ("[risk]\nnetworks = { action = \"block\" }\n", "risk.networks.action"),
+        ("[risk]\nauth_failures = { action = \"suspend\" }\n", "risk.auth_failures.action"),
+        ("[risk]\nauth_failures = { window = \"0s\" }\n", "risk.auth_failures.window"),
+        ("[risk]\nauth_failures = { max = -3 }\n", "risk.auth_failures.max"),
+    ];
+    for (text, key) in cases {
+        assert_eq!(invalid_key(load_text(text, &[])), key, "{text}");
+    }
+}

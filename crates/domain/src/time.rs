@@ -6,6 +6,8 @@ use std::fmt;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub const MILLIS_PER_DAY: i64 = 86_400_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(i64);
@@ -33,6 +35,24 @@ impl Timestamp {
         self.to_rfc3339().get(..7).unwrap_or_default().to_owned()
     }
 
+    /// Midnight UTC of this instant's day: where daily spend caps restart.
+    pub fn day_start(self) -> Self {
+        Self(self.0 - self.0.rem_euclid(MILLIS_PER_DAY))
+    }
+
+    /// Midnight UTC of the first of this instant's month: where monthly caps restart.
+    pub fn month_start(self) -> Self {
+        let day = self.day_start();
+        let Ok(at) = OffsetDateTime::from_unix_timestamp(day.0 / 1000) else { return day };
+        day.plus_millis(-(i64::from(at.day()) - 1) * MILLIS_PER_DAY)
+    }
+
+    /// Midnight UTC of the first of the next month.
+    pub fn next_month_start(self) -> Self {
+        // 32 days past the first of any month lands in the next one.
+        self.month_start().plus_millis(32 * MILLIS_PER_DAY).month_start()
+    }
+
     pub fn to_rfc3339(self) -> String {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .ok()
@@ -58,5 +78,17 @@ mod tests {
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()).unwrap(), t);
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
         assert_eq!(t.month_label(), "2026-11");
+    }
+
+    #[test]
+    fn periods_start_at_utc_midnight() {
+        let t = Timestamp::parse_rfc3339("2026-11-23T10:00:00.250Z").unwrap();
+        assert_eq!(t.day_start(), Timestamp::parse_rfc3339("2026-11-23T00:00:00Z").unwrap());
+        assert_eq!(t.month_start(), Timestamp::parse_rfc3339("2026-11-01T00:00:00Z").unwrap());
+        assert_eq!(t.next_month_start(), Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap());
+        let december = Timestamp::parse_rfc3339("2026-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(december.next_month_start(), Timestamp::parse_rfc3339("2027-01-01T00:00:00Z").unwrap());
+        let first = Timestamp::parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
+        assert_eq!(first.month_start(), first);
     }
 }

@@ -16,13 +16,9 @@ pub struct ApiKeySecret(Zeroizing<String>);
 
 impl ApiKeySecret {
     pub fn generate() -> Self {
-        let mut rng = rand::rng();
         let mut secret = String::with_capacity(SCHEME.len() + BODY_LEN);
         secret.push_str(SCHEME);
-        for _ in 0..BODY_LEN {
-            let index = rng.random_range(0..ALPHABET.len());
-            secret.push(char::from(ALPHABET.get(index).copied().unwrap_or(b'0')));
-        }
+        push_base62(&mut secret, BODY_LEN);
         Self(Zeroizing::new(secret))
     }
 
@@ -32,6 +28,16 @@ impl ApiKeySecret {
 
     pub fn prefix(&self) -> String {
         display_prefix(&self.0)
+    }
+}
+
+/// Appends `len` characters drawn uniformly from base62 by the thread-local CSPRNG (shared
+/// with redemption codes, which are bearer secrets too).
+pub(crate) fn push_base62(out: &mut String, len: usize) {
+    let mut rng = rand::rng();
+    for _ in 0..len {
+        let index = rng.random_range(0..ALPHABET.len());
+        out.push(char::from(ALPHABET.get(index).copied().unwrap_or(b'0')));
     }
 }
 

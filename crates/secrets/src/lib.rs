@@ -1,5 +1,5 @@
-//! Veil's own secrets: the master key, the installation keys it wraps, and API key
-//! secrets.
+//! Veil's own secrets: the master key, the installation keys it wraps, API key secrets and
+//! redemption codes.
 //!
 //! * The master key comes from `VEIL_MASTER_KEY` (32 bytes, standard base64; every
 //!   instance of a deployment gets the same) or from `<data_dir>/master.key`, created
@@ -10,13 +10,17 @@
 //!   key re-wraps them without changing what they protect.
 //! * API key secrets are `sk-veil-` plus 43 base62 characters (≥ 256 bits), shown once;
 //!   the store keeps only their HMAC-SHA-256 under the hashing key and a display prefix.
+//! * Redemption codes are `veil-` plus 24 base62 characters, shown once; the store keeps
+//!   only their HMAC-SHA-256 under a key of their own (`redemption-code-hash`).
 
 mod api_key;
 mod master;
+mod redemption_code;
 mod sealed;
 
 pub use api_key::{ApiKeySecret, KeyHasher, PREFIX_LEN};
 pub use master::{MASTER_KEY_ENV, MasterKey};
+pub use redemption_code::{CODE_PREFIX_LEN, RedemptionCode};
 pub use sealed::{CAPTURE_PURPOSE, CREDENTIAL_PURPOSE, OpenError, Sealer};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -46,6 +50,9 @@ pub enum SecretsError {
 
 /// The purpose under which the API-key hashing key is stored.
 pub const KEY_HASH_PURPOSE: &str = "api-key-hash";
+/// The purpose under which the redemption-code hashing key is stored: its own key, so a
+/// code's hash never matches anything hashed for API keys or client IPs.
+pub const CODE_HASH_PURPOSE: &str = "redemption-code-hash";
 
 impl MasterKey {
     fn cipher(&self) -> Result<XChaCha20Poly1305, SecretsError> {
@@ -165,6 +172,12 @@ pub async fn retire_all_but(store: &dyn Store, current: &MasterKey) -> Result<(V
 /// The hasher for API key secrets of this installation.
 pub async fn key_hasher(store: &dyn Store, master: &MasterKey) -> Result<KeyHasher, SecretsError> {
     Ok(KeyHasher::new(&installation_key(store, master, KEY_HASH_PURPOSE).await?))
+}
+
+/// The hasher for redemption codes of this installation (the CLI that creates codes and the
+/// server that redeems them derive the same one).
+pub async fn code_hasher(store: &dyn Store, master: &MasterKey) -> Result<KeyHasher, SecretsError> {
+    Ok(KeyHasher::new(&installation_key(store, master, CODE_HASH_PURPOSE).await?))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use crate::views::{key_json, record_json, user_json};
 use serde_json::{Value, json};
-use veil_domain::{Timestamp, User, UserId};
+use veil_domain::{LedgerEntry, LedgerKind, Money, Timestamp, User, UserId};
 use veil_store::{AuditEntry, CallRecordFilter, ErasureReport, NewAuditEntry, Store, StoreError};
 
 /// Upper bound on rows of one kind in an export (the store's listing limit).
@@ -20,6 +20,33 @@ pub fn actor_cli() -> String {
 
 pub fn actor_user(user: UserId) -> String {
     format!("user:{user}")
+}
+
+/// Adds credit to an account (or, with a negative amount, removes it) as a ledger row —
+/// a top-up or an adjustment — and audits it. The row is stamped with the revision it
+/// bumps, so running servers apply it to their cached balance at their next refresh.
+pub async fn credit(store: &dyn Store, user: UserId, amount: Money, actor: String) -> Result<(), StoreError> {
+    store
+        .append_ledger(&LedgerEntry {
+            user_id: user,
+            key_id: None,
+            kind: if amount.is_negative() { LedgerKind::Adjustment } else { LedgerKind::Topup },
+            amount,
+            time: Timestamp::now(),
+            request_id: None,
+            note: Some("credit by admin".into()),
+        })
+        .await?;
+    audit(
+        store,
+        actor,
+        "user.credit",
+        Some(user),
+        Some(user.to_string()),
+        json!({"amount": amount.to_decimal_string()}),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Appends one entry to the hash-chained audit log. Only ids and metadata go in:
@@ -47,7 +74,9 @@ pub async fn export(store: &dyn Store, user: &User, actor: String) -> Result<Val
     audit(store, actor, "user.export", Some(user.id), Some(user.id.to_string()), json!({})).await?;
     let balance = store.balance(user.id).await?;
     let keys = store.list_keys(Some(user.id)).await?;
-    let records = store.list_call_records(&CallRecordFilter { user_id: Some(user.id), limit: EXPORT_LIMIT }).await?;
+    let records = store
+        .list_call_records(&CallRecordFilter { user_id: Some(user.id), limit: EXPORT_LIMIT, ..Default::default() })
+        .await?;
     let usage = store.daily_usage(Some(user.id)).await?;
     let ledger = store.list_ledger(user.id).await?;
     let audit_entries = store.list_audit(Some(user.id), EXPORT_LIMIT).await?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use veil_domain::{ChannelName, ErrorCode, Role};
 use veil_store::SealedCredential;
 
-fn require_admin(principal: &Principal) -> Result<(), ApiError> {
+pub(crate) fn require_admin(principal: &Principal) -> Result<(), ApiError> {
     match principal.user.role {
         Role::Admin | Role::Root => Ok(()),
         Role::User => {
@@ -30,7 +30,7 @@ fn no_channel() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "No such channel.")
 }
 
-fn internal(error: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(error: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %error, "management API failure");
     ApiError::internal()
 }

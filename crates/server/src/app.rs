@@ -39,6 +39,7 @@ pub struct Application {
     state: Arc<AppState>,
     writer: RecordWriter,
     capture_writer: capture::CaptureWriter,
+    risk_worker: crate::risk::RiskWorker,
     refresh_interval: Duration,
     shutdown_grace: Duration,
     has_users: bool,
@@ -50,6 +51,10 @@ impl Application {
         let store = open_store(settings).await?;
         let master = MasterKey::load_or_create(master_key_env, &settings.data_dir)?;
         let hasher = veil_secrets::key_hasher(store.as_ref(), &master).await?;
+        let code_hasher = veil_secrets::code_hasher(store.as_ref(), &master)
+            .await
+            .inspect_err(|error| tracing::error!(error = %error, "the redemption-code key is unavailable; redemptions will fail"))
+            .ok();
         let http = HttpClient::new().map_err(|e| StartupError::Http(e.to_string()))?;
 
         // Read the revision before the snapshot, so a change racing start-up is seen
@@ -76,6 +81,7 @@ impl Application {
             tracing::error!("the debug-capture key is unavailable: captures will be discarded");
         }
         let (captures, capture_writer) = capture::channel(Arc::clone(&store), sealer.clone());
+        let (risk, risk_worker) = crate::risk::monitor(settings.risk);
 
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -89,15 +95,19 @@ impl Application {
         }
 
         let state = Arc::new(AppState {
-            store,
+            store: Arc::clone(&store),
             http,
             hasher,
             snapshot: ArcSwap::from_pointee(snapshot),
             principals: AppState::principal_cache(),
             revision: AtomicI64::new(revision),
             store_healthy: AtomicBool::new(true),
+            risk,
             records: sink,
+            billing: Arc::new(veil_billing::Billing::new(Arc::clone(&store), revision)),
+            limiter: Arc::new(veil_limits::InMemoryLimiter::new()),
             captures,
+            redemptions: crate::redeem::Redemptions::new(code_hasher),
             sealer,
             credential_sealer,
             pii: match veil_privacy::Detector::new() {
@@ -118,6 +128,7 @@ impl Application {
             state,
             writer,
             capture_writer,
+            risk_worker,
             refresh_interval: settings.refresh_interval,
             shutdown_grace: settings.shutdown_grace,
             has_users,
@@ -142,6 +153,8 @@ impl Application {
         let stop_background = CancellationToken::new();
         let writer = background.spawn(self.writer.run());
         let capture_writer = background.spawn(self.capture_writer.run());
+        // Holds the state until cancelled (after the last call), then drains its queue.
+        background.spawn(self.risk_worker.run(Arc::clone(&self.state), stop_background.clone()));
         background.spawn(refresh::follow_store(
             Arc::clone(&self.state),
             self.refresh_interval,

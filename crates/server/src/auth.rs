@@ -4,31 +4,79 @@
 //! Only tokens shaped like Veil keys are hashed and looked up; lookups go through a cache
 //! (hits never touch the database) whose entries are revision-stamped, so revoked keys,
 //! expired keys and disabled accounts stop working within one refresh interval.
+//!
+//! Risk control (`risk.rs`) takes part twice: a key it suspended is refused with
+//! `403 key_suspended` (except for the owner's read-only view of their own data, so they
+//! can see why), and every failed authentication — no key, a malformed, unknown, revoked
+//! or expired one — counts toward the client address's failed-authentication rule; a
+//! blocked address is refused with `429 rate_limit_exceeded` before anything is hashed.
 
 use crate::error::ApiError;
 use crate::request_meta::RequestMeta;
 use crate::state::{AppState, CachedPrincipal, Principal};
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use std::sync::Arc;
+use std::time::Duration;
 use veil_domain::{ErrorCode, Timestamp};
 use veil_secrets::KeyHasher;
 
+/// Authenticates a relay call (and any endpoint that acts with the key): a suspended key
+/// is refused with `403 key_suspended`.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     meta: &RequestMeta,
 ) -> Result<Arc<Principal>, ApiError> {
+    check(state, headers, meta, Suspended::Refuse).await
+}
+
+/// Authenticates the owner's read-only view of their own data (`GET /api/me/export`,
+/// `GET /api/me/risk`): a suspended key is accepted there, so its owner can find out why
+/// it was suspended. Everything else is checked as for [`authenticate`].
+pub async fn authenticate_owner_view(
+    state: &AppState,
+    headers: &HeaderMap,
+    meta: &RequestMeta,
+) -> Result<Arc<Principal>, ApiError> {
+    check(state, headers, meta, Suspended::Accept).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Suspended {
+    Refuse,
+    Accept,
+}
+
+async fn check(
+    state: &AppState,
+    headers: &HeaderMap,
+    meta: &RequestMeta,
+    suspended: Suspended,
+) -> Result<Arc<Principal>, ApiError> {
+    let now = Timestamp::now();
+    // A blocked address is refused before any hashing or lookup: guessing costs nothing.
+    if let Some(left) = state.risk.auth_blocked(meta.client_ip, now) {
+        return Err(blocked(left));
+    }
+    // Failures count toward the address's failed-authentication rule; the one that trips
+    // a block is answered as blocked already.
+    let failed = |error: ApiError| match state.risk.note_auth_failure(meta.client_ip, now) {
+        Some(left) => blocked(left),
+        None => error,
+    };
     let token = bearer_token(headers).ok_or_else(|| {
-        ApiError::invalid_api_key(
+        failed(ApiError::invalid_api_key(
             "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-        )
+        ))
     })?;
     let incorrect = || {
-        ApiError::invalid_api_key(format!(
+        failed(ApiError::invalid_api_key(format!(
             "Incorrect API key provided: {}****. You can find your API key in the console or ask your operator.",
             KeyHasher::display_prefix(token)
-        ))
+        )))
     };
     if !KeyHasher::looks_like_key(token) {
         return Err(incorrect());
@@ -36,12 +84,18 @@ pub async fn authenticate(
     let hash = state.hasher.hash(token);
     let principal = lookup(state, hash).await?.ok_or_else(incorrect)?;
 
-    let now = Timestamp::now();
     if principal.key.revoked_at.is_some() {
-        return Err(ApiError::invalid_api_key("This API key has been revoked."));
+        return Err(failed(ApiError::invalid_api_key("This API key has been revoked.")));
     }
     if principal.key.expires_at.is_some_and(|at| now >= at) {
-        return Err(ApiError::invalid_api_key("This API key has expired."));
+        return Err(failed(ApiError::invalid_api_key("This API key has expired.")));
+    }
+    if suspended == Suspended::Refuse && principal.key.suspended_at.is_some() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            ErrorCode::KeySuspended,
+            "This API key has been suspended by risk control; its owner can see why at GET /api/me/risk. Ask your operator to lift the suspension.",
+        ));
     }
     if principal.user.disabled {
         return Err(ApiError::invalid_api_key("The account this API key belongs to is disabled."));
@@ -54,6 +108,30 @@ pub async fn authenticate(
         ));
     }
     Ok(principal)
+}
+
+fn blocked(left: Duration) -> ApiError {
+    let mut error = ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimitExceeded,
+        "Too many failed authentication attempts from your network address; try again later.",
+    );
+    error.retry_after = Some(left);
+    error
+}
+
+/// An authenticated caller whose key may be suspended; only for the owner's read-only
+/// view of their own data (see [`authenticate_owner_view`]). Rejections render in
+/// OpenAI's error shape.
+pub struct OwnerView(pub Arc<Principal>);
+
+impl FromRequestParts<Arc<AppState>> for OwnerView {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let meta = RequestMeta::from_request_parts(parts, state).await?;
+        authenticate_owner_view(state, &parts.headers, &meta).await.map(OwnerView)
+    }
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {

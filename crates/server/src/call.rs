@@ -1,21 +1,30 @@
-//! One relayed call's metadata, gathered phase by phase and written as a call record
-//! exactly once: when the call finishes, or — if the client disconnects or the task is
-//! dropped for any other reason — from `Drop`, as `client_closed`. The logging phase
-//! therefore runs on every path, like pingora's `logging` hook.
+//! One relayed call's context, gathered phase by phase, and its settle-and-record phase,
+//! which runs exactly once: when the call finishes, or — if the client disconnects or the
+//! task is dropped for any other reason — from `Drop`, as `client_closed`. Like pingora's
+//! `logging` hook it runs on every path, so a hold is always settled (or released), the
+//! rate-limit reservation reconciled, and the record written with the charge.
 
-use crate::records::RecordSink;
+use crate::metering::Reserved;
 use crate::request_meta::RequestMeta;
-use crate::state::Principal;
+use crate::state::{AppState, Principal};
+use std::sync::Arc;
 use std::time::Instant;
 use veil_domain::{
-    CallRecord, ChannelName, ErrorCode, GroupName, ModelName, Multiplier, PolicyClass, Timestamp, TokenUsage,
+    CallRecord, ChannelName, ErrorCode, GroupName, ModelName, Money, Multiplier, PolicyClass, Timestamp, TokenUsage,
 };
+use veil_limits::Admission;
 
 pub struct Call {
-    sink: RecordSink,
+    state: Arc<AppState>,
     started: Instant,
     first_token: Option<Instant>,
     record: Option<CallRecord>,
+    /// The hold and rate-limit room taken in the reserve phase.
+    reserved: Option<Reserved>,
+    /// The serving channel's concurrency lease, held until the call ends.
+    channel_admission: Option<Admission>,
+    /// Whether usage was reported (or estimated from what was delivered).
+    usage_known: bool,
 }
 
 impl Call {
@@ -26,7 +35,7 @@ impl Call {
         multiplier: Multiplier,
         path: &'static str,
         client_ip: String,
-        sink: RecordSink,
+        state: Arc<AppState>,
     ) -> Self {
         let record = CallRecord {
             request_id: meta.request_id.clone(),
@@ -54,7 +63,15 @@ impl Call {
             estimated: false,
             channels_tried: Vec::new(),
         };
-        Self { sink, started: meta.received, first_token: None, record: Some(record) }
+        Self {
+            state,
+            started: meta.received,
+            first_token: None,
+            record: Some(record),
+            reserved: None,
+            channel_admission: None,
+            usage_known: false,
+        }
     }
 
     fn with_record(&mut self, update: impl FnOnce(&mut CallRecord)) {
@@ -92,7 +109,22 @@ impl Call {
         self.with_record(|r| r.rule_id = Some(rule_id));
     }
 
+    pub fn reserve(&mut self, reserved: Reserved) {
+        self.reserved = Some(reserved);
+    }
+
+    /// The `x-ratelimit-*` headers to send with a successful answer.
+    pub fn rate_headers(&self) -> Vec<(&'static str, String)> {
+        self.reserved.as_ref().map(|r| r.admission.headers().pairs()).unwrap_or_default()
+    }
+
+    /// Keeps the serving channel's lease until the call ends (a retry replaces it).
+    pub fn admitted_to_channel(&mut self, admission: Admission) {
+        self.channel_admission = Some(admission);
+    }
+
     pub fn set_usage(&mut self, usage: TokenUsage, estimated: bool) {
+        self.usage_known = true;
         self.with_record(|r| {
             r.usage = usage;
             r.estimated = estimated;
@@ -116,7 +148,33 @@ impl Call {
         record.error_code = error;
         record.latency_ms = millis(self.started.elapsed());
         record.ttft_ms = self.first_token.map(|at| millis(at.duration_since(self.started)));
-        self.sink.submit(record);
+        let ledger = match self.reserved.take() {
+            Some(reserved) => self.settle(&mut record, reserved),
+            None => Vec::new(),
+        };
+        self.channel_admission = None;
+        self.state.records.submit(record, ledger);
+    }
+
+    /// Settles the call from its usage. A call the client abandoned after it reached an
+    /// upstream, before any usage was seen, is billed its prompt as counted locally (the
+    /// upstream processed it), marked estimated; a call that never reached an upstream, or
+    /// that an upstream refused, costs nothing.
+    fn settle(&mut self, record: &mut CallRecord, mut reserved: Reserved) -> Vec<veil_domain::LedgerEntry> {
+        if !self.usage_known && error_is_disconnect(record) && !record.channels_tried.is_empty() {
+            record.usage = TokenUsage { input_tokens: reserved.prompt_tokens, ..TokenUsage::default() };
+            record.estimated = true;
+        }
+        let cost = reserved.price.charge(&record.usage, reserved.multiplier);
+        record.cost = cost;
+        reserved.admission.reconcile(record.usage.total_tokens());
+        let now = Timestamp::now();
+        if cost > Money::ZERO
+            && let (Some(key), Some(user)) = (record.key_id, record.user_id)
+        {
+            self.state.risk.note_spend(key, user, cost, now);
+        }
+        reserved.hold.settle(cost, now)
     }
 }
 
@@ -125,6 +183,10 @@ impl Drop for Call {
         // Only reached without `finish` when the client went away mid-call.
         self.complete(499, Some(ErrorCode::ClientClosed));
     }
+}
+
+fn error_is_disconnect(record: &CallRecord) -> bool {
+    record.error_code == Some(ErrorCode::ClientClosed)
 }
 
 fn millis(duration: std::time::Duration) -> u32 {

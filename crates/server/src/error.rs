@@ -21,11 +21,13 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<&'static str>,
     pub retry_after: Option<Duration>,
+    /// Further headers the client needs to react, e.g. OpenAI's `x-ratelimit-*`.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), param: None, retry_after: None }
+        Self { status, code, message: message.into(), param: None, retry_after: None, headers: Vec::new() }
     }
 
     pub fn with_param(mut self, param: &'static str) -> Self {
@@ -128,10 +130,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.openai_body())).into_response();
-        if let Some(after) = self.retry_after {
-            let seconds = after.as_secs().max(1).to_string();
-            if let Ok(value) = HeaderValue::from_str(&seconds) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
+        if let Some(after) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&veil_limits::retry_after_header(after))
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
             }
         }
         response.extensions_mut().insert(self.code);

@@ -10,6 +10,7 @@
 
 pub mod account;
 mod admin_api;
+mod admin_billing;
 mod app;
 mod auth;
 mod call;
@@ -17,15 +18,20 @@ mod capture;
 pub mod client_ip;
 mod error;
 mod firewall;
+mod guess_throttle;
 mod jobs;
 mod listener;
 mod me;
+mod metering;
 mod openai;
 mod receipt;
 mod records;
+mod redeem;
 mod refresh;
 mod relay;
+mod reports;
 mod request_meta;
+mod risk;
 mod router;
 mod screening;
 mod seed;

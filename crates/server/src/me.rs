@@ -16,10 +16,11 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use veil_domain::{ErrorCode, KeyId, Timestamp};
 
-/// `GET /api/me/export`
+/// `GET /api/me/export`. Reachable with a suspended key: the owner must be able to see
+/// why it was suspended (the export holds the keys' suspension and the audit entries).
 pub async fn export(
     State(state): State<Arc<AppState>>,
-    Authenticated(principal): Authenticated,
+    crate::auth::OwnerView(principal): crate::auth::OwnerView,
 ) -> Result<Json<Value>, ApiError> {
     let user = &principal.user;
     account::export(state.store.as_ref(), user, account::actor_user(user.id)).await.map(Json).map_err(|error| {
@@ -145,4 +146,19 @@ async fn set_capture(
 fn internal(error: veil_store::StoreError) -> ApiError {
     tracing::error!(error = %error, "store failure");
     ApiError::internal()
+}
+
+/// How many of the caller's most recent audit entries `GET /api/me/risk` looks through.
+const RISK_AUDIT_LIMIT: u32 = 1_000;
+
+/// `GET /api/me/risk`: the suspension state of the caller's keys and what risk control
+/// (or an admin) decided about them, newest first. Reachable with a suspended key.
+pub async fn risk(
+    State(state): State<Arc<AppState>>,
+    crate::auth::OwnerView(principal): crate::auth::OwnerView,
+) -> Result<Json<Value>, ApiError> {
+    let user = principal.user.id;
+    let keys = state.store.list_keys(Some(user)).await.map_err(internal)?;
+    let entries = state.store.list_audit(Some(user), RISK_AUDIT_LIMIT).await.map_err(internal)?;
+    Ok(Json(crate::risk::owner_report(&keys, &entries)))
 }

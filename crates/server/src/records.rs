@@ -1,12 +1,13 @@
 //! Call records leave the request path through a bounded queue and reach the store in
-//! batches: a batch is written when it has [`MAX_BATCH`] records or when the batch window
-//! passes since its first record, whichever comes first. On shutdown the writer drains
-//! the queue and writes everything still in it.
+//! batches, each call's record together with the ledger rows that settle it (its hold and
+//! its charge) in one transaction: a batch is written when it has [`MAX_BATCH`] calls or
+//! when the batch window passes since its first call, whichever comes first. On shutdown
+//! the writer drains the queue and writes everything still in it.
 
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use veil_domain::CallRecord;
+use veil_domain::{CallRecord, LedgerEntry};
 use veil_store::Store;
 
 const QUEUE_CAPACITY: usize = 65_536;
@@ -16,26 +17,34 @@ const WRITE_ATTEMPTS: u32 = 5;
 /// The sending half, cheap to clone into every call.
 #[derive(Clone, Debug)]
 pub struct RecordSink {
-    queue: mpsc::Sender<CallRecord>,
+    queue: mpsc::Sender<Settled>,
+}
+
+/// One finished call: its record and the ledger rows that settle it.
+#[derive(Debug)]
+struct Settled {
+    record: CallRecord,
+    ledger: Vec<LedgerEntry>,
 }
 
 impl RecordSink {
     /// Queues a record without waiting. If the store has been unreachable long enough to
     /// fill the queue, the record is dropped and counted rather than stalling calls.
-    pub fn submit(&self, record: CallRecord) {
-        if let Err(error) = self.queue.try_send(record) {
+    pub fn submit(&self, record: CallRecord, ledger: Vec<LedgerEntry>) {
+        if let Err(error) = self.queue.try_send(Settled { record, ledger }) {
             let reason = match error {
                 mpsc::error::TrySendError::Full(_) => "queue full",
                 mpsc::error::TrySendError::Closed(_) => "writer stopped",
             };
-            tracing::error!(reason, "call record dropped");
+            // The in-memory balance already moved; only the durable copy is lost.
+            tracing::error!(reason, "call record and settlement dropped");
         }
     }
 }
 
 /// The receiving half: owned by the writer task.
 pub struct RecordWriter {
-    queue: mpsc::Receiver<CallRecord>,
+    queue: mpsc::Receiver<Settled>,
     store: Arc<dyn Store>,
     window: Duration,
 }
@@ -48,36 +57,64 @@ pub fn channel(store: Arc<dyn Store>, window: Duration) -> (RecordSink, RecordWr
 impl RecordWriter {
     /// Runs until every [`RecordSink`] is dropped, then writes what is left and returns.
     pub async fn run(mut self) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut batch = Batch::default();
         while let Some(first) = self.queue.recv().await {
-            batch.push(first);
+            batch.add(first);
             let deadline = tokio::time::Instant::now() + self.window;
-            while batch.len() < MAX_BATCH {
-                match tokio::time::timeout_at(deadline, self.queue.recv()).await {
-                    Ok(Some(record)) => batch.push(record),
-                    Ok(None) | Err(_) => break,
+            while batch.records.len() < MAX_BATCH {
+                // With no window (strict durability) take only what is already queued.
+                let next = if self.window.is_zero() {
+                    self.queue.try_recv().ok()
+                } else {
+                    tokio::time::timeout_at(deadline, self.queue.recv()).await.ok().flatten()
+                };
+                match next {
+                    Some(settled) => batch.add(settled),
+                    None => break,
                 }
             }
             self.write(&mut batch).await;
         }
     }
 
-    async fn write(&self, batch: &mut Vec<CallRecord>) {
+    async fn write(&self, batch: &mut Batch) {
         let mut backoff = Duration::from_millis(50);
         for attempt in 1..=WRITE_ATTEMPTS {
-            match self.store.insert_call_records(batch, &[]).await {
+            match self.store.insert_call_records(&batch.records, &batch.ledger).await {
                 Ok(()) => {
                     batch.clear();
                     return;
                 }
                 Err(error) => {
-                    tracing::warn!(attempt, records = batch.len(), error = %error, "writing call records failed");
+                    tracing::warn!(attempt, records = batch.records.len(), error = %error, "writing call records failed");
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                 }
             }
         }
-        tracing::error!(records = batch.len(), "call records lost after repeated store failures");
+        tracing::error!(
+            records = batch.records.len(),
+            ledger_rows = batch.ledger.len(),
+            "call records and settlements lost after repeated store failures"
+        );
         batch.clear();
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    records: Vec<CallRecord>,
+    ledger: Vec<LedgerEntry>,
+}
+
+impl Batch {
+    fn add(&mut self, settled: Settled) {
+        self.records.push(settled.record);
+        self.ledger.extend(settled.ledger);
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.ledger.clear();
     }
 }

@@ -5,16 +5,15 @@
 //! 3. screen: the group's deny rules (keywords, patterns), before anything leaves,
 //! 4. resolve: the caller's group, the key's model allow-list, the candidate channels
 //!    that serve the model and whose data policy the caller accepts,
-//! 5. firewall: strip identifiers; with `pii`, replace personal data by placeholders
+//! 5. reserve: the model's price, rate-limit room for the key and the user, and a hold
+//!    of the call's worst case on the owner's money (see `metering.rs`),
+//! 6. firewall: strip identifiers; with `pii`, replace personal data by placeholders
 //!    (restored in the response, streaming included),
-//! 6. call upstream, failing over to the next candidate on retryable errors while
-//!    nothing has been sent to the client,
-//! 7. respond: a whole body, or a stream transformed event by event, with the data
-//!    receipt header,
-//! 8. record: the call record is written on every path (see `call.rs`).
-//!
-//! Later capabilities slot in as further phases: holds between 4 and 6, settlement
-//! beside 8.
+//! 7. call upstream, failing over to the next candidate on retryable errors while
+//!    nothing has been sent to the client, skipping channels at their own limits,
+//! 8. respond: a whole body, or a stream transformed event by event, with the data
+//!    receipt and rate-limit headers,
+//! 9. settle and record: exactly once on every path (see `call.rs`).
 
 use crate::call::Call;
 use crate::capture::Capturing;
@@ -26,12 +25,13 @@ use crate::openai::usage;
 use crate::request_meta::RequestMeta;
 use crate::screening::Verdict;
 use crate::state::{AppState, Principal, Snapshot};
-use crate::{firewall, receipt};
+use crate::{firewall, metering, receipt};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use veil_domain::{ErrorCode, FirewallMode, GroupName, PrivacyRequirement, Timestamp, TokenUsage};
+use veil_domain::{ErrorCode, FirewallMode, GroupName, Pricing, PrivacyRequirement, Timestamp, TokenUsage};
+use veil_limits::{Demand, Limiter, Limits, Scope};
 use veil_providers::{Endpoint, Provider, UpstreamError, UpstreamReply, UpstreamRequest};
 use veil_routing::Candidate;
 
@@ -39,7 +39,7 @@ use veil_routing::Candidate;
 const MAX_ATTEMPTS: usize = 3;
 
 pub async fn relay_openai(
-    state: &AppState,
+    state: &Arc<AppState>,
     principal: Arc<Principal>,
     meta: RequestMeta,
     endpoint: Endpoint,
@@ -48,15 +48,8 @@ pub async fn relay_openai(
     let snapshot = state.snapshot.load_full();
     let group = snapshot.group(&principal.user.group);
     let ip = client_ip::for_record(meta.client_ip, state.ip_logging, &state.hasher, Timestamp::now());
-    let mut call = Call::begin(
-        &meta,
-        &principal,
-        group.name.clone(),
-        group.multiplier,
-        endpoint.route(),
-        ip,
-        state.records.clone(),
-    );
+    let mut call =
+        Call::begin(&meta, &principal, group.name.clone(), group.multiplier, endpoint.route(), ip, Arc::clone(state));
 
     // Validate.
     let routed = match request::validate(endpoint, &body) {
@@ -89,6 +82,20 @@ pub async fn relay_openai(
         Ok(candidates) => candidates,
         Err(error) => return fail(call, error, None),
     };
+
+    // Reserve: price, rate limits and the hold, before anything leaves.
+    let unknown;
+    let model = match snapshot.catalogue.model(&routed.model) {
+        Some(model) => model,
+        None => {
+            unknown = unpriced(&routed.model);
+            &unknown
+        }
+    };
+    match metering::reserve(state, &principal, &group, model, endpoint, &body, meta.request_id.as_str()).await {
+        Ok(reserved) => call.reserve(reserved),
+        Err(error) => return fail(call, error, None),
+    }
 
     // Debug capture, when the key's owner turned it on: the request as the client sent it.
     let now = Timestamp::now();
@@ -124,7 +131,8 @@ pub async fn relay_openai(
     let body = Arc::new(body);
 
     // Call upstream, failing over while nothing has reached the client.
-    let (outcome, served_by) = call_upstream(&candidates, endpoint, &routed, &body, &mut call).await;
+    let (outcome, served_by) = call_upstream(state, &candidates, endpoint, &routed, &body, &mut call).await;
+    let rate_headers = call.rate_headers();
     let receipt = served_by.and_then(|channel| receipt::header(&channel.channel, requirement.firewall, redactions));
     let restorer = redaction.map(|r| r.restorer);
 
@@ -168,7 +176,18 @@ pub async fn relay_openai(
     if let Some(receipt) = receipt {
         response.headers_mut().insert(receipt::DATA_POLICY, receipt);
     }
+    for (name, value) in rate_headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
     response
+}
+
+/// A model routing knows but the catalogue has no entry for (e.g. a channel added through
+/// the management API): it has no price, so it is refused like any unpriced model.
+fn unpriced(name: &veil_domain::ModelName) -> veil_domain::Model {
+    veil_domain::Model { name: name.clone(), pricing: Pricing::Unpriced, max_output_tokens: None, managed: false }
 }
 
 fn fail(call: Call, error: ApiError, receipt: Option<HeaderValue>) -> Response {
@@ -238,9 +257,11 @@ fn resolve(
     }
 }
 
-/// Phase 4: try the candidates in order; returns the outcome and the channel that
-/// produced it (the last one tried).
+/// Phase 7: try the candidates in order; returns the outcome and the channel that
+/// produced it (the last one tried). A channel at its own rate or concurrency limit is
+/// skipped like a failed one; if every candidate is, the call is rate limited.
 async fn call_upstream(
+    state: &AppState,
     candidates: &[ChannelCandidate],
     endpoint: Endpoint,
     routed: &RoutedRequest,
@@ -248,9 +269,29 @@ async fn call_upstream(
     call: &mut Call,
 ) -> (Result<UpstreamReply, ApiError>, Option<ChannelCandidate>) {
     let mut last_error: Option<UpstreamError> = None;
+    let mut channel_refusal: Option<veil_limits::Refusal> = None;
     let mut last_tried = None;
-    for candidate in candidates.iter().take(MAX_ATTEMPTS) {
+    let mut attempts = 0;
+    for candidate in candidates {
+        if attempts == MAX_ATTEMPTS {
+            break;
+        }
         let channel = &candidate.channel;
+        let demand = Demand {
+            scope: Scope::Channel(channel.name.clone()),
+            limits: Limits { rpm: channel.limits.rpm, tpm: None, max_concurrent: channel.limits.max_concurrent },
+        };
+        match state.limiter.admit(std::slice::from_ref(&demand), 0).await {
+            Ok(admission) => call.admitted_to_channel(admission),
+            Err(refusal) => {
+                // Keep the refusal that frees up soonest, to tell the client when to retry.
+                if channel_refusal.as_ref().is_none_or(|kept| refusal.retry_after < kept.retry_after) {
+                    channel_refusal = Some(refusal);
+                }
+                continue;
+            }
+        }
+        attempts += 1;
         let upstream_model = channel.upstream_model(&routed.model).clone();
         call.trying(channel.name.clone(), upstream_model.clone(), channel.policy.class());
         last_tried = Some(Arc::clone(candidate));
@@ -268,6 +309,10 @@ async fn call_upstream(
             }
         }
     }
-    let error = last_error.map_or_else(ApiError::internal, |error| ApiError::from_upstream(&error));
+    let error = match (last_error, channel_refusal) {
+        (Some(error), _) => ApiError::from_upstream(&error),
+        (None, Some(refusal)) => metering::rate_limited(&refusal),
+        (None, None) => ApiError::internal(),
+    };
     (Err(error), last_tried)
 }

@@ -26,13 +26,26 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(handlers::list_models))
         .route("/v1/models/{*id}", get(handlers::get_model))
         .route("/api/me/export", get(me::export))
+        .route("/api/me/risk", get(me::risk))
         .route("/api/me", axum::routing::delete(me::erase))
         .route("/api/me/keys/{id}/capture", axum::routing::put(me::enable_capture).delete(me::disable_capture))
         .route("/api/me/captures", get(me::list_captures))
+        .route("/api/redeem", post(crate::redeem::redeem))
+        .route("/api/usage", get(crate::reports::usage))
+        .route("/api/usage/calls", get(crate::reports::calls))
+        .route("/api/bills", get(crate::reports::bills))
+        // Legacy balance endpoints; some front-ends call them without the `/v1` prefix.
+        .route("/v1/dashboard/billing/subscription", get(crate::reports::legacy_subscription))
+        .route("/v1/dashboard/billing/usage", get(crate::reports::legacy_usage))
+        .route("/dashboard/billing/subscription", get(crate::reports::legacy_subscription))
+        .route("/dashboard/billing/usage", get(crate::reports::legacy_usage))
         .route(
             "/api/channels/{name}/credential",
             axum::routing::put(admin_api::set_credential).delete(admin_api::clear_credential),
         )
+        .route("/api/models", get(crate::admin_billing::list_models))
+        .route("/api/models/{name}", axum::routing::put(crate::admin_billing::set_price))
+        .route("/api/users/{name}/credit", post(crate::admin_billing::credit_user))
         .route("/api/privacy/models", get(transparency::models_json))
         .route("/models", get(transparency::models_page))
         .route("/privacy", get(transparency::privacy_page))

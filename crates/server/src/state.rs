@@ -110,8 +110,16 @@ pub struct AppState {
     pub revision: AtomicI64,
     /// Whether the last look at the store succeeded (drives `/readyz`).
     pub store_healthy: AtomicBool,
+    /// Risk control: anomaly rules noted on the request path (see `risk.rs`).
+    pub risk: crate::risk::RiskMonitor,
     pub records: RecordSink,
+    /// Balances, holds and spend of the accounts in use (see `veil-billing`).
+    pub billing: Arc<veil_billing::Billing>,
+    /// Requests, tokens and concurrency per key, user and channel.
+    pub limiter: Arc<veil_limits::InMemoryLimiter>,
     pub captures: crate::capture::CaptureSink,
+    /// Redemption codes: the installation's code hasher and the per-user guess throttle.
+    pub redemptions: crate::redeem::Redemptions,
     /// Opens debug captures for their owner; `None` if the capture key is unavailable.
     pub sealer: Option<veil_secrets::Sealer>,
     /// Seals and opens channel credentials stored through the management API.

@@ -36,6 +36,7 @@ pub fn key_json(key: &ApiKey, user: &str) -> Value {
         "allow_training": key.allow_training,
         "privacy": key.privacy,
         "revoked_at": key.revoked_at.map(Timestamp::to_rfc3339),
+        "suspended_at": key.suspended_at.map(Timestamp::to_rfc3339),
         "created_at": key.created_at.to_rfc3339(),
     })
 }

@@ -16,12 +16,16 @@ mod audit;
 mod codec;
 mod error;
 mod postgres;
+mod redemption;
+mod reports;
 mod sqlite;
 
 pub use audit::{AuditEntry, AuditVerification, GENESIS_HASH, NewAuditEntry, canonical_json, entry_hash};
 pub use codec::ROUTE_PATHS;
 pub use error::StoreError;
 pub use postgres::PostgresStore;
+pub use redemption::{NewRedemptionCode, Redemption, StoredRedemptionCode};
+pub use reports::{MonthlyBill, UsageDay};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -39,11 +43,21 @@ pub struct StoredCallRecord {
     pub user_name: Option<UserName>,
 }
 
-/// Which call records to read, newest first.
+/// Which call records to read, newest first. Every filter set must match; `None` and 0
+/// mean "no filter" (the derived default reads the newest 100 of everyone's records).
 #[derive(Debug, Clone, Default)]
 pub struct CallRecordFilter {
     pub user_id: Option<UserId>,
+    /// Only calls made with this key.
+    pub key_id: Option<KeyId>,
+    /// Only calls at or after this instant.
+    pub from: Option<Timestamp>,
+    /// Only calls before this instant (exclusive).
+    pub to: Option<Timestamp>,
+    /// At most this many; 0 means 100.
     pub limit: u32,
+    /// Skip this many of the matching records first (paging through a listing).
+    pub offset: u32,
 }
 
 /// A channel credential as stored: sealed, never the plaintext.
@@ -313,6 +327,61 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the copies `master_key_id` wrapped, except a purpose's last copy (which is
     /// never deleted); returns how many were deleted.
     async fn retire_wrapped_copies(&self, master_key_id: &str) -> Result<u64, StoreError>;
+
+    // Redemption codes
+    /// Stores a batch of codes in one transaction: all of them or none. Fails with
+    /// [`StoreError::Conflict`] when a hash is taken. Does not bump the revision (servers
+    /// cache no codes).
+    async fn create_redemption_codes(&self, codes: &[NewRedemptionCode]) -> Result<(), StoreError>;
+    /// Spends the code with this keyed hash for `user` at `at`, in one transaction: marks it
+    /// redeemed by the user and appends a `topup` ledger row of its amount (note
+    /// "redemption code <prefix>"), stamped like [`Store::append_ledger`] with the revision it
+    /// bumps. Only a code not redeemed yet and not expired at `at` (`expires_at > at`) is
+    /// spent; concurrent calls for one code, from any process, credit it exactly once.
+    /// Anything else is [`Redemption::NotRedeemable`], changing nothing. Fails with
+    /// [`StoreError::NotFound`] when the user does not exist (the code stays unspent).
+    async fn redeem_code(&self, hash: &str, user: UserId, at: Timestamp) -> Result<Redemption, StoreError>;
+    /// Newest first (creation time, then id, descending), with the redeemer's name resolved;
+    /// `limit` 0 means 100.
+    async fn list_redemption_codes(&self, limit: u32) -> Result<Vec<StoredRedemptionCode>, StoreError>;
+
+    // Reports (usage and bills: read-only, off the request path)
+    /// The user's usage per UTC day and model over `[from, to)`, ordered by day, then model
+    /// (no model first, then bytewise). Pass UTC midnights: call records count by their
+    /// time, and the per-day aggregates the retention purge folded away (see
+    /// [`Store::purge_call_records`]) count when their day's midnight lies in `[from, to)`,
+    /// so totals survive the purge and a day the purge cut in two is summed from both.
+    /// With `Some(key)` only that key's calls count, and only from call records still
+    /// kept: the aggregates have no key, so a key's usage older than the retention period
+    /// is gone (by design, DESIGN §3.6). Calls of every status count, at their cost.
+    async fn usage_by_day(
+        &self,
+        user: UserId,
+        key: Option<KeyId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageDay>, StoreError>;
+    /// The user's bills: one per UTC calendar month with ledger rows or calls, newest
+    /// first. Built from the whole ledger (never purged), so `credited - debited - charged`
+    /// summed over every month is the balance; `calls` counts call records and purged
+    /// aggregates alike.
+    async fn monthly_bills(&self, user: UserId) -> Result<Vec<MonthlyBill>, StoreError>;
+    /// What the user was charged over `[from, to)`, as a positive amount (charge rows are
+    /// negative); `Some(key)` counts only that key's charges.
+    async fn charges_between(
+        &self,
+        user: UserId,
+        key: Option<KeyId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Money, StoreError>;
+
+    // Risk control
+    /// Suspends a key from `Some(at)` (suspending a suspended key keeps the first time) or,
+    /// with `None`, lifts its suspension. Returns `false` when no such key exists; otherwise
+    /// bumps the revision, so running servers drop the cached key and refuse (or accept) it
+    /// within one refresh interval.
+    async fn set_key_suspended(&self, key: KeyId, at: Option<Timestamp>) -> Result<bool, StoreError>;
 }
 
 /// Opens the store a `database.url` names: `sqlite://…` or `postgres://…`.

@@ -838,42 +838,36 @@ impl Store for SqliteStore {
 
     async fn list_call_records(&self, filter: &CallRecordFilter) -> Result<Vec<StoredCallRecord>, StoreError> {
         let limit = i64::from(if filter.limit == 0 { 100 } else { filter.limit });
-        let rows = match filter.user_id {
-            None => {
-                sqlx::query(
-                    "SELECT c.request_id, c.time, c.user_id, c.key_id, c.group_name, c.model, \
-                        c.upstream_model, c.channel, c.path, c.stream, c.input_tokens, \
-                        c.cached_tokens, c.cache_write_tokens, c.output_tokens, c.reasoning_tokens, \
-                        c.images, c.media_ms, c.cost, c.multiplier, c.status, \
-                        c.error_code, c.latency_ms, c.ttft_ms, c.client_ip, c.user_agent, \
-                        c.redactions, c.rule_id, c.policy_class, c.estimated, c.channels_tried, \
-                        u.name AS user_name \
-                     FROM call_records c LEFT JOIN users u ON u.id = c.user_id \
-                     ORDER BY c.time DESC, c.request_id DESC, c.id DESC LIMIT ?",
-                )
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            Some(user) => {
-                sqlx::query(
-                    "SELECT c.request_id, c.time, c.user_id, c.key_id, c.group_name, c.model, \
-                        c.upstream_model, c.channel, c.path, c.stream, c.input_tokens, \
-                        c.cached_tokens, c.cache_write_tokens, c.output_tokens, c.reasoning_tokens, \
-                        c.images, c.media_ms, c.cost, c.multiplier, c.status, \
-                        c.error_code, c.latency_ms, c.ttft_ms, c.client_ip, c.user_agent, \
-                        c.redactions, c.rule_id, c.policy_class, c.estimated, c.channels_tried, \
-                        u.name AS user_name \
-                     FROM call_records c LEFT JOIN users u ON u.id = c.user_id \
-                     WHERE c.user_id = ? \
-                     ORDER BY c.time DESC, c.request_id DESC, c.id DESC LIMIT ?",
-                )
-                .bind(id_text(user.as_uuid()))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
+        // Only the filters asked for go into the statement (rather than `? IS NULL OR …`),
+        // so each shape keeps its own index plan.
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT c.request_id, c.time, c.user_id, c.key_id, c.group_name, c.model, \
+                c.upstream_model, c.channel, c.path, c.stream, c.input_tokens, \
+                c.cached_tokens, c.cache_write_tokens, c.output_tokens, c.reasoning_tokens, \
+                c.images, c.media_ms, c.cost, c.multiplier, c.status, \
+                c.error_code, c.latency_ms, c.ttft_ms, c.client_ip, c.user_agent, \
+                c.redactions, c.rule_id, c.policy_class, c.estimated, c.channels_tried, \
+                u.name AS user_name \
+             FROM call_records c LEFT JOIN users u ON u.id = c.user_id WHERE 1 = 1",
+        );
+        if let Some(user) = filter.user_id {
+            query.push(" AND c.user_id = ").push_bind(id_text(user.as_uuid()));
+        }
+        if let Some(key) = filter.key_id {
+            query.push(" AND c.key_id = ").push_bind(id_text(key.as_uuid()));
+        }
+        if let Some(from) = filter.from {
+            query.push(" AND c.time >= ").push_bind(from.unix_millis());
+        }
+        if let Some(to) = filter.to {
+            query.push(" AND c.time < ").push_bind(to.unix_millis());
+        }
+        query
+            .push(" ORDER BY c.time DESC, c.request_id DESC, c.id DESC LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(i64::from(filter.offset));
+        let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(codec::call_record).collect()
     }
 
@@ -1173,5 +1167,230 @@ impl Store for SqliteStore {
                 return Ok(walk.finish());
             }
         }
+    }
+
+    // Redemption codes
+
+    async fn create_redemption_codes(&self, codes: &[crate::NewRedemptionCode]) -> Result<(), StoreError> {
+        if codes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for chunk in codes.chunks(crate::redemption::CODES_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO redemption_codes (hash, prefix, amount, created_at, expires_at) ",
+            );
+            insert.push_values(chunk, |mut row, code| {
+                row.push_bind(code.hash.as_str())
+                    .push_bind(code.prefix.as_str())
+                    .push_bind(code.amount.nanos())
+                    .push_bind(code.created_at.unix_millis())
+                    .push_bind(code.expires_at.map(Timestamp::unix_millis));
+            });
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|error| codec::translate(error, || "redemption code hash".to_owned(), String::new))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn redeem_code(&self, hash: &str, user: UserId, at: Timestamp) -> Result<crate::Redemption, StoreError> {
+        // BEGIN IMMEDIATE serializes writers across processes, so the conditional UPDATE
+        // below is the one place a code turns spent: a second redemption finds it spent.
+        let mut tx = self.write().await?;
+        let spent = sqlx::query(
+            "UPDATE redemption_codes SET redeemed_at = ?1, redeemed_by = ?2 \
+             WHERE hash = ?3 AND redeemed_at IS NULL AND (expires_at IS NULL OR expires_at > ?1) \
+             RETURNING prefix, amount",
+        )
+        .bind(at.unix_millis())
+        .bind(id_text(user.as_uuid()))
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|error| codec::translate(error, || "redemption".to_owned(), || format!("user {user}")))?;
+        let Some(spent) = spent else {
+            return Ok(crate::Redemption::NotRedeemable);
+        };
+        let prefix = spent.text("prefix")?;
+        let amount = Money::from_nanos(spent.int("amount")?);
+        let p = LedgerParams::new(&crate::redemption::topup(user, amount, &prefix, at));
+        let revision = bump_revision(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note, revision) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id_text(p.user_id))
+        .bind(p.key_id.map(id_text))
+        .bind(p.kind)
+        .bind(p.amount)
+        .bind(p.time)
+        .bind(p.request_id)
+        .bind(p.note)
+        .bind(revision)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| codec::translate(error, || "ledger entry".to_owned(), || format!("user {user}")))?;
+        tx.commit().await?;
+        Ok(crate::Redemption::Credited { amount, prefix, revision })
+    }
+
+    async fn list_redemption_codes(&self, limit: u32) -> Result<Vec<crate::StoredRedemptionCode>, StoreError> {
+        sqlx::query(
+            "SELECT c.id, c.prefix, c.amount, c.created_at, c.expires_at, c.redeemed_at, c.redeemed_by, \
+                u.name AS redeemed_by_name \
+             FROM redemption_codes c LEFT JOIN users u ON u.id = c.redeemed_by \
+             ORDER BY c.created_at DESC, c.id DESC LIMIT ?",
+        )
+        .bind(codec::list_limit(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(crate::redemption::stored)
+        .collect()
+    }
+
+    // Reports
+
+    async fn usage_by_day(
+        &self,
+        user: UserId,
+        key: Option<KeyId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<crate::UsageDay>, StoreError> {
+        // One statement each: one snapshot, so a purge running meanwhile is seen wholly
+        // before or wholly after. Days are those of the time in whole seconds rounded down,
+        // as the purge computes them.
+        let rows = match key {
+            Some(key) => {
+                sqlx::query(
+                    "SELECT date((time - (((time % 1000) + 1000) % 1000)) / 1000, 'unixepoch') AS day, model, \
+                        COUNT(*) AS calls, SUM(input_tokens) AS input_tokens, \
+                        SUM(cached_tokens) AS cached_tokens, SUM(output_tokens) AS output_tokens, \
+                        SUM(cost) AS cost \
+                     FROM call_records WHERE user_id = ?1 AND key_id = ?2 AND time >= ?3 AND time < ?4 \
+                     GROUP BY day, model ORDER BY day, model",
+                )
+                .bind(id_text(user.as_uuid()))
+                .bind(id_text(key.as_uuid()))
+                .bind(from.unix_millis())
+                .bind(to.unix_millis())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT day, model, SUM(calls) AS calls, SUM(input_tokens) AS input_tokens, \
+                        SUM(cached_tokens) AS cached_tokens, SUM(output_tokens) AS output_tokens, \
+                        SUM(cost) AS cost \
+                     FROM ( \
+                        SELECT date((time - (((time % 1000) + 1000) % 1000)) / 1000, 'unixepoch') AS day, \
+                            model, COUNT(*) AS calls, SUM(input_tokens) AS input_tokens, \
+                            SUM(cached_tokens) AS cached_tokens, SUM(output_tokens) AS output_tokens, \
+                            SUM(cost) AS cost \
+                        FROM call_records WHERE user_id = ?1 AND time >= ?2 AND time < ?3 \
+                        GROUP BY day, model \
+                        UNION ALL \
+                        SELECT day, model, calls, input_tokens, cached_tokens, output_tokens, cost_nanos \
+                        FROM daily_usage WHERE user_id = ?1 AND day >= ?4 AND day < ?5) \
+                     GROUP BY day, model ORDER BY day, model",
+                )
+                .bind(id_text(user.as_uuid()))
+                .bind(from.unix_millis())
+                .bind(to.unix_millis())
+                .bind(crate::reports::day_bound(from))
+                .bind(crate::reports::day_bound(to))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(crate::reports::usage_day).collect()
+    }
+
+    async fn monthly_bills(&self, user: UserId) -> Result<Vec<crate::MonthlyBill>, StoreError> {
+        // Every non-hold ledger row lands in exactly one of charged, credited, debited.
+        let rows = sqlx::query(
+            "SELECT month, SUM(charged) AS charged, SUM(credited) AS credited, SUM(debited) AS debited, \
+                SUM(calls) AS calls \
+             FROM ( \
+                SELECT strftime('%Y-%m', (time - (((time % 1000) + 1000) % 1000)) / 1000, 'unixepoch') AS month, \
+                    -SUM(CASE WHEN kind = 'charge' THEN amount ELSE 0 END) AS charged, \
+                    SUM(CASE WHEN kind <> 'charge' AND amount > 0 THEN amount ELSE 0 END) AS credited, \
+                    -SUM(CASE WHEN kind <> 'charge' AND amount < 0 THEN amount ELSE 0 END) AS debited, \
+                    0 AS calls \
+                FROM ledger WHERE user_id = ?1 AND kind <> 'hold' GROUP BY month \
+                UNION ALL \
+                SELECT strftime('%Y-%m', (time - (((time % 1000) + 1000) % 1000)) / 1000, 'unixepoch') AS month, \
+                    0, 0, 0, COUNT(*) \
+                FROM call_records WHERE user_id = ?1 GROUP BY month \
+                UNION ALL \
+                SELECT substr(day, 1, 7) AS month, 0, 0, 0, SUM(calls) \
+                FROM daily_usage WHERE user_id = ?1 GROUP BY month) \
+             GROUP BY month ORDER BY month DESC",
+        )
+        .bind(id_text(user.as_uuid()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(crate::reports::monthly_bill).collect()
+    }
+
+    async fn charges_between(
+        &self,
+        user: UserId,
+        key: Option<KeyId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Money, StoreError> {
+        let row = match key {
+            Some(key) => {
+                sqlx::query(
+                    "SELECT COALESCE(-SUM(amount), 0) AS charged FROM ledger \
+                     WHERE key_id = ?1 AND user_id = ?2 AND kind = 'charge' AND time >= ?3 AND time < ?4",
+                )
+                .bind(id_text(key.as_uuid()))
+                .bind(id_text(user.as_uuid()))
+                .bind(from.unix_millis())
+                .bind(to.unix_millis())
+                .fetch_one(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT COALESCE(-SUM(amount), 0) AS charged FROM ledger \
+                     WHERE user_id = ?1 AND kind = 'charge' AND time >= ?2 AND time < ?3",
+                )
+                .bind(id_text(user.as_uuid()))
+                .bind(from.unix_millis())
+                .bind(to.unix_millis())
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
+        Ok(Money::from_nanos(row.int("charged")?))
+    }
+
+    // Risk control
+
+    async fn set_key_suspended(&self, key: KeyId, at: Option<Timestamp>) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        // Suspending again keeps the first time: when it began is what the owner is told.
+        let updated = sqlx::query(
+            "UPDATE api_keys SET suspended_at = CASE WHEN ?1 IS NULL THEN NULL ELSE COALESCE(suspended_at, ?1) END \
+             WHERE id = ?2",
+        )
+        .bind(at.map(Timestamp::unix_millis))
+        .bind(id_text(key.as_uuid()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(updated > 0)
     }
 }

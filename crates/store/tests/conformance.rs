@@ -104,6 +104,13 @@ conformance!(
     ledger_credits_are_found_by_revision,
     settlements_land_with_their_records,
     account_and_key_totals,
+    key_suspension_round_trips_and_bumps_the_revision,
+    usage_by_day_sums_records_and_folded_days,
+    call_records_filter_by_key_and_time_and_page,
+    monthly_bills_split_the_ledger_by_month,
+    charges_between_count_charges_only,
+    redemption_codes_credit_once_and_list,
+    concurrent_redemptions_credit_once,
 );
 
 /// Raw SQL behind the store's back (tampering, inspection), on whichever backend `db` is.
@@ -455,7 +462,7 @@ fn grand_total(totals: &ByModelDay) -> Totals {
 }
 
 async fn all_records(store: &Arc<dyn Store>) -> Vec<StoredCallRecord> {
-    store.list_call_records(&CallRecordFilter { user_id: None, limit: 1_000_000 }).await.unwrap()
+    store.list_call_records(&CallRecordFilter { user_id: None, limit: 1_000_000, ..Default::default() }).await.unwrap()
 }
 
 fn audit(action: &str, subject: Option<UserId>, target: Option<&str>, details: serde_json::Value) -> NewAuditEntry {
@@ -807,7 +814,10 @@ async fn call_records_round_trip(db: &TestDb) {
         })
         .collect();
     store.insert_call_records(&routes, &[]).await.unwrap();
-    let read = store.list_call_records(&CallRecordFilter { user_id: None, limit: routes.len() as u32 }).await.unwrap();
+    let read = store
+        .list_call_records(&CallRecordFilter { user_id: None, limit: routes.len() as u32, ..Default::default() })
+        .await
+        .unwrap();
     let mut paths: Vec<_> = read.iter().map(|r| r.record.path).collect();
     paths.reverse();
     assert_eq!(paths, veil_store::ROUTE_PATHS);
@@ -838,19 +848,26 @@ async fn call_records_order_limit_and_filter(db: &TestDb) {
         assert!((a.time, &a.request_id) > (b.time, &b.request_id));
     }
 
-    let three = store.list_call_records(&CallRecordFilter { user_id: None, limit: 3 }).await.unwrap();
+    let three =
+        store.list_call_records(&CallRecordFilter { user_id: None, limit: 3, ..Default::default() }).await.unwrap();
     assert_eq!(three.len(), 3);
 
-    let all = store.list_call_records(&CallRecordFilter { user_id: None, limit: 5_000 }).await.unwrap();
+    let all =
+        store.list_call_records(&CallRecordFilter { user_id: None, limit: 5_000, ..Default::default() }).await.unwrap();
     assert_eq!(all.len(), 1_502);
 
-    let alices = store.list_call_records(&CallRecordFilter { user_id: Some(alice.id), limit: 1_000 }).await.unwrap();
+    let alices = store
+        .list_call_records(&CallRecordFilter { user_id: Some(alice.id), limit: 1_000, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(alices.len(), 500);
     assert!(alices.iter().all(|r| r.record.user_id == Some(alice.id)));
     assert!(alices.iter().all(|r| r.user_name == Some(n("alice"))));
     assert_eq!(alices[0].record.request_id, n::<RequestId>("req_01497"));
-    let nobody =
-        store.list_call_records(&CallRecordFilter { user_id: Some(UserId::generate()), limit: 0 }).await.unwrap();
+    let nobody = store
+        .list_call_records(&CallRecordFilter { user_id: Some(UserId::generate()), limit: 0, ..Default::default() })
+        .await
+        .unwrap();
     assert!(nobody.is_empty());
 }
 
@@ -1223,7 +1240,13 @@ async fn erase_user_anonymises_and_keeps_totals(db: &TestDb) {
     let records_after = all_records(store).await;
     assert!(records_after.iter().all(|r| r.record.user_id != a));
     assert_eq!(records_after.len(), records_before.len() - 3);
-    assert!(store.list_call_records(&CallRecordFilter { user_id: a, limit: 0 }).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_call_records(&CallRecordFilter { user_id: a, limit: 0, ..Default::default() })
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.daily_usage(a).await.unwrap().is_empty());
     let usage_after = store.daily_usage(None).await.unwrap();
     assert!(usage_after.iter().all(|r| r.user_id != a));
@@ -1648,7 +1671,10 @@ async fn settlements_land_with_their_records(db: &TestDb) {
     let ledger = store.list_ledger(alice.id).await.unwrap();
     assert_eq!(ledger[1..], [hold, charge]);
     assert_eq!(store.balance(alice.id).await.unwrap(), Money::parse_decimal("0.876543211").unwrap());
-    let records = store.list_call_records(&CallRecordFilter { user_id: Some(alice.id), limit: 0 }).await.unwrap();
+    let records = store
+        .list_call_records(&CallRecordFilter { user_id: Some(alice.id), limit: 0, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].record, record);
 
@@ -1707,4 +1733,451 @@ async fn account_and_key_totals(db: &TestDb) {
         store.account_totals(UserId::generate(), at(0), at(0)).await.unwrap(),
         AccountTotals { revision, ..AccountTotals::default() }
     );
+}
+
+async fn key_suspension_round_trips_and_bumps_the_revision(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let key = store.create_key(new_key(alice.id, "hash-suspend")).await.unwrap();
+    let other = store.create_key(bare_key(alice.id, "hash-other")).await.unwrap();
+    assert_eq!(key.suspended_at, None);
+
+    let r0 = store.revision().await.unwrap();
+    assert!(store.set_key_suspended(key.id, Some(at(1_700_000_000_000))).await.unwrap());
+    let r1 = store.revision().await.unwrap();
+    assert!(r1 > r0, "suspending must bump the revision (servers cache keys)");
+    // Every key query reads it back; other keys are untouched.
+    let read = store.key_by_hash("hash-suspend").await.unwrap().unwrap();
+    assert_eq!(read.suspended_at, Some(at(1_700_000_000_000)));
+    assert_eq!(read, veil_domain::ApiKey { suspended_at: Some(at(1_700_000_000_000)), ..key.clone() });
+    let listed = store.list_keys(Some(alice.id)).await.unwrap();
+    assert_eq!(listed.iter().find(|k| k.id == key.id).unwrap().suspended_at, Some(at(1_700_000_000_000)));
+    assert_eq!(listed.iter().find(|k| k.id == other.id).unwrap().suspended_at, None);
+
+    // Suspending again keeps the first time, and still bumps.
+    assert!(store.set_key_suspended(key.id, Some(at(1_800_000_000_000))).await.unwrap());
+    let r2 = store.revision().await.unwrap();
+    assert!(r2 > r1);
+    assert_eq!(store.key_by_hash("hash-suspend").await.unwrap().unwrap().suspended_at, Some(at(1_700_000_000_000)));
+
+    // Lifting clears it.
+    assert!(store.set_key_suspended(key.id, None).await.unwrap());
+    let r3 = store.revision().await.unwrap();
+    assert!(r3 > r2, "lifting a suspension must bump the revision");
+    assert_eq!(store.key_by_hash("hash-suspend").await.unwrap().unwrap(), key);
+
+    // Unknown key: false, nothing bumped.
+    assert!(!store.set_key_suspended(KeyId::generate(), Some(at(1))).await.unwrap());
+    assert!(!store.set_key_suspended(KeyId::generate(), None).await.unwrap());
+    assert_eq!(store.revision().await.unwrap(), r3);
+
+    // A revoked key can be suspended too; the two are independent.
+    assert!(store.revoke_key(other.id, at(50)).await.unwrap());
+    assert!(store.set_key_suspended(other.id, Some(at(60))).await.unwrap());
+    let other = store.key_by_hash("hash-other").await.unwrap().unwrap();
+    assert_eq!((other.revoked_at, other.suspended_at), (Some(at(50)), Some(at(60))));
+}
+
+// ---------------------------------------------------------------------------------------
+// Reports
+
+/// A `metered` call (usage scaled by `scale`) made with `key`.
+fn keyed(request_id: &str, time: i64, user: UserId, key: KeyId, model: Option<&str>, scale: u64) -> CallRecord {
+    let mut record = metered(request_id, time, Some(user), model, scale);
+    record.key_id = Some(key);
+    record
+}
+
+/// The report row `metered` calls with these scales add up to.
+fn usage_day(day: &str, model: Option<&str>, ns: &[u64]) -> veil_store::UsageDay {
+    let row = usage_row(None, model, day, ns);
+    veil_store::UsageDay {
+        day: row.day,
+        model: row.model,
+        calls: row.calls,
+        input_tokens: row.input_tokens,
+        cached_tokens: row.cached_tokens,
+        output_tokens: row.output_tokens,
+        cost: row.cost,
+    }
+}
+
+async fn usage_by_day_sums_records_and_folded_days(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    let k1 = store.create_key(bare_key(alice.id, "h-usage-1")).await.unwrap().id;
+    let k2 = store.create_key(bare_key(alice.id, "h-usage-2")).await.unwrap().id;
+    let kb = store.create_key(bare_key(bob.id, "h-usage-b")).await.unwrap().id;
+    let a = alice.id;
+    store
+        .insert_call_records(
+            &[
+                keyed("a0", D0 - 1, a, k1, Some("gpt-4o"), 7),
+                keyed("a1", D0 + 10, a, k1, Some("gpt-4o"), 1),
+                keyed("a2", D0 + 20, a, k2, Some("gpt-4o"), 2),
+                keyed("a3", D0 + 30, a, k1, Some("gpt-4o-mini"), 3),
+                keyed("a7", D0 + 50, a, k1, Some("gpt-4o"), 9),
+                keyed("a4", D0 + DAY + 5, a, k1, Some("gpt-4o"), 4),
+                keyed("a5", D0 + DAY + 6, a, k2, None, 5),
+                keyed("a6", D0 + 2 * DAY, a, k1, Some("gpt-4o"), 6),
+                keyed("b1", D0 + 40, bob.id, kb, Some("gpt-4o"), 8),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    let two_days = |key| store.usage_by_day(a, key, at(D0), at(D0 + 2 * DAY));
+    let everything = vec![
+        usage_day("2023-11-14", Some("gpt-4o"), &[1, 2, 9]),
+        usage_day("2023-11-14", Some("gpt-4o-mini"), &[3]),
+        usage_day("2023-11-15", None, &[5]),
+        usage_day("2023-11-15", Some("gpt-4o"), &[4]),
+    ];
+    assert_eq!(two_days(None).await.unwrap(), everything, "[from, to) by day, then model (none first)");
+    let k1_only = vec![
+        usage_day("2023-11-14", Some("gpt-4o"), &[1, 9]),
+        usage_day("2023-11-14", Some("gpt-4o-mini"), &[3]),
+        usage_day("2023-11-15", Some("gpt-4o"), &[4]),
+    ];
+    assert_eq!(two_days(Some(k1)).await.unwrap(), k1_only);
+    assert_eq!(
+        store.usage_by_day(a, None, at(D0 - DAY), at(D0)).await.unwrap(),
+        vec![usage_day("2023-11-13", Some("gpt-4o"), &[7])]
+    );
+
+    // The purge cuts 2023-11-14 in two: its first calls are folded away, the rest kept.
+    // Without a key the totals do not move; with one, only kept records can answer.
+    assert_eq!(store.purge_call_records(at(D0 + 25), 0).await.unwrap(), 3);
+    assert_eq!(two_days(None).await.unwrap(), everything, "folded rows still count");
+    assert_eq!(
+        two_days(Some(k1)).await.unwrap(),
+        vec![
+            usage_day("2023-11-14", Some("gpt-4o"), &[9]),
+            usage_day("2023-11-14", Some("gpt-4o-mini"), &[3]),
+            usage_day("2023-11-15", Some("gpt-4o"), &[4]),
+        ]
+    );
+    assert_eq!(
+        store.usage_by_day(a, None, at(D0 - DAY), at(D0)).await.unwrap(),
+        vec![usage_day("2023-11-13", Some("gpt-4o"), &[7])],
+        "a folded day counts when its midnight is in range"
+    );
+    assert!(store.usage_by_day(a, None, at(D0 + 3 * DAY), at(D0 + 4 * DAY)).await.unwrap().is_empty());
+    // Everything folded: the same totals, from aggregates alone.
+    store.purge_call_records(at(i64::MAX), 0).await.unwrap();
+    assert_eq!(two_days(None).await.unwrap(), everything);
+    assert!(two_days(Some(k1)).await.unwrap().is_empty());
+
+    // Each user sees their own usage only, also through someone else's key.
+    assert_eq!(
+        store.usage_by_day(bob.id, None, at(D0), at(D0 + 2 * DAY)).await.unwrap(),
+        vec![usage_day("2023-11-14", Some("gpt-4o"), &[8])]
+    );
+    store.insert_call_records(&[keyed("b2", D0 + DAY, bob.id, kb, Some("gpt-4o"), 10)], &[]).await.unwrap();
+    assert!(store.usage_by_day(a, Some(kb), at(D0), at(D0 + 2 * DAY)).await.unwrap().is_empty());
+    assert!(store.usage_by_day(bob.id, Some(k1), at(D0), at(D0 + 2 * DAY)).await.unwrap().is_empty());
+    assert!(store.usage_by_day(UserId::generate(), None, at(0), at(i64::MAX)).await.unwrap().is_empty());
+}
+
+async fn call_records_filter_by_key_and_time_and_page(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    let k1 = store.create_key(bare_key(alice.id, "h-page-1")).await.unwrap().id;
+    let k2 = store.create_key(bare_key(alice.id, "h-page-2")).await.unwrap().id;
+    let kb = store.create_key(bare_key(bob.id, "h-page-b")).await.unwrap().id;
+    let mut batch = Vec::new();
+    for i in 0..30_i64 {
+        let key = if i % 3 == 0 { k2 } else { k1 };
+        batch.push(keyed(&format!("a{i:02}"), 1_000 + i * 10, alice.id, key, Some("gpt-4o"), 1));
+        batch.push(keyed(&format!("b{i:02}"), 1_000 + i * 10, bob.id, kb, Some("gpt-4o"), 1));
+    }
+    store.insert_call_records(&batch, &[]).await.unwrap();
+    let ids = |records: Vec<StoredCallRecord>| -> Vec<String> {
+        records.into_iter().map(|r| r.record.request_id.to_string()).collect()
+    };
+
+    // [from, to), newest first.
+    let window = CallRecordFilter {
+        user_id: Some(alice.id),
+        from: Some(at(1_100)),
+        to: Some(at(1_150)),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(ids(store.list_call_records(&window).await.unwrap()), ["a14", "a13", "a12", "a11", "a10"]);
+    let k2_window = CallRecordFilter { key_id: Some(k2), ..window.clone() };
+    assert_eq!(ids(store.list_call_records(&k2_window).await.unwrap()), ["a12"]);
+    // A key filter alone, and a key with another user: nothing of someone else's.
+    let by_key = store.list_call_records(&CallRecordFilter { key_id: Some(k2), ..Default::default() }).await.unwrap();
+    assert_eq!(by_key.len(), 10);
+    assert!(by_key.iter().all(|r| r.record.key_id == Some(k2) && r.record.user_id == Some(alice.id)));
+    let crossed = CallRecordFilter { user_id: Some(bob.id), key_id: Some(k1), ..Default::default() };
+    assert!(store.list_call_records(&crossed).await.unwrap().is_empty());
+
+    // Pages of 7 add up to the whole listing, in order, without overlap.
+    let all = CallRecordFilter { user_id: Some(alice.id), limit: 1_000, ..Default::default() };
+    let whole = ids(store.list_call_records(&all).await.unwrap());
+    assert_eq!(whole.len(), 30);
+    let mut paged = Vec::new();
+    for page in 0..5 {
+        let filter = CallRecordFilter { user_id: Some(alice.id), limit: 7, offset: page * 7, ..Default::default() };
+        paged.extend(ids(store.list_call_records(&filter).await.unwrap()));
+    }
+    assert_eq!(paged, whole);
+    let past_the_end = CallRecordFilter { offset: 30, ..all.clone() };
+    assert!(store.list_call_records(&past_the_end).await.unwrap().is_empty());
+}
+
+async fn monthly_bills_split_the_ledger_by_month(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    let key = store.create_key(bare_key(alice.id, "h-bills")).await.unwrap().id;
+    let a = alice.id;
+    // 2023-12-01 and 2024-01-01, UTC.
+    let december = D0 + 17 * DAY;
+    let january = D0 + 48 * DAY;
+    store.append_ledger(&movement(a, None, LedgerKind::Topup, "10", D0)).await.unwrap();
+    store.append_ledger(&movement(a, None, LedgerKind::Adjustment, "-2", D0 + 4)).await.unwrap();
+    store.append_ledger(&movement(a, None, LedgerKind::Adjustment, "1", D0 + 5)).await.unwrap();
+    store.append_ledger(&movement(bob.id, None, LedgerKind::Topup, "100", D0)).await.unwrap();
+    store
+        .insert_call_records(
+            &[
+                metered("n1", D0 + 1, Some(a), Some("gpt-4o"), 1),
+                metered("n2", december - 1, Some(a), Some("gpt-4o"), 1),
+                metered("d1", december, Some(a), None, 1),
+                metered("j1", january + 1, Some(a), Some("gpt-4o"), 1),
+                metered("b1", december, Some(bob.id), Some("gpt-4o"), 1),
+            ],
+            &[
+                movement(a, Some(key), LedgerKind::Hold, "-4", D0 + 1),
+                movement(a, Some(key), LedgerKind::Charge, "-1.5", D0 + 1),
+                movement(a, Some(key), LedgerKind::Refund, "0.25", D0 + 3),
+                // The last millisecond of November is November's.
+                movement(a, Some(key), LedgerKind::Charge, "-0.125", december - 1),
+                movement(a, Some(key), LedgerKind::Hold, "-1", december),
+                movement(a, Some(key), LedgerKind::Charge, "-0.5", december),
+                movement(bob.id, None, LedgerKind::Charge, "-7", december),
+            ],
+        )
+        .await
+        .unwrap();
+    // Calls counted from folded aggregates too.
+    assert_eq!(store.purge_call_records(at(D0 + 2), 0).await.unwrap(), 1);
+    let money = |raw: &str| Money::parse_decimal(raw).unwrap();
+    let bill = |month: &str, charged: &str, credited: &str, debited: &str, calls: u64| veil_store::MonthlyBill {
+        month: month.to_owned(),
+        charged: money(charged),
+        credited: money(credited),
+        debited: money(debited),
+        calls,
+    };
+    let bills = store.monthly_bills(a).await.unwrap();
+    assert_eq!(
+        bills,
+        vec![
+            bill("2024-01", "0", "0", "0", 1),
+            bill("2023-12", "0.5", "0", "0", 1),
+            bill("2023-11", "1.625", "11.25", "2", 2),
+        ],
+        "newest month first; holds move no money"
+    );
+    // The bills add up to the balance.
+    let mut net = Money::ZERO;
+    for b in &bills {
+        net = Money::from_nanos(net.nanos() + b.credited.nanos() - b.debited.nanos() - b.charged.nanos());
+    }
+    assert_eq!(net, store.balance(a).await.unwrap());
+    assert_eq!(
+        store.monthly_bills(bob.id).await.unwrap(),
+        vec![bill("2023-12", "7", "0", "0", 1), bill("2023-11", "0", "100", "0", 0)]
+    );
+    assert!(store.monthly_bills(UserId::generate()).await.unwrap().is_empty());
+}
+
+async fn charges_between_count_charges_only(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    let key = store.create_key(bare_key(alice.id, "h-charges-1")).await.unwrap().id;
+    let other = store.create_key(bare_key(alice.id, "h-charges-2")).await.unwrap().id;
+    let a = alice.id;
+    store.append_ledger(&movement(a, None, LedgerKind::Topup, "10", 1)).await.unwrap();
+    store
+        .insert_call_records(
+            &[],
+            &[
+                movement(a, Some(key), LedgerKind::Charge, "-1", 1_000),
+                movement(a, Some(key), LedgerKind::Hold, "-4", 1_500),
+                movement(a, Some(other), LedgerKind::Charge, "-0.5", 2_000),
+                movement(a, Some(key), LedgerKind::Charge, "-0.25", 2_999),
+                movement(a, Some(key), LedgerKind::Refund, "0.125", 2_500),
+                movement(a, Some(key), LedgerKind::Charge, "-2", 3_000),
+                movement(bob.id, None, LedgerKind::Charge, "-9", 2_000),
+            ],
+        )
+        .await
+        .unwrap();
+    let money = |raw: &str| Money::parse_decimal(raw).unwrap();
+    let all = (at(i64::MIN), at(i64::MAX));
+    assert_eq!(store.charges_between(a, None, all.0, all.1).await.unwrap(), money("3.75"));
+    assert_eq!(store.charges_between(a, None, at(1_000), at(3_000)).await.unwrap(), money("1.75"), "[from, to)");
+    assert_eq!(store.charges_between(a, Some(key), at(1_000), at(3_000)).await.unwrap(), money("1.25"));
+    assert_eq!(store.charges_between(a, Some(other), all.0, all.1).await.unwrap(), money("0.5"));
+    assert_eq!(store.charges_between(bob.id, None, all.0, all.1).await.unwrap(), money("9"));
+    assert_eq!(store.charges_between(bob.id, Some(key), all.0, all.1).await.unwrap(), Money::ZERO);
+    assert_eq!(store.charges_between(a, None, at(5_000), at(6_000)).await.unwrap(), Money::ZERO);
+}
+
+// ---------------------------------------------------------------------------------------
+// Redemption codes
+
+fn code(hash: &str, amount: &str, created: i64, expires: Option<i64>) -> veil_store::NewRedemptionCode {
+    veil_store::NewRedemptionCode {
+        hash: hash.to_owned(),
+        prefix: format!("veil-{}", &hash[2..6]),
+        amount: Money::parse_decimal(amount).unwrap(),
+        created_at: at(created),
+        expires_at: expires.map(at),
+    }
+}
+
+fn credited(amount: &str, prefix: &str, revision: i64) -> veil_store::Redemption {
+    veil_store::Redemption::Credited {
+        amount: Money::parse_decimal(amount).unwrap(),
+        prefix: prefix.to_owned(),
+        revision,
+    }
+}
+
+async fn redemption_codes_credit_once_and_list(db: &TestDb) {
+    use veil_store::Redemption::NotRedeemable;
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    let start = store.revision().await.unwrap();
+    store
+        .create_redemption_codes(&[
+            code("h-five", "5", 1_000, None),
+            code("h-soon", "2.5", 2_000, Some(10_000)),
+            code("h-gone", "1", 3_000, Some(5_000)),
+        ])
+        .await
+        .unwrap();
+    store.create_redemption_codes(&[]).await.unwrap();
+    assert_eq!(store.revision().await.unwrap(), start, "servers cache no codes: creating them bumps nothing");
+    // A batch with a taken hash, or a non-positive amount, is refused whole.
+    let taken = [code("h-newx", "1", 4_000, None), code("h-five", "1", 4_000, None)];
+    assert!(matches!(store.create_redemption_codes(&taken).await.unwrap_err(), StoreError::Conflict(_)));
+    assert!(store.create_redemption_codes(&[code("h-zero", "0", 4_000, None)]).await.is_err());
+    assert!(store.create_redemption_codes(&[code("h-less", "-1", 4_000, None)]).await.is_err());
+    assert_eq!(store.list_redemption_codes(0).await.unwrap().len(), 3);
+
+    // Redeeming credits the amount as a top-up stamped with the revision it bumps.
+    assert_eq!(store.redeem_code("h-five", alice.id, at(6_000)).await.unwrap(), credited("5", "veil-five", start + 1));
+    assert_eq!(store.revision().await.unwrap(), start + 1);
+    assert_eq!(store.balance(alice.id).await.unwrap(), Money::parse_decimal("5").unwrap());
+    let credits = store.ledger_credits_since(start).await.unwrap();
+    assert_eq!(credits.len(), 1);
+    assert_eq!(credits[0].revision, start + 1);
+    assert_eq!(
+        credits[0].entry,
+        LedgerEntry {
+            user_id: alice.id,
+            key_id: None,
+            kind: LedgerKind::Topup,
+            amount: Money::parse_decimal("5").unwrap(),
+            time: at(6_000),
+            request_id: None,
+            note: Some("redemption code veil-five".to_owned()),
+        }
+    );
+
+    // Once only, by anyone; expired (at the instant of expiry too) and unknown codes alike
+    // are not redeemable, and none of that changes anything.
+    assert_eq!(store.redeem_code("h-five", alice.id, at(6_001)).await.unwrap(), NotRedeemable);
+    assert_eq!(store.redeem_code("h-five", bob.id, at(6_001)).await.unwrap(), NotRedeemable);
+    assert_eq!(store.redeem_code("h-gone", bob.id, at(6_000)).await.unwrap(), NotRedeemable);
+    assert_eq!(store.redeem_code("h-soon", bob.id, at(10_000)).await.unwrap(), NotRedeemable);
+    assert_eq!(store.redeem_code("h-none", bob.id, at(1)).await.unwrap(), NotRedeemable);
+    assert_eq!(store.revision().await.unwrap(), start + 1);
+    assert_eq!(store.balance(alice.id).await.unwrap(), Money::parse_decimal("5").unwrap());
+    assert_eq!(store.balance(bob.id).await.unwrap(), Money::ZERO);
+    assert_eq!(store.redeem_code("h-soon", bob.id, at(9_999)).await.unwrap(), credited("2.5", "veil-soon", start + 2));
+
+    // An unknown user: refused, and the code stays redeemable.
+    store.create_redemption_codes(&[code("h-late", "0.000000001", 7_000, None)]).await.unwrap();
+    let ghost = store.redeem_code("h-late", UserId::generate(), at(8_000)).await;
+    assert!(matches!(ghost, Err(StoreError::NotFound(_))), "{ghost:?}");
+    assert_eq!(store.revision().await.unwrap(), start + 2);
+    assert_eq!(
+        store.redeem_code("h-late", alice.id, at(8_000)).await.unwrap(),
+        credited("0.000000001", "veil-late", start + 3)
+    );
+
+    // Newest first, with who redeemed what; never a hash.
+    let listed = store.list_redemption_codes(0).await.unwrap();
+    let prefixes: Vec<&str> = listed.iter().map(|c| c.prefix.as_str()).collect();
+    assert_eq!(prefixes, ["veil-late", "veil-gone", "veil-soon", "veil-five"]);
+    assert_eq!(
+        listed[3],
+        veil_store::StoredRedemptionCode {
+            id: listed[3].id,
+            prefix: "veil-five".to_owned(),
+            amount: Money::parse_decimal("5").unwrap(),
+            created_at: at(1_000),
+            expires_at: None,
+            redeemed_at: Some(at(6_000)),
+            redeemed_by: Some(alice.id),
+            redeemed_by_name: Some(n("alice")),
+        }
+    );
+    assert_eq!((listed[1].expires_at, listed[1].redeemed_at, listed[1].redeemed_by), (Some(at(5_000)), None, None));
+    assert_eq!(listed[2].redeemed_by_name, Some(n("bob")));
+    assert!(listed[3].id < listed[2].id);
+    let limited = store.list_redemption_codes(2).await.unwrap();
+    assert_eq!(limited, listed[..2]);
+
+    // Erasing the redeemer keeps the code spent, without the account.
+    store.erase_user(bob.id).await.unwrap();
+    let soon = store.list_redemption_codes(0).await.unwrap().into_iter().find(|c| c.prefix == "veil-soon").unwrap();
+    assert_eq!((soon.redeemed_at, soon.redeemed_by, soon.redeemed_by_name), (Some(at(9_999)), None, None));
+    assert_eq!(store.redeem_code("h-soon", alice.id, at(9_000)).await.unwrap(), NotRedeemable);
+}
+
+async fn concurrent_redemptions_credit_once(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    store.create_redemption_codes(&[code("h-race", "3", 1, None), code("h-calm", "1", 1, None)]).await.unwrap();
+    let start = store.revision().await.unwrap();
+    // Three pools, as if three processes raced for the same code.
+    let stores = [
+        Arc::clone(store),
+        veil_store::connect(&db.url, 4).await.unwrap(),
+        veil_store::connect(&db.url, 4).await.unwrap(),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let store = Arc::clone(&stores[i % stores.len()]);
+        let user = if i % 2 == 0 { alice.id } else { bob.id };
+        tasks.spawn(async move { store.redeem_code("h-race", user, at(2)).await.unwrap() });
+    }
+    let outcomes = tasks.join_all().await;
+    let winners: Vec<_> = outcomes.iter().filter(|o| matches!(o, veil_store::Redemption::Credited { .. })).collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert_eq!(*winners[0], credited("3", "veil-race", start + 1));
+    let total = store.balance(alice.id).await.unwrap().nanos() + store.balance(bob.id).await.unwrap().nanos();
+    assert_eq!(total, 3_000_000_000, "credited exactly once");
+    let rows = store.list_ledger(alice.id).await.unwrap().len() + store.list_ledger(bob.id).await.unwrap().len();
+    assert_eq!(rows, 1);
+    assert_eq!(store.revision().await.unwrap(), start + 1);
+    // The other code was untouched by the race.
+    assert!(matches!(
+        store.redeem_code("h-calm", bob.id, at(3)).await.unwrap(),
+        veil_store::Redemption::Credited { .. }
+    ));
 }

@@ -4,6 +4,7 @@
 // Test support: failing loudly on a broken fixture is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
+mod codes;
 pub mod mock_upstream;
 pub mod postgres;
 mod spawn;

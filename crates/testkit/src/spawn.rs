@@ -30,6 +30,8 @@ pub struct KeyOptions {
     pub ip_allow: Vec<ipnet::IpNet>,
     pub allow_training: bool,
     pub privacy: veil_domain::KeyPrivacy,
+    pub quota: Option<veil_domain::Money>,
+    pub limits: KeyLimits,
 }
 
 /// Starts Veil with `config` (TOML). `server.listen`, `server.data_dir` and, unless the
@@ -94,8 +96,8 @@ impl TestApp {
                 hash: self.hasher.hash(secret.expose()),
                 models,
                 expires_at: options.expires_at,
-                quota: None,
-                limits: KeyLimits::default(),
+                quota: options.quota,
+                limits: options.limits,
                 ip_allow: options.ip_allow,
                 allow_training: options.allow_training,
                 privacy: options.privacy,
@@ -110,6 +112,23 @@ impl TestApp {
         let user = self.create_user(name, "default").await;
         let (secret, _) = self.create_key(&user, KeyOptions::default()).await;
         (user, secret)
+    }
+
+    /// Credits `amount` (a decimal such as `"1.5"`) to `user`, as `veil admin user credit`
+    /// does: a running server sees it at its next refresh.
+    pub async fn credit(&self, user: &User, amount: &str) {
+        self.store
+            .append_ledger(&veil_domain::LedgerEntry {
+                user_id: user.id,
+                key_id: None,
+                kind: veil_domain::LedgerKind::Topup,
+                amount: veil_domain::Money::parse_decimal(amount).expect("decimal amount"),
+                time: Timestamp::now(),
+                request_id: None,
+                note: Some("test credit".into()),
+            })
+            .await
+            .expect("credit written");
     }
 
     /// Graceful shutdown, as on SIGTERM: returns once calls drained and records flushed.

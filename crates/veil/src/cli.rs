@@ -48,6 +48,11 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: ChannelCommand,
     },
+    /// Redemption codes: credit users spend with `POST /api/redeem`.
+    Code {
+        #[command(subcommand)]
+        command: CodeCommand,
+    },
     /// Run the retention purge now: call records older than the cutoff become daily
     /// aggregates without identifiers.
     Purge {
@@ -77,6 +82,9 @@ pub enum AdminCommand {
         /// Only this user's calls.
         #[arg(long)]
         user: Option<String>,
+        /// Only calls made with this key (its id, as `key list` shows it).
+        #[arg(long)]
+        key: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -133,6 +141,11 @@ pub enum KeyCommand {
     },
     /// Revoke a key by id; running servers refuse it within seconds.
     Revoke { id: String },
+    /// Suspend a key by id (as risk control does): its calls get `403 key_suspended`
+    /// until it is unsuspended; its owner can still read why.
+    Suspend { id: String },
+    /// Lift a key's suspension; running servers accept it again within seconds.
+    Unsuspend { id: String },
 }
 
 #[derive(Debug, Args)]
@@ -179,4 +192,24 @@ pub enum ChannelCommand {
     List,
     /// Make one real call through a channel and report its latency or error.
     Test { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CodeCommand {
+    /// Create codes worth AMOUNT each; they are printed once (one per line) and never stored.
+    Create {
+        /// Credit per code, in currency units (e.g. 5 or 1.5).
+        amount: String,
+        /// How many codes (1 to 10000).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Lifetime such as 30d or 12h, or an RFC 3339 time (default: never expires).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List codes, newest first (display prefixes only, never the codes).
+    List {
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
 }

@@ -44,6 +44,21 @@ async fn canaries_never_reach_the_database_or_logs_on_postgres() {
     connection.close().await.unwrap();
 }
 
+/// Priced models, so holds, charges and the ledger are on the canary's path too.
+const PRICES: &str = "
+[[model]]
+name = \"gpt-4o-mini\"
+price = { input = 0.15, cached_input = 0.075, output = 0.6 }
+
+[[model]]
+name = \"text-embedding-3-small\"
+price = { input = 0.02 }
+
+[[model]]
+name = \"instruct\"
+price = { input = 1.5, output = 2 }
+";
+
 /// Sends the canaries through every path; returns the canary for further searching.
 async fn run_canaries(database_url: Option<&str>) -> String {
     let canary = format!("CANARY{}", uuid_like());
@@ -53,7 +68,7 @@ async fn run_canaries(database_url: Option<&str>) -> String {
     std::fs::write(
         d.join("veil.toml"),
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"trace\"\n\n[[channel]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\", \"text-embedding-3-small\", \"instruct\"]\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"trace\"\n\n[[channel]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\", \"text-embedding-3-small\", \"instruct\"]\n{PRICES}",
             database_url.map(|url| format!("\n[database]\nurl = \"{url}\"\n")).unwrap_or_default(),
             upstream.base_url()
         ),
@@ -61,7 +76,7 @@ async fn run_canaries(database_url: Option<&str>) -> String {
     .unwrap();
     let d2 = d.clone();
     let (server, secret) = tokio::task::spawn_blocking(move || {
-        veil_json(&d2, &["--config", "veil.toml", "admin", "user", "add", "canary-user", "--json"]);
+        veil_json(&d2, &["--config", "veil.toml", "admin", "user", "add", "canary-user", "--credit", "5", "--json"]);
         let key =
             veil_json(&d2, &["--config", "veil.toml", "admin", "key", "create", "--user", "canary-user", "--json"]);
         let (server, _) = Server::start(&d2, &["--config", "veil.toml"], &[]);

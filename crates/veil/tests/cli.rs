@@ -118,7 +118,7 @@ fn channel_test_reports_an_unreachable_upstream() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     std::fs::write(
         dir.path().join("veil.toml"),
-        format!("[[channel]]\nname = \"down\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodels = [\"m\"]\nconnect_timeout = \"2s\"\n"),
+        format!("[[channel]]\nname = \"down\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodels = [\"m\"]\nconnect_timeout = \"2s\"\n\n[[model]]\nname = \"m\"\nfree = true\n"),
     )
     .unwrap();
     let out = veil(dir.path(), &["admin", "channel", "test", "down", "--config", "veil.toml", "--json"]);
@@ -370,4 +370,269 @@ fn config_changes_to_channels_and_prices_are_audited_once() {
     std::fs::write(d.join("veil.toml"), config("0.75")).unwrap();
     assert_eq!(count("model.apply"), 2);
     assert_eq!(count("channel.apply"), 1);
+}
+
+/// Polls `chat` until it answers `status`; a deadline only so a broken build fails
+/// instead of hanging (propagation within 2 s is checked elsewhere).
+fn chat_until(address: &str, key: &str, status: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got, body) = chat(address, key);
+        if got == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "still {got} instead of {status}: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn admin_suspends_and_unsuspends_a_key_and_a_running_server_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    veil_json(d, &["admin", "user", "add", "sam", "--json"]);
+    let key = veil_json(d, &["admin", "key", "create", "--user", "sam", "--json"]);
+    let (id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
+    assert!(key["suspended_at"].is_null());
+    let (mut server, _) = Server::start(d, &[], &[("VEIL_SERVER__LISTEN", "127.0.0.1:0")]);
+    chat_until(&server.address, secret, 200);
+
+    let suspended = veil_json(d, &["admin", "key", "suspend", id, "--json"]);
+    assert_eq!(suspended["id"], id);
+    assert_eq!(suspended["suspended"], true);
+    assert!(suspended["suspended_at"].is_string());
+    let listed = veil_json(d, &["admin", "key", "list", "--json"]);
+    assert_eq!(listed[0]["suspended_at"], suspended["suspended_at"]);
+    let table = veil(d, &["admin", "key", "list"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("suspended"), "no suspended marker in the listing");
+
+    let refused = chat_until(&server.address, secret, 403);
+    assert_eq!(refused["error"]["code"], "key_suspended");
+    assert_eq!(refused["error"]["type"], "permission_error");
+    // The owner can still see why, with the suspended key itself.
+    let risk: Value = reqwest::blocking::Client::new()
+        .get(format!("{}/api/me/risk", server.address))
+        .bearer_auth(secret)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(risk["keys"][0]["suspended"], true, "{risk}");
+    assert_eq!(risk["events"][0]["action"], "key.suspend");
+    assert_eq!(risk["events"][0]["actor"], "cli");
+    assert_eq!(risk["events"][0]["key_id"], id);
+
+    let lifted = veil_json(d, &["admin", "key", "unsuspend", id, "--json"]);
+    assert_eq!(lifted["suspended"], false);
+    assert!(lifted["suspended_at"].is_null());
+    chat_until(&server.address, secret, 200);
+    assert!(server.terminate().success());
+
+    let audit = veil_json(d, &["admin", "audit", "list", "--json"]);
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == id)
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions[..2], [("key.unsuspend", "cli"), ("key.suspend", "cli")], "{actions:?}");
+    let unknown = "0190a0a0-0000-7000-8000-000000000000";
+    assert!(!veil(d, &["admin", "key", "suspend", unknown]).status.success());
+    assert!(!veil(d, &["admin", "key", "unsuspend", unknown]).status.success());
+    assert!(!veil(d, &["admin", "key", "suspend", "not-an-id"]).status.success());
+}
+
+#[test]
+fn redemption_codes_are_printed_once_stored_hashed_listed_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created = veil_json(d, &["admin", "code", "create", "5", "--count", "3", "--expires", "30d", "--json"]);
+    assert_eq!(created["amount"], "5.0");
+    assert!(created["expires_at"].is_string());
+    let mut codes: Vec<String> =
+        created["codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+    assert_eq!(codes.len(), 3);
+    // Plain output: the codes alone on stdout, one per line (the note goes to stderr).
+    let out = veil(d, &["admin", "code", "create", "1.5", "--count", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.lines().count(), 2, "{printed}");
+    codes.extend(printed.lines().map(str::to_owned));
+    for code in &codes {
+        assert!(code.starts_with("veil-") && code.len() == 29, "{code}");
+        assert!(code[5..].bytes().all(|b| b.is_ascii_alphanumeric()), "{code}");
+    }
+    let mut distinct = codes.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5);
+
+    // No code is anywhere on disk: only keyed hashes and prefixes are stored.
+    for entry in walk(&d.join("veil-data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        for code in &codes {
+            assert!(!contains(&bytes, &code.as_bytes()[5..]), "a code was found in {}", entry.display());
+        }
+    }
+
+    let listed = veil_json(d, &["admin", "code", "list", "--json"]);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 5);
+    assert_eq!(listed[0]["amount"], "1.5", "newest first");
+    assert_eq!(listed[4]["amount"], "5.0");
+    assert!(listed[4]["expires_at"].is_string() && listed[0]["expires_at"].is_null());
+    for entry in listed {
+        assert_eq!(entry["status"], "active");
+        assert!(entry["redeemed_by"].is_null());
+        let prefix = entry["prefix"].as_str().unwrap();
+        assert!(prefix.len() == 9 && codes.iter().any(|c| c.starts_with(prefix)), "{entry}");
+    }
+    let text = veil(d, &["admin", "code", "list"]);
+    assert!(text.status.success());
+    let shown = format!("{}{}", serde_json::to_string(&listed).unwrap(), String::from_utf8_lossy(&text.stdout));
+    assert!(codes.iter().all(|c| !shown.contains(&c[9..])), "a listing shows a code");
+
+    // One audit entry per batch, with count and amount, never a code.
+    let audit = veil_json(d, &["admin", "audit", "list", "--json"]);
+    let batches: Vec<&Value> = audit.as_array().unwrap().iter().filter(|a| a["action"] == "code.create").collect();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[0]["details"]["count"], 2);
+    assert_eq!(batches[0]["details"]["amount"], "1.5");
+    assert_eq!(batches[1]["details"]["count"], 3);
+    assert_eq!(batches[1]["details"]["amount"], "5.0");
+    assert!(batches[1]["details"]["expires_at"].is_string());
+    assert!(codes.iter().all(|c| !audit.to_string().contains(&c[9..])), "the audit log holds a code");
+
+    // Bad amounts, counts and expiries create nothing.
+    for args in [
+        &["0"][..],
+        &["-1"],
+        &["lots"],
+        &["1.0000000001"],
+        &["1", "--count", "0"],
+        &["1", "--count", "10001"],
+        &["1", "--expires", "2000-01-01T00:00:00Z"],
+        &["1", "--expires", "soon"],
+    ] {
+        let out = veil(d, &[&["admin", "code", "create"][..], args].concat());
+        assert!(!out.status.success(), "accepted: {args:?}");
+        assert!(out.stdout.is_empty(), "printed something for {args:?}");
+    }
+    assert_eq!(veil_json(d, &["admin", "code", "list", "--json"]).as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn a_code_made_by_the_cli_is_redeemed_by_the_server_and_listed_as_redeemed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    veil_json(d, &["admin", "user", "add", "rita", "--json"]);
+    let key = veil_json(d, &["admin", "key", "create", "--user", "rita", "--json"]);
+    let code = veil_json(d, &["admin", "code", "create", "2.5", "--json"])["codes"][0].as_str().unwrap().to_owned();
+    let (server, _) = Server::start(d, &[], &[("VEIL_SERVER__LISTEN", "127.0.0.1:0")]);
+    let redeem = |code: &str| {
+        reqwest::blocking::Client::new()
+            .post(format!("{}/api/redeem", server.address))
+            .bearer_auth(key["secret"].as_str().unwrap())
+            .json(&serde_json::json!({"code": code}))
+            .send()
+            .unwrap()
+    };
+    let response = redeem(&code);
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["credited"], "2.5");
+    assert_eq!(body["balance"], "2.5");
+    assert_eq!(redeem(&code).status().as_u16(), 400, "a code is spent once");
+
+    let listed = veil_json(d, &["admin", "code", "list", "--json"]);
+    assert_eq!(listed[0]["status"], "redeemed");
+    assert_eq!(listed[0]["redeemed_by"], "rita");
+    assert!(listed[0]["redeemed_at"].is_string());
+    let users = veil_json(d, &["admin", "user", "list", "--json"]);
+    assert_eq!(users[0]["balance"], "2.5");
+}
+
+#[test]
+fn check_config_names_risk_keys_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("typo.toml"), "[risk]\nnetworks = { max = 5, windw = \"1h\" }\n").unwrap();
+    let out = veil(d, &["check-config", "--config", "typo.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("risk.networks.windw"));
+    std::fs::write(d.join("bad.toml"), "[risk]\nauth_failures = { action = \"suspend\" }\n").unwrap();
+    let out = veil(d, &["check-config", "--config", "bad.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("risk.auth_failures.action"));
+    std::fs::write(d.join("good.toml"), "[risk]\nspend_spike = { factor = 5, action = \"suspend\" }\n").unwrap();
+    assert!(veil(d, &["check-config", "--config", "good.toml"]).status.success());
+}
+
+/// `admin logs` shows what each call cost and at which multiplier, and `--key` keeps one
+/// key's calls. The records go straight into the store, with known costs.
+#[test]
+fn admin_logs_show_cost_and_multiplier_and_filter_by_key() {
+    use veil_domain::{CallRecord, KeyId, Money, Multiplier, Timestamp, TokenUsage};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    veil_json(d, &["admin", "user", "add", "alice", "--json"]);
+    let first = veil_json(d, &["admin", "key", "create", "--user", "alice", "--json"]);
+    let second = veil_json(d, &["admin", "key", "create", "--user", "alice", "--json"]);
+    let (first, second) = (first["id"].as_str().unwrap().to_owned(), second["id"].as_str().unwrap().to_owned());
+    let url = format!("sqlite://{}/veil-data/veil.db", d.display());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = veil_store::connect(&url, 1).await.unwrap();
+        let alice = store.user_by_name(&"alice".parse().unwrap()).await.unwrap().unwrap();
+        let record = |id: &str, key: &str, cost: &str, multiplier: i64, time: i64| CallRecord {
+            request_id: id.parse().unwrap(),
+            time: Timestamp::from_unix_millis(time),
+            user_id: Some(alice.id),
+            key_id: Some(KeyId::parse(key).unwrap()),
+            group: Some("default".parse().unwrap()),
+            model: Some("gpt-4o-mini".parse().unwrap()),
+            upstream_model: None,
+            channel: None,
+            path: "/v1/chat/completions",
+            stream: false,
+            usage: TokenUsage { input_tokens: 10, output_tokens: 5, ..TokenUsage::default() },
+            cost: Money::parse_decimal(cost).unwrap(),
+            multiplier: Multiplier::from_millionths(multiplier),
+            status: 200,
+            error_code: None,
+            latency_ms: 42,
+            ttft_ms: None,
+            client_ip: String::new(),
+            user_agent: String::new(),
+            redactions: 0,
+            rule_id: None,
+            policy_class: None,
+            estimated: false,
+            channels_tried: Vec::new(),
+        };
+        let now = Timestamp::now().unix_millis();
+        let records = [
+            record("req-first", &first, "0.000123", 1_250_000, now - 2_000),
+            record("req-second", &second, "0.5", 2_000_000, now - 1_000),
+        ];
+        store.insert_call_records(&records, &[]).await.unwrap();
+    });
+
+    let only_first = veil_json(d, &["admin", "logs", "--key", &first, "--json"]);
+    let only_first = only_first.as_array().unwrap();
+    assert_eq!(only_first.len(), 1, "{only_first:?}");
+    assert_eq!(only_first[0]["request_id"], "req-first");
+    assert_eq!(only_first[0]["key_id"], first.as_str());
+    assert_eq!(only_first[0]["cost"], "0.000123");
+    assert_eq!(only_first[0]["multiplier"], "1.25");
+
+    let out = veil(d, &["admin", "logs"]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].contains("COST") && lines[0].contains("MULTIPLIER"), "{table}");
+    assert!(lines[1].contains("0.5") && lines[1].contains("x2.0"), "{table}");
+    assert!(lines[2].contains("0.000123") && lines[2].contains("x1.25"), "{table}");
+    assert!(!veil(d, &["admin", "logs", "--key", "not-a-key"]).status.success());
 }

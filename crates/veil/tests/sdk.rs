@@ -65,6 +65,10 @@ firewall = "pii"
 [[model]]
 name = "gpt-4o-mini"
 price = {{ input = 0.15, cached_input = 0.075, output = 0.60 }}
+
+[[model]]
+name = "text-embedding-3-small"
+price = {{ input = 0.02 }}
 "#,
             upstream.base_url()
         ),
@@ -87,12 +91,42 @@ price = {{ input = 0.15, cached_input = 0.075, output = 0.60 }}
 }
 
 fn run_sdk(dir: &Path, python: &str) -> Result<(), String> {
-    veil_json(dir, &["--config", "veil.toml", "admin", "user", "add", "sdk", "--json"]);
+    veil_json(dir, &["--config", "veil.toml", "admin", "user", "add", "sdk", "--credit", "10", "--json"]);
     let key = veil_json(dir, &["--config", "veil.toml", "admin", "key", "create", "--user", "sdk", "--json"]);
     let secret = key["secret"].as_str().unwrap().to_owned();
-    veil_json(dir, &["--config", "veil.toml", "admin", "user", "add", "private", "--group", "private", "--json"]);
+    veil_json(
+        dir,
+        &["--config", "veil.toml", "admin", "user", "add", "private", "--group", "private", "--credit", "10", "--json"],
+    );
     let private = veil_json(dir, &["--config", "veil.toml", "admin", "key", "create", "--user", "private", "--json"]);
     let private_secret = private["secret"].as_str().unwrap().to_owned();
+    // For the legacy balance endpoints: an account with a known credit, one key without a
+    // quota and one with a quota and an expiry.
+    veil_json(dir, &["--config", "veil.toml", "admin", "user", "add", "billing", "--credit", "12.5", "--json"]);
+    let billing = veil_json(dir, &["--config", "veil.toml", "admin", "key", "create", "--user", "billing", "--json"]);
+    let quota = veil_json(
+        dir,
+        &[
+            "--config",
+            "veil.toml",
+            "admin",
+            "key",
+            "create",
+            "--user",
+            "billing",
+            "--quota",
+            "5",
+            "--expires",
+            "30d",
+            "--json",
+        ],
+    );
+    // For quota and rate-limit errors: an account without credit, and a key allowed one
+    // request a minute.
+    veil_json(dir, &["--config", "veil.toml", "admin", "user", "add", "broke", "--json"]);
+    let broke = veil_json(dir, &["--config", "veil.toml", "admin", "key", "create", "--user", "broke", "--json"]);
+    let rpm =
+        veil_json(dir, &["--config", "veil.toml", "admin", "key", "create", "--user", "sdk", "--rpm", "1", "--json"]);
     let (mut server, _) =
         Server::start(dir, &["--config", "veil.toml"], &[("VEIL_SDK_TEST_UPSTREAM_KEY", "upstream-secret")]);
 
@@ -103,6 +137,11 @@ fn run_sdk(dir: &Path, python: &str) -> Result<(), String> {
         .env("VEIL_BASE_URL", format!("{}/v1", server.address))
         .env("VEIL_API_KEY", &secret)
         .env("VEIL_PII_API_KEY", &private_secret)
+        .env("VEIL_BILLING_API_KEY", billing["secret"].as_str().unwrap())
+        .env("VEIL_QUOTA_API_KEY", quota["secret"].as_str().unwrap())
+        .env("VEIL_QUOTA_EXPIRES_AT", quota["expires_at"].as_str().unwrap())
+        .env("VEIL_BROKE_API_KEY", broke["secret"].as_str().unwrap())
+        .env("VEIL_RPM_API_KEY", rpm["secret"].as_str().unwrap())
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -24,7 +24,10 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let meta = RequestMeta::from_request_parts(parts, state).await?;
-        auth::authenticate(state, &parts.headers, &meta).await.map(Authenticated)
+        auth::authenticate(state, &parts.headers, &meta)
+            .await
+            .map(Authenticated)
+            .inspect(|a| state.risk.note_call(&a.0, meta.client_ip, veil_domain::Timestamp::now()))
     }
 }
 

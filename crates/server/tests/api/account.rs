@@ -51,14 +51,18 @@ async fn erasing_the_account_stops_its_keys_at_once_and_keeps_only_anonymous_tot
 
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let store = &app.store;
-    let records = store.list_call_records(&CallRecordFilter { user_id: None, limit: 100 }).await.unwrap();
+    let records =
+        store.list_call_records(&CallRecordFilter { user_id: None, limit: 100, ..Default::default() }).await.unwrap();
     assert!(records.iter().all(|r| r.record.user_id != Some(alice.id)), "a record still names the erased user");
     assert!(records.iter().all(|r| r.record.user_id == Some(bob.id)));
     assert!(store.user_by_id(alice.id).await.unwrap().is_none());
     let anonymous: u64 =
         store.daily_usage(None).await.unwrap().iter().filter(|d| d.user_id.is_none()).map(|d| d.calls).sum();
     assert_eq!(anonymous, 3, "the erased user's calls must survive as anonymous aggregates");
-    let left = store.list_call_records(&CallRecordFilter { user_id: Some(alice.id), limit: 100 }).await.unwrap();
+    let left = store
+        .list_call_records(&CallRecordFilter { user_id: Some(alice.id), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
     assert!(left.is_empty());
     let audit = store.list_audit(Some(alice.id), 100).await.unwrap();
     assert!(audit.iter().any(|a| a.action == "user.erase"));
@@ -73,7 +77,8 @@ async fn the_retention_purge_keeps_recent_records_and_folds_old_ones_into_anonym
     }
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let store = &app.store;
-    let recent = store.list_call_records(&CallRecordFilter { user_id: None, limit: 10 }).await.unwrap();
+    let recent =
+        store.list_call_records(&CallRecordFilter { user_id: None, limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(recent.len(), 2);
     // Age one record past a 30-day retention by re-inserting a copy dated 40 days ago.
     let mut old = recent[0].record.clone();
@@ -83,7 +88,8 @@ async fn the_retention_purge_keeps_recent_records_and_folds_old_ones_into_anonym
 
     let purged = veil_server::account::purge(store.as_ref(), veil_server::account::retention_cutoff(30)).await.unwrap();
     assert_eq!(purged, 1);
-    let left = store.list_call_records(&CallRecordFilter { user_id: None, limit: 10 }).await.unwrap();
+    let left =
+        store.list_call_records(&CallRecordFilter { user_id: None, limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(left.len(), 2, "recent records must stay");
     assert!(left.iter().all(|r| r.record.request_id.as_str() != "old-call"));
     let days = store.daily_usage(None).await.unwrap();

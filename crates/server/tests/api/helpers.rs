@@ -16,10 +16,30 @@ models = ["gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct", "pu
 model_mapping = {{ "public-name" = "upstream-name" }}
 first_byte_timeout = "1s"
 idle_timeout = "1s"
-"#,
+{FREE_MODELS}"#,
         upstream.base_url()
     )
 }
+
+/// The models of [`one_channel`], served without charge: tests about relaying need no
+/// balance. Billing tests price their models themselves.
+pub const FREE_MODELS: &str = r#"
+[[model]]
+name = "gpt-4o-mini"
+free = true
+
+[[model]]
+name = "text-embedding-3-small"
+free = true
+
+[[model]]
+name = "gpt-3.5-turbo-instruct"
+free = true
+
+[[model]]
+name = "public-name"
+free = true
+"#;
 
 pub async fn app_with_upstream() -> (TestApp, MockUpstream, String) {
     let upstream = MockUpstream::start().await;
@@ -40,7 +60,10 @@ pub fn chat_body(text: &str) -> Value {
 pub async fn stop_and_read_records(app: TestApp) -> Vec<StoredCallRecord> {
     let store: Arc<dyn Store> = Arc::clone(&app.store);
     app.stop().await;
-    store.list_call_records(&CallRecordFilter { user_id: None, limit: 1000 }).await.expect("records readable")
+    store
+        .list_call_records(&CallRecordFilter { user_id: None, limit: 1000, ..Default::default() })
+        .await
+        .expect("records readable")
 }
 
 /// Asserts the OpenAI error shape and returns its code.

@@ -4,11 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod account;
+mod billing;
 mod capture;
 mod errors;
 mod helpers;
+mod limits;
 mod pii;
 mod postgres;
 mod privacy;
+mod redeem;
 mod relay;
+mod reports;
+mod risk;
 mod streaming;

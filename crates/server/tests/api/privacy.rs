@@ -42,7 +42,7 @@ async fn routing_and_failover_never_leave_the_policy() {
         "[[group]]\nname = \"default\"\nregions = [\"EU\"]\n{}{}",
         channel("us-fast", &us, 10, "region = \"US\""),
         channel("eu-slow", &eu, 1, "region = \"EU\"\nretention = \"none\"\noperator = \"self\"")
-    );
+    ) + FREE_MODELS;
     let app = spawn_app(&config).await;
     let (_, key) = app.user_with_key("jan").await;
     // The EU channel fails; the US one is higher priority and healthy, but out of policy.
@@ -60,7 +60,7 @@ async fn training_channels_need_the_groups_and_the_keys_consent() {
     let config = format!(
         "[[group]]\nname = \"free\"\nallow_training = true\nfirewall = \"identity\"\n{}",
         channel("free-tier", &upstream, 0, "training = true")
-    );
+    ) + FREE_MODELS;
     let app = spawn_app(&config).await;
     let user = app.create_user("kim", "free").await;
     let (no_consent, _) = app.create_key(&user, KeyOptions::default()).await;
@@ -215,7 +215,7 @@ async fn channel_credentials_stored_through_the_api_are_sealed_and_write_only() 
     let config = format!(
         "[[channel]]\nname = \"vault\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\"]\napi_key_env = \"VEIL_TEST_CREDENTIAL_THAT_IS_NEVER_SET\"\n",
         upstream.base_url()
-    );
+    ) + FREE_MODELS;
     let app = spawn_app(&config).await;
     let admin = app
         .store

@@ -172,7 +172,7 @@ priority = 1
 "#,
         broken.base_url(),
         healthy.base_url()
-    );
+    ) + FREE_MODELS;
     let app = spawn_app(&config).await;
     let (_, key) = app.user_with_key("dave").await;
     let response = post(&app, "/v1/chat/completions", &key, chat_body("hi")).await;
@@ -222,7 +222,7 @@ async fn a_broken_upstream_reply_is_an_upstream_error() {
 async fn an_unreachable_upstream_is_an_upstream_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let app = spawn_app(&format!(
-        "[[channel]]\nname = \"down\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodels = [\"m\"]\n"
+        "[[channel]]\nname = \"down\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodels = [\"m\"]\n\n[[model]]\nname = \"m\"\nfree = true\n"
     ))
     .await;
     let (_, key) = app.user_with_key("erin").await;

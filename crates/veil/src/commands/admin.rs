@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use veil_config::{Settings, parse_duration};
 use veil_domain::{
-    ApiKey, Channel, FirewallMode, GroupName, KeyId, KeyLimits, KeyPrivacy, LedgerEntry, LedgerKind, ModelName, Money,
-    NewApiKey, NewUser, Role, Timestamp, User, UserName,
+    ApiKey, Channel, FirewallMode, GroupName, KeyId, KeyLimits, KeyPrivacy, ModelName, Money, NewApiKey, NewUser, Role,
+    Timestamp, User, UserName,
 };
 use veil_secrets::{ApiKeySecret, MASTER_KEY_ENV, MasterKey};
 use veil_server::account;
@@ -25,7 +25,8 @@ pub async fn run(settings: &Settings, command: AdminCommand, as_json: bool) -> a
         AdminCommand::User { command } => user(store.as_ref(), command, as_json).await,
         AdminCommand::Key { command } => key(settings, store, command, as_json).await,
         AdminCommand::Channel { command } => channel(store.as_ref(), command, as_json).await,
-        AdminCommand::Logs { user, limit } => logs(store.as_ref(), user, limit, as_json).await,
+        AdminCommand::Code { command } => super::code::run(settings, store.as_ref(), command, as_json).await,
+        AdminCommand::Logs { user, key, limit } => logs(store.as_ref(), user, key, limit, as_json).await,
         AdminCommand::Purge { before } => purge(settings, store.as_ref(), before, as_json).await,
         AdminCommand::ExportUser { name } => {
             let user = find_user(store.as_ref(), &name).await?;
@@ -131,26 +132,7 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
 
 /// Adds (or removes) credit as a ledger entry, audited.
 async fn credit_user(store: &dyn Store, user: &User, amount: Money) -> anyhow::Result<()> {
-    store
-        .append_ledger(&LedgerEntry {
-            user_id: user.id,
-            key_id: None,
-            kind: if amount.is_negative() { LedgerKind::Adjustment } else { LedgerKind::Topup },
-            amount,
-            time: Timestamp::now(),
-            request_id: None,
-            note: Some("credit by admin".into()),
-        })
-        .await?;
-    account::audit(
-        store,
-        account::actor_cli(),
-        "user.credit",
-        Some(user.id),
-        Some(user.id.to_string()),
-        json!({"amount": amount.to_decimal_string()}),
-    )
-    .await?;
+    account::credit(store, user.id, amount, account::actor_cli()).await?;
     Ok(())
 }
 
@@ -205,6 +187,8 @@ async fn key(
                             "revoked"
                         } else if !k.is_usable_at(now) {
                             "expired"
+                        } else if k.suspended_at.is_some() {
+                            "suspended"
                         } else {
                             "active"
                         };
@@ -235,8 +219,44 @@ async fn key(
                 output::line(&format!("revoked key {id}"));
             }
         }
+        KeyCommand::Suspend { id } => set_suspended(store.as_ref(), &id, true, as_json).await?,
+        KeyCommand::Unsuspend { id } => set_suspended(store.as_ref(), &id, false, as_json).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Suspends a key (or lifts its suspension) by hand, audited as `key.suspend` or
+/// `key.unsuspend` with actor `cli`, the same actions risk control's decisions use.
+async fn set_suspended(store: &dyn Store, id: &str, suspend: bool, as_json: bool) -> anyhow::Result<()> {
+    let id = KeyId::parse(id)?;
+    let at = suspend.then(Timestamp::now);
+    if !store.set_key_suspended(id, at).await? {
+        bail!("no key with id {id}");
+    }
+    let key = store.list_keys(None).await?.into_iter().find(|k| k.id == id);
+    let action = if suspend { "key.suspend" } else { "key.unsuspend" };
+    account::audit(
+        store,
+        account::actor_cli(),
+        action,
+        key.as_ref().map(|k| k.user_id),
+        Some(id.to_string()),
+        json!({}),
+    )
+    .await?;
+    let suspended_at = key.and_then(|k| k.suspended_at);
+    if as_json {
+        output::json(&json!({
+            "id": id,
+            "suspended": suspended_at.is_some(),
+            "suspended_at": suspended_at.map(Timestamp::to_rfc3339),
+        }));
+    } else if suspend {
+        output::line(&format!("suspended key {id}"));
+    } else {
+        output::line(&format!("lifted the suspension of key {id}"));
+    }
+    Ok(())
 }
 
 async fn create_key(settings: &Settings, store: &dyn Store, create: KeyCreate, as_json: bool) -> anyhow::Result<()> {
@@ -301,7 +321,7 @@ async fn create_key(settings: &Settings, store: &dyn Store, create: KeyCreate, a
     Ok(())
 }
 
-fn parse_expiry(raw: &str) -> anyhow::Result<Timestamp> {
+pub(super) fn parse_expiry(raw: &str) -> anyhow::Result<Timestamp> {
     if let Ok(at) = Timestamp::parse_rfc3339(raw) {
         return Ok(at);
     }
@@ -411,12 +431,19 @@ async fn probe(channel: &Channel) -> Result<Probe, String> {
     Ok(Probe { model: upstream.to_string(), latency_ms: started.elapsed().as_millis() as u64 })
 }
 
-async fn logs(store: &dyn Store, user: Option<String>, limit: u32, as_json: bool) -> anyhow::Result<ExitCode> {
+async fn logs(
+    store: &dyn Store,
+    user: Option<String>,
+    key: Option<String>,
+    limit: u32,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     let user_id = match user {
         Some(name) => Some(find_user(store, &name).await?.id),
         None => None,
     };
-    let records = store.list_call_records(&CallRecordFilter { user_id, limit }).await?;
+    let key_id = key.map(|raw| KeyId::parse(&raw).map_err(|_| anyhow!("--key must be a key id"))).transpose()?;
+    let records = store.list_call_records(&CallRecordFilter { user_id, key_id, limit, ..Default::default() }).await?;
     if as_json {
         output::json(&Value::Array(records.iter().map(record_json).collect()));
     } else {
@@ -433,12 +460,13 @@ async fn logs(store: &dyn Store, user: Option<String>, limit: u32, as_json: bool
                     r.error_code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
                     format!("{}/{}", r.usage.input_tokens, r.usage.output_tokens),
                     r.cost.to_string(),
+                    format!("x{}", r.multiplier),
                     format!("{} ms", r.latency_ms),
                 ]
             })
             .collect::<Vec<_>>();
         output::table(
-            &["TIME", "USER", "MODEL", "CHANNEL", "STATUS", "ERROR", "TOKENS IN/OUT", "COST", "LATENCY"],
+            &["TIME", "USER", "MODEL", "CHANNEL", "STATUS", "ERROR", "TOKENS IN/OUT", "COST", "MULTIPLIER", "LATENCY"],
             &rows,
         );
     }

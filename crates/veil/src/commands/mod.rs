@@ -1,6 +1,7 @@
 //! Dispatch from the parsed command line to each command.
 
 mod admin;
+mod code;
 mod rotate;
 mod serve;
 

@@ -1,0 +1,303 @@
+//! Per-account and per-key money state, the hold/settle protocol, and how credits made
+//! by other processes reach a running server.
+//!
+//! Locking: an account's and a key's state each sit behind a short `std` mutex, always
+//! taken account first, never across an await. Loading an account and applying credits
+//! are serialised by one async mutex (which also holds the credit watermark), so every
+//! credit is either in the snapshot an account was loaded from or applied to it
+//! afterwards — never neither, never both.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::OnceCell;
+use veil_domain::time::MILLIS_PER_DAY;
+use veil_domain::{KeyId, LedgerEntry, LedgerKind, Money, Timestamp, UserId};
+use veil_store::{Store, StoreError};
+
+/// Spend caps on a user (their group's daily and monthly limits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpendCaps {
+    pub daily: Option<Money>,
+    pub monthly: Option<Money>,
+}
+
+/// What a call asks to reserve.
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub user: UserId,
+    pub key: KeyId,
+    /// The most the key may ever be charged in all.
+    pub key_quota: Option<Money>,
+    pub caps: SpendCaps,
+    /// The call's worst case (see [`crate::worst_case`]).
+    pub amount: Money,
+    /// Written on the ledger rows so a charge can be matched to its call record.
+    pub request_id: String,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("the balance ({available}) does not cover what this call may cost ({needed})")]
+    Balance { available: Money, needed: Money },
+    #[error("the key's quota has {remaining} left; this call may cost {needed}")]
+    KeyQuota { remaining: Money, needed: Money },
+    #[error("the daily spend cap is reached")]
+    DailyCap { resets_at: Timestamp },
+    #[error("the monthly spend cap is reached")]
+    MonthlyCap { resets_at: Timestamp },
+    #[error("could not load the account: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Spend since the start of a period (positive nano-units).
+#[derive(Debug)]
+struct Period {
+    start: Timestamp,
+    spent: i64,
+}
+
+impl Period {
+    fn roll_to(&mut self, start: Timestamp) {
+        if start > self.start {
+            self.start = start;
+            self.spent = 0;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Account {
+    /// Sum of the money-moving ledger rows, including settlements not yet written.
+    balance: i64,
+    /// Outstanding holds.
+    held: i64,
+    day: Period,
+    month: Period,
+    /// The store revision the account was loaded at: credits stamped later are applied.
+    loaded_at: i64,
+}
+
+impl Account {
+    fn roll(&mut self, now: Timestamp) {
+        self.day.roll_to(now.day_start());
+        self.month.roll_to(now.month_start());
+    }
+}
+
+#[derive(Debug)]
+struct KeySpend {
+    spent: i64,
+    held: i64,
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+type Slot<T> = Arc<OnceCell<Shared<T>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The state is plain integers updated in one step: a panic elsewhere cannot leave it
+    // half-written, so a poisoned lock is still consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub struct Billing {
+    store: Arc<dyn Store>,
+    users: Mutex<HashMap<UserId, Slot<Account>>>,
+    keys: Mutex<HashMap<KeyId, Slot<KeySpend>>>,
+    /// The highest credit revision applied; guards account loads (see the module docs).
+    credits: tokio::sync::Mutex<i64>,
+}
+
+impl Billing {
+    /// `revision` is the store revision at start: credits up to it are in every account
+    /// loaded from now on.
+    pub fn new(store: Arc<dyn Store>, revision: i64) -> Self {
+        Self {
+            store,
+            users: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
+            credits: tokio::sync::Mutex::new(revision),
+        }
+    }
+
+    /// Reserves `request.amount` atomically, or says why not. A zero amount (a free model,
+    /// a zero multiplier) always passes.
+    pub async fn hold(&self, request: HoldRequest) -> Result<Hold, Refusal> {
+        let account = self.account(request.user, request.now).await?;
+        let key = self.key(request.key, request.now).await?;
+        let needed = request.amount.nanos().max(0);
+        {
+            let mut a = lock(&account);
+            let mut k = lock(&key);
+            a.roll(request.now);
+            if needed > 0 {
+                let available = a.balance.saturating_sub(a.held);
+                if available < needed {
+                    return Err(Refusal::Balance {
+                        available: Money::from_nanos(available),
+                        needed: Money::from_nanos(needed),
+                    });
+                }
+                if let Some(quota) = request.key_quota {
+                    let remaining = quota.nanos().saturating_sub(k.spent).saturating_sub(k.held);
+                    if remaining < needed {
+                        return Err(Refusal::KeyQuota {
+                            remaining: Money::from_nanos(remaining.max(0)),
+                            needed: Money::from_nanos(needed),
+                        });
+                    }
+                }
+                let over = |period: &Period, cap: Option<Money>| {
+                    cap.is_some_and(|cap| period.spent.saturating_add(a.held).saturating_add(needed) > cap.nanos())
+                };
+                if over(&a.day, request.caps.daily) {
+                    return Err(Refusal::DailyCap { resets_at: a.day.start.plus_millis(MILLIS_PER_DAY) });
+                }
+                if over(&a.month, request.caps.monthly) {
+                    return Err(Refusal::MonthlyCap { resets_at: request.now.next_month_start() });
+                }
+            }
+            a.held = a.held.saturating_add(needed);
+            k.held = k.held.saturating_add(needed);
+        }
+        Ok(Hold {
+            account,
+            key,
+            user: request.user,
+            key_id: request.key,
+            amount: needed,
+            taken_at: request.now,
+            request_id: request.request_id,
+            open: true,
+        })
+    }
+
+    /// Applies the credits (top-ups, adjustments, redemptions) other processes wrote since
+    /// the last call to the accounts this process holds. Returns how many rows it read.
+    pub async fn apply_credits(&self) -> Result<usize, StoreError> {
+        let mut watermark = self.credits.lock().await;
+        let credits = self.store.ledger_credits_since(*watermark).await?;
+        for credit in &credits {
+            *watermark = (*watermark).max(credit.revision);
+            let Some(account) = self.loaded(credit.entry.user_id) else { continue };
+            let mut a = lock(&account);
+            if credit.revision > a.loaded_at && credit.entry.kind.moves_money() {
+                a.balance = a.balance.saturating_add(credit.entry.amount.nanos());
+            }
+        }
+        Ok(credits.len())
+    }
+
+    /// The user's balance and outstanding holds as this process sees them, if loaded.
+    pub fn balance(&self, user: UserId) -> Option<(Money, Money)> {
+        let account = self.loaded(user)?;
+        let a = lock(&account);
+        Some((Money::from_nanos(a.balance), Money::from_nanos(a.held)))
+    }
+
+    /// Drops an erased account's state.
+    pub fn forget_user(&self, user: UserId) {
+        lock(&self.users).remove(&user);
+    }
+
+    fn loaded(&self, user: UserId) -> Option<Shared<Account>> {
+        lock(&self.users).get(&user).and_then(|slot| slot.get().cloned())
+    }
+
+    async fn account(&self, user: UserId, now: Timestamp) -> Result<Shared<Account>, StoreError> {
+        let slot = Arc::clone(lock(&self.users).entry(user).or_default());
+        slot.get_or_try_init(|| async {
+            let _serialised_with_credits = self.credits.lock().await;
+            let totals = self.store.account_totals(user, now.day_start(), now.month_start()).await?;
+            Ok(Arc::new(Mutex::new(Account {
+                balance: totals.balance.nanos(),
+                held: 0,
+                day: Period { start: now.day_start(), spent: totals.spent_since_day.nanos() },
+                month: Period { start: now.month_start(), spent: totals.spent_since_month.nanos() },
+                loaded_at: totals.revision,
+            })))
+        })
+        .await
+        .cloned()
+    }
+
+    async fn key(&self, key: KeyId, now: Timestamp) -> Result<Shared<KeySpend>, StoreError> {
+        let slot = Arc::clone(lock(&self.keys).entry(key).or_default());
+        slot.get_or_try_init(|| async {
+            // Keys are only ever charged by calls, which this process makes after loading.
+            let totals = self.store.key_totals(key, now.day_start(), now.month_start()).await?;
+            Ok(Arc::new(Mutex::new(KeySpend { spent: totals.spent.nanos(), held: 0 })))
+        })
+        .await
+        .cloned()
+    }
+}
+
+/// A reservation for one call. Settle it with [`Hold::settle`]; dropped unsettled, it is
+/// released and the call costs nothing.
+#[derive(Debug)]
+pub struct Hold {
+    account: Shared<Account>,
+    key: Shared<KeySpend>,
+    user: UserId,
+    key_id: KeyId,
+    amount: i64,
+    taken_at: Timestamp,
+    request_id: String,
+    open: bool,
+}
+
+impl Hold {
+    pub fn amount(&self) -> Money {
+        Money::from_nanos(self.amount)
+    }
+
+    /// Releases the hold and charges `charge`, once (the hold is consumed). Returns the
+    /// ledger rows to persist: the hold (if anything was held) and the charge (if anything
+    /// was charged).
+    pub fn settle(mut self, charge: Money, now: Timestamp) -> Vec<LedgerEntry> {
+        let charge = charge.nanos().max(0);
+        self.release(charge, now);
+        let row = |kind, amount: i64, time| LedgerEntry {
+            user_id: self.user,
+            key_id: Some(self.key_id),
+            kind,
+            amount: Money::from_nanos(-amount),
+            time,
+            request_id: Some(self.request_id.clone()),
+            note: None,
+        };
+        let mut rows = Vec::with_capacity(2);
+        if self.amount > 0 {
+            rows.push(row(LedgerKind::Hold, self.amount, self.taken_at));
+        }
+        if charge > 0 {
+            rows.push(row(LedgerKind::Charge, charge, now));
+        }
+        rows
+    }
+
+    fn release(&mut self, charge: i64, now: Timestamp) {
+        if !std::mem::take(&mut self.open) {
+            return;
+        }
+        let mut a = lock(&self.account);
+        let mut k = lock(&self.key);
+        a.roll(now);
+        a.held = a.held.saturating_sub(self.amount);
+        a.balance = a.balance.saturating_sub(charge);
+        a.day.spent = a.day.spent.saturating_add(charge);
+        a.month.spent = a.month.spent.saturating_add(charge);
+        k.held = k.held.saturating_sub(self.amount);
+        k.spent = k.spent.saturating_add(charge);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release(0, Timestamp::now());
+    }
+}
+
+#[cfg(test)]
+mod tests;
