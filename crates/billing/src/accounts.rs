@@ -14,7 +14,7 @@ use veil_domain::time::MILLIS_PER_DAY;
 use veil_domain::{KeyId, LedgerEntry, LedgerKind, Money, Timestamp, UserId};
 use veil_store::{Store, StoreError};
 
-/// Spend caps on a user (their group's daily and monthly limits).
+/// Daily and monthly spend caps: a user's come from their group, a key's from the key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpendCaps {
     pub daily: Option<Money>,
@@ -28,7 +28,9 @@ pub struct HoldRequest {
     pub key: KeyId,
     /// The most the key may ever be charged in all.
     pub key_quota: Option<Money>,
+    /// The user's caps (their group's).
     pub caps: SpendCaps,
+    pub key_caps: SpendCaps,
     /// The call's worst case (see [`crate::worst_case`]).
     pub amount: Money,
     /// Written on the ledger rows so a charge can be matched to its call record.
@@ -89,6 +91,15 @@ impl Account {
 struct KeySpend {
     spent: i64,
     held: i64,
+    day: Period,
+    month: Period,
+}
+
+impl KeySpend {
+    fn roll(&mut self, now: Timestamp) {
+        self.day.roll_to(now.day_start());
+        self.month.roll_to(now.month_start());
+    }
 }
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -130,6 +141,7 @@ impl Billing {
             let mut a = lock(&account);
             let mut k = lock(&key);
             a.roll(request.now);
+            k.roll(request.now);
             if needed > 0 {
                 let available = a.balance.saturating_sub(a.held);
                 if available < needed {
@@ -147,13 +159,13 @@ impl Billing {
                         });
                     }
                 }
-                let over = |period: &Period, cap: Option<Money>| {
-                    cap.is_some_and(|cap| period.spent.saturating_add(a.held).saturating_add(needed) > cap.nanos())
+                let over = |period: &Period, held: i64, cap: Option<Money>| {
+                    cap.is_some_and(|cap| period.spent.saturating_add(held).saturating_add(needed) > cap.nanos())
                 };
-                if over(&a.day, request.caps.daily) {
+                if over(&a.day, a.held, request.caps.daily) || over(&k.day, k.held, request.key_caps.daily) {
                     return Err(Refusal::DailyCap { resets_at: a.day.start.plus_millis(MILLIS_PER_DAY) });
                 }
-                if over(&a.month, request.caps.monthly) {
+                if over(&a.month, a.held, request.caps.monthly) || over(&k.month, k.held, request.key_caps.monthly) {
                     return Err(Refusal::MonthlyCap { resets_at: request.now.next_month_start() });
                 }
             }
@@ -226,7 +238,12 @@ impl Billing {
         slot.get_or_try_init(|| async {
             // Keys are only ever charged by calls, which this process makes after loading.
             let totals = self.store.key_totals(key, now.day_start(), now.month_start()).await?;
-            Ok(Arc::new(Mutex::new(KeySpend { spent: totals.spent.nanos(), held: 0 })))
+            Ok(Arc::new(Mutex::new(KeySpend {
+                spent: totals.spent.nanos(),
+                held: 0,
+                day: Period { start: now.day_start(), spent: totals.spent_since_day.nanos() },
+                month: Period { start: now.month_start(), spent: totals.spent_since_month.nanos() },
+            })))
         })
         .await
         .cloned()
@@ -288,8 +305,11 @@ impl Hold {
         a.balance = a.balance.saturating_sub(charge);
         a.day.spent = a.day.spent.saturating_add(charge);
         a.month.spent = a.month.spent.saturating_add(charge);
+        k.roll(now);
         k.held = k.held.saturating_sub(self.amount);
         k.spent = k.spent.saturating_add(charge);
+        k.day.spent = k.day.spent.saturating_add(charge);
+        k.month.spent = k.month.spent.saturating_add(charge);
     }
 }
 

@@ -55,7 +55,7 @@ pub enum BlockAction {
 pub struct SpendSpikeRule {
     /// How many times its baseline a key's hour may cost before the rule triggers.
     pub factor: Multiplier,
-    /// The baseline's floor, and the least an hour must cost to trigger.
+    /// The baseline's floor, and the least an hour must cost to trigger (more than 0).
     pub min_spend: Money,
     pub action: RiskAction,
 }
@@ -166,8 +166,9 @@ fn spend_spike(rule: &RawSpendSpike, defaults: SpendSpikeRule) -> Result<SpendSp
         }
         None => defaults.min_spend,
     };
-    if min_spend.is_negative() {
-        return Err(ConfigError::invalid("risk.spend_spike.min_spend", "cannot be negative"));
+    // A zero floor would make any first hour of spend a spike of an infinite factor.
+    if min_spend.nanos() <= 0 {
+        return Err(ConfigError::invalid("risk.spend_spike.min_spend", "must be more than 0"));
     }
     let action = match &rule.action {
         Some(a) => key_action("risk.spend_spike.action", a)?,

@@ -271,6 +271,7 @@ fn risk_errors_are_named_by_their_path() {
         ("[risk]\nspend_spike = { factor = 0.5 }\n", "risk.spend_spike.factor"),
         ("[risk]\nspend_spike = { factor = \"ten\" }\n", "risk.spend_spike.factor"),
         ("[risk]\nspend_spike = { min_spend = -1 }\n", "risk.spend_spike.min_spend"),
+        ("[risk]\nspend_spike = { min_spend = 0 }\n", "risk.spend_spike.min_spend"),
         ("[risk]\nnetworks = { max = 0 }\n", "risk.networks.max"),
         ("[risk]\nnetworks = { max = 1001 }\n", "risk.networks.max"),
         ("[risk]\nnetworks = { window = \"soon\" }\n", "risk.networks.window"),

@@ -116,6 +116,9 @@ pub struct ApiKey {
     pub expires_at: Option<Timestamp>,
     pub quota: Option<Money>,
     pub limits: KeyLimits,
+    /// Caps on what the key may be charged per UTC day and calendar month.
+    pub daily_spend: Option<Money>,
+    pub monthly_spend: Option<Money>,
     pub ip_allow: Vec<IpNet>,
     pub allow_training: bool,
     /// Narrows the group's privacy requirement for calls with this key.
@@ -143,6 +146,9 @@ pub struct NewApiKey {
     pub expires_at: Option<Timestamp>,
     pub quota: Option<Money>,
     pub limits: KeyLimits,
+    /// Caps on what the key may be charged per UTC day and calendar month.
+    pub daily_spend: Option<Money>,
+    pub monthly_spend: Option<Money>,
     pub ip_allow: Vec<IpNet>,
     pub allow_training: bool,
     pub privacy: crate::policy::KeyPrivacy,

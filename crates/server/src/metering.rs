@@ -84,6 +84,7 @@ pub async fn reserve(
             key: principal.key.id,
             key_quota: principal.key.quota,
             caps: SpendCaps { daily: group.daily_spend, monthly: group.monthly_spend },
+            key_caps: SpendCaps { daily: principal.key.daily_spend, monthly: principal.key.monthly_spend },
             amount,
             request_id: request_id.to_owned(),
             now,
@@ -146,7 +147,7 @@ fn unaffordable(refusal: &Refusal, now: Timestamp) -> ApiError {
             let mut error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorCode::RateLimitExceeded,
-                format!("The {period} spend limit of your account is reached; it resets at {resets_at}."),
+                format!("The {period} spend limit of your account or key is reached; it resets at {resets_at}."),
             );
             error.retry_after = Some(until(*resets_at));
             error

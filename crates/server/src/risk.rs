@@ -24,6 +24,8 @@
 //! - A spend spike seen with less than a day of this process's history (after a restart)
 //!   is confirmed against the ledger before it is acted on, so a restart does not make
 //!   every busy key look new.
+//! - A rule that fired stays quiet for the rest of its hour or window, so an admin who
+//!   lifts a suspension is not overruled at once by the same evidence.
 
 use crate::account;
 use crate::client_ip;
@@ -32,6 +34,7 @@ use crate::state::{AppState, Principal};
 use serde_json::{Value, json};
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -40,7 +43,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use veil_config::{BlockAction, NetworksRule, RiskAction, RiskSettings, SpendSpikeRule};
 use veil_domain::{ApiKey, KeyId, Money, Timestamp, UserId};
-use veil_store::AuditEntry;
+use veil_store::{AuditEntry, StoreError};
 
 /// Who risk-control decisions are audited as.
 pub const ACTOR: &str = "risk";
@@ -113,7 +116,6 @@ impl RiskMonitor {
     /// A settled call of `key` (owned by `owner`) that cost `amount` (a positive charge;
     /// zero and negative amounts are ignored): the spend-spike rule. Called by settlement,
     /// also from `Drop` paths.
-    #[allow(dead_code, reason = "settlement (billing) calls it; kept exactly this signature")]
     pub fn note_spend(&self, key: KeyId, owner: UserId, amount: Money, now: Timestamp) {
         let rule = self.rules.spend_spike;
         if rule.action == RiskAction::Off || amount.nanos() <= 0 {
@@ -508,7 +510,8 @@ async fn apply(state: &AppState, decision: Decision) {
     match decision {
         Decision::Spend { action, key, owner, at, spike, confirm } => {
             let spike = if confirm {
-                match confirm_spike(state, &rules.spend_spike, key, owner, spike).await {
+                let charged = |from, to| state.store.charges_between(owner, Some(key), from, to);
+                match confirm_spike(&rules.spend_spike, spike, charged).await {
                     Ok(Some(confirmed)) => confirmed,
                     Ok(None) => {
                         tracing::debug!(key_id = %key, "a spend spike was not confirmed by the ledger");
@@ -647,15 +650,14 @@ async fn act_on_key(
 }
 
 /// Recomputes a spike from the ledger (every instance's charges), for when this process
-/// has not seen the key's whole baseline period. The current hour counts whichever is
-/// larger: the ledger's, or this process's (whose latest charges may not be written yet).
-async fn confirm_spike(
-    state: &AppState,
-    rule: &SpendSpikeRule,
-    key: KeyId,
-    owner: UserId,
-    seen: Spike,
-) -> Result<Option<Spike>, veil_store::StoreError> {
+/// has not seen the key's whole baseline period. `charged(from, to)` is what the key was
+/// charged in `[from, to)`. The current hour counts whichever is larger: the ledger's, or
+/// this process's (whose latest charges may not be written yet).
+async fn confirm_spike<F, Fut>(rule: &SpendSpikeRule, seen: Spike, charged: F) -> Result<Option<Spike>, StoreError>
+where
+    F: Fn(Timestamp, Timestamp) -> Fut,
+    Fut: Future<Output = Result<Money, StoreError>>,
+{
     let hour_bounds = |hour: i64| {
         let start = Timestamp::from_unix_millis(hour.saturating_mul(HOUR_MS));
         (start, start.plus_millis(HOUR_MS))
@@ -663,10 +665,10 @@ async fn confirm_spike(
     let mut hours = Vec::with_capacity(usize::try_from(SPEND_HOURS + 1).unwrap_or(25));
     for hour in (seen.hour - SPEND_HOURS)..seen.hour {
         let (from, to) = hour_bounds(hour);
-        hours.push((hour, state.store.charges_between(owner, Some(key), from, to).await?.nanos()));
+        hours.push((hour, charged(from, to).await?.nanos()));
     }
     let (from, to) = hour_bounds(seen.hour);
-    let current = state.store.charges_between(owner, Some(key), from, to).await?;
+    let current = charged(from, to).await?;
     hours.push((seen.hour, current.nanos().max(seen.hour_spend.nanos())));
     Ok(spike(rule, hours.into_iter(), seen.hour))
 }
@@ -823,6 +825,47 @@ mod tests {
         // It raised the baseline: 500 and 1 average 250.5, so 100 is no spike now.
         monitor.note_spend(key, owner, money("100"), at(T0 + 3 * HOUR_MS));
         assert!(decisions(&mut worker).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_spike_is_confirmed_against_the_ledger_with_the_larger_current_hour() {
+        let rule = spend_spike_rule();
+        let seen = Spike { hour: 1_000, hour_spend: money("20"), baseline: money("1"), hours_with_spend: 0 };
+        let asked = std::sync::Mutex::new(Vec::new());
+        // The ledger: 5.0 in each of the three hours before; the current hour as given.
+        let ledger = |current: &'static str| {
+            let asked = &asked;
+            move |from: Timestamp, to: Timestamp| {
+                asked.lock().unwrap().push((from, to));
+                let hour = from.unix_millis() / HOUR_MS;
+                let amount = match hour {
+                    997..=999 => money("5"),
+                    1_000 => money(current),
+                    _ => Money::ZERO,
+                };
+                async move { Ok::<_, StoreError>(amount) }
+            }
+        };
+        // Other instances (or the time before a restart) show a baseline of 5: 20 is no
+        // spike (threshold 50)…
+        assert_eq!(confirm_spike(&rule, seen, ledger("0")).await.unwrap(), None);
+        let calls = asked.lock().unwrap().clone();
+        assert_eq!(calls.len(), 25, "24 hours of baseline and the current one");
+        assert_eq!(calls[0].0, at(976 * HOUR_MS));
+        assert_eq!(calls[24], (at(1_000 * HOUR_MS), at(1_001 * HOUR_MS)));
+        // …but the ledger's current hour counts when it is larger than what this process saw.
+        let confirmed = confirm_spike(&rule, seen, ledger("60")).await.unwrap().unwrap();
+        assert_eq!(
+            (confirmed.hour_spend, confirmed.baseline, confirmed.hours_with_spend),
+            (money("60"), money("5"), 3)
+        );
+        // A store failure is reported, not guessed around.
+        let failing = |_: Timestamp, _: Timestamp| async { Err::<Money, _>(StoreError::UnsupportedUrl) };
+        assert!(confirm_spike(&rule, seen, failing).await.is_err());
+    }
+
+    fn spend_spike_rule() -> SpendSpikeRule {
+        spend_rule("10", "1", RiskAction::Suspend)
     }
 
     #[test]

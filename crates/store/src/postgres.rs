@@ -358,8 +358,9 @@ impl Store for PostgresStore {
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, user_id, name, prefix, hash, models, expires_at, quota, \
-                rpm, tpm, max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15)",
+                rpm, tpm, max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at, \
+                daily_spend, monthly_spend) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, $16, $17)",
         )
         .bind(id.as_uuid())
         .bind(key.user_id.as_uuid())
@@ -376,6 +377,8 @@ impl Store for PostgresStore {
         .bind(p.allow_training)
         .bind(p.privacy)
         .bind(created_at.unix_millis())
+        .bind(p.daily_spend)
+        .bind(p.monthly_spend)
         .execute(&mut *tx)
         .await
         .map_err(|error| codec::translate(error, || "api key hash".to_owned(), || format!("user {}", key.user_id)))?;
@@ -391,6 +394,8 @@ impl Store for PostgresStore {
             expires_at: key.expires_at,
             quota: key.quota,
             limits: key.limits,
+            daily_spend: key.daily_spend,
+            monthly_spend: key.monthly_spend,
             ip_allow: key.ip_allow,
             allow_training: key.allow_training,
             privacy: key.privacy,
@@ -403,7 +408,8 @@ impl Store for PostgresStore {
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let row = sqlx::query(
             "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
+                max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at, \
+                daily_spend, monthly_spend \
              FROM api_keys WHERE hash = $1",
         )
         .bind(hash)
@@ -417,7 +423,8 @@ impl Store for PostgresStore {
             None => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at, \
+                        daily_spend, monthly_spend \
                      FROM api_keys ORDER BY created_at, id",
                 )
                 .fetch_all(&self.pool)
@@ -426,7 +433,8 @@ impl Store for PostgresStore {
             Some(user) => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at, \
+                        daily_spend, monthly_spend \
                      FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",
                 )
                 .bind(user.as_uuid())

@@ -368,8 +368,9 @@ impl Store for SqliteStore {
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, user_id, name, prefix, hash, models, expires_at, quota, \
-                rpm, tpm, max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                rpm, tpm, max_concurrent, ip_allow, allow_training, privacy, revoked_at, created_at, \
+                daily_spend, monthly_spend) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
         )
         .bind(id_text(id.as_uuid()))
         .bind(id_text(key.user_id.as_uuid()))
@@ -386,6 +387,8 @@ impl Store for SqliteStore {
         .bind(p.allow_training)
         .bind(p.privacy)
         .bind(created_at.unix_millis())
+        .bind(p.daily_spend)
+        .bind(p.monthly_spend)
         .execute(&mut *tx)
         .await
         .map_err(|error| codec::translate(error, || "api key hash".to_owned(), || format!("user {}", key.user_id)))?;
@@ -401,6 +404,8 @@ impl Store for SqliteStore {
             expires_at: key.expires_at,
             quota: key.quota,
             limits: key.limits,
+            daily_spend: key.daily_spend,
+            monthly_spend: key.monthly_spend,
             ip_allow: key.ip_allow,
             allow_training: key.allow_training,
             privacy: key.privacy,
@@ -413,7 +418,8 @@ impl Store for SqliteStore {
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let row = sqlx::query(
             "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
+                max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at, \
+                daily_spend, monthly_spend \
              FROM api_keys WHERE hash = ?",
         )
         .bind(hash)
@@ -427,7 +433,8 @@ impl Store for SqliteStore {
             None => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at, \
+                        daily_spend, monthly_spend \
                      FROM api_keys ORDER BY created_at, id",
                 )
                 .fetch_all(&self.pool)
@@ -436,7 +443,8 @@ impl Store for SqliteStore {
             Some(user) => {
                 sqlx::query(
                     "SELECT id, user_id, name, prefix, hash, models, expires_at, quota, rpm, tpm, \
-                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at \
+                        max_concurrent, ip_allow, allow_training, privacy, revoked_at, suspended_at, created_at, \
+                        daily_spend, monthly_spend \
                      FROM api_keys WHERE user_id = ? ORDER BY created_at, id",
                 )
                 .bind(id_text(user.as_uuid()))

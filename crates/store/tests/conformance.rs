@@ -171,6 +171,8 @@ fn new_key(user: UserId, hash: &str) -> NewApiKey {
         expires_at: Some(at(1_800_000_000_000)),
         quota: Some(Money::from_nanos(12_500_000_000)),
         limits: KeyLimits { rpm: Some(60), tpm: Some(90_000), max_concurrent: Some(3) },
+        daily_spend: Some(Money::from_nanos(1_000_000_001)),
+        monthly_spend: Some(Money::from_nanos(20_000_000_000)),
         ip_allow: vec![n("10.0.0.0/8"), n("2001:db8::/48"), n("192.0.2.7/32")],
         allow_training: true,
         privacy: veil_domain::KeyPrivacy {
@@ -191,6 +193,8 @@ fn bare_key(user: UserId, hash: &str) -> NewApiKey {
         expires_at: None,
         quota: None,
         limits: KeyLimits::default(),
+        daily_spend: None,
+        monthly_spend: None,
         ip_allow: Vec::new(),
         allow_training: false,
         privacy: veil_domain::KeyPrivacy::default(),

@@ -32,6 +32,8 @@ pub struct KeyOptions {
     pub privacy: veil_domain::KeyPrivacy,
     pub quota: Option<veil_domain::Money>,
     pub limits: KeyLimits,
+    pub daily_spend: Option<veil_domain::Money>,
+    pub monthly_spend: Option<veil_domain::Money>,
 }
 
 /// Starts Veil with `config` (TOML). `server.listen`, `server.data_dir` and, unless the
@@ -98,6 +100,8 @@ impl TestApp {
                 expires_at: options.expires_at,
                 quota: options.quota,
                 limits: options.limits,
+                daily_spend: options.daily_spend,
+                monthly_spend: options.monthly_spend,
                 ip_allow: options.ip_allow,
                 allow_training: options.allow_training,
                 privacy: options.privacy,
@@ -132,13 +136,17 @@ impl TestApp {
     }
 
     /// Graceful shutdown, as on SIGTERM: returns once calls drained and records flushed.
-    pub async fn stop(mut self) {
+    /// The returned guard keeps the data directory (and so an SQLite store) until dropped,
+    /// for tests that read what the server left behind.
+    pub async fn stop(mut self) -> TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
             server.await.expect("server task finished cleanly");
         }
+        let placeholder = tempfile::tempdir().expect("temporary directory");
+        std::mem::replace(&mut self.data_dir, placeholder)
     }
 }
 

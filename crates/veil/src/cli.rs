@@ -163,6 +163,12 @@ pub struct KeyCreate {
     /// Spending cap, in currency units.
     #[arg(long, value_name = "AMOUNT")]
     pub quota: Option<String>,
+    /// Most the key may spend per UTC day, in currency units.
+    #[arg(long, value_name = "AMOUNT")]
+    pub daily_spend: Option<String>,
+    /// Most the key may spend per calendar month, in currency units.
+    #[arg(long, value_name = "AMOUNT")]
+    pub monthly_spend: Option<String>,
     #[arg(long)]
     pub rpm: Option<u32>,
     #[arg(long)]

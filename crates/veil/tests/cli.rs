@@ -67,6 +67,16 @@ fn admin_users_and_keys_round_trip_as_json() {
             "30d",
             "--rpm",
             "60",
+            "--tpm",
+            "90000",
+            "--max-concurrent",
+            "4",
+            "--quota",
+            "12.5",
+            "--daily-spend",
+            "1",
+            "--monthly-spend",
+            "20.000000001",
             "--ip-allow",
             "127.0.0.1/32,10.0.0.0/8",
         ],
@@ -76,6 +86,11 @@ fn admin_users_and_keys_round_trip_as_json() {
     let id = key["id"].as_str().unwrap().to_owned();
     assert_eq!(key["models"][0], "veil-echo");
     assert_eq!(key["rpm"], 60);
+    assert_eq!(key["tpm"], 90_000);
+    assert_eq!(key["max_concurrent"], 4);
+    assert_eq!(key["quota"], "12.5");
+    assert_eq!(key["daily_spend"], "1.0");
+    assert_eq!(key["monthly_spend"], "20.000000001");
     assert!(key["expires_at"].is_string());
 
     let keys = veil_json(d, &["admin", "key", "list", "--json"]);

@@ -37,6 +37,8 @@ async fn fixture(balance: &str) -> Fixture {
             expires_at: None,
             quota: None,
             limits: Default::default(),
+            daily_spend: None,
+            monthly_spend: None,
             ip_allow: Vec::new(),
             allow_training: false,
             privacy: Default::default(),
@@ -69,6 +71,7 @@ fn request(f: &Fixture, amount: &str) -> HoldRequest {
         key: f.key,
         key_quota: None,
         caps: SpendCaps::default(),
+        key_caps: SpendCaps::default(),
         amount: money(amount),
         request_id: "req".into(),
         now: Timestamp::now(),
@@ -223,4 +226,19 @@ fn concurrent_calls_never_overspend() {
             assert_eq!(now_balance.nanos(), balance - charged);
         });
     });
+}
+
+#[tokio::test]
+async fn key_spend_caps_bound_one_key_and_not_its_siblings() {
+    let f = fixture("100").await;
+    let now = Timestamp::parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
+    let key_caps = SpendCaps { daily: Some(money("1")), monthly: None };
+    let capped = |amount: &str| HoldRequest { key_caps, now, ..request(&f, amount) };
+    f.billing.hold(capped("0.8")).await.unwrap().settle(money("0.8"), now);
+    assert!(matches!(f.billing.hold(capped("0.3")).await, Err(Refusal::DailyCap { .. })));
+    // The same user through another key is not bound by this key's cap.
+    let sibling = HoldRequest { key: KeyId::generate(), now, ..request(&f, "0.3") };
+    assert!(f.billing.hold(sibling).await.is_ok());
+    let tomorrow = now.plus_millis(MILLIS_PER_DAY);
+    assert!(f.billing.hold(HoldRequest { now: tomorrow, ..capped("0.9") }).await.is_ok());
 }

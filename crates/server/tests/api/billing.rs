@@ -61,7 +61,7 @@ async fn settle_and_read(
     user: &User,
 ) -> (Money, Vec<veil_domain::LedgerEntry>, Vec<veil_domain::CallRecord>) {
     let store: Arc<dyn Store> = Arc::clone(&app.store);
-    app.stop().await;
+    let _data = app.stop().await;
     let balance = store.balance(user.id).await.unwrap();
     let ledger = store.list_ledger(user.id).await.unwrap();
     let records = store

@@ -59,7 +59,7 @@ pub fn chat_body(text: &str) -> Value {
 /// Stops the app (flushing records) and returns every call record, newest first.
 pub async fn stop_and_read_records(app: TestApp) -> Vec<StoredCallRecord> {
     let store: Arc<dyn Store> = Arc::clone(&app.store);
-    app.stop().await;
+    let _data = app.stop().await;
     store
         .list_call_records(&CallRecordFilter { user_id: None, limit: 1000, ..Default::default() })
         .await

@@ -180,3 +180,26 @@ async fn channel_limits_skip_a_busy_channel_and_refuse_when_all_are_busy() {
     assert_rate_limited(post(&app, "/v1/chat/completions", &key, chat_body("y")).await).await;
     assert_eq!(busy.request_count(), 2);
 }
+
+#[tokio::test]
+async fn a_keys_monthly_spend_cap_binds_that_key_only() {
+    let upstream = MockUpstream::start().await;
+    let config = format!(
+        "[[channel]]\nname = \"main\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"paid\"]\n\n[[model]]\nname = \"paid\"\nprice = {{ input = 1, output = 1 }}\n",
+        upstream.base_url()
+    );
+    let app = spawn_app(&config).await;
+    let user = app.create_user("capped", "default").await;
+    app.credit(&user, "100").await;
+    let options = KeyOptions { monthly_spend: Some(Money::parse_decimal("0.005").unwrap()), ..Default::default() };
+    let (capped, _) = app.create_key(&user, options).await;
+    let (free_hand, _) = app.create_key(&user, KeyOptions::default()).await;
+    upstream.set_default(Reply::chat_with_usage("ok", 2_000, 2_000, 0));
+    let ask = json!({"model": "paid", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(post(&app, "/v1/chat/completions", &capped, ask.clone()).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(post(&app, "/v1/chat/completions", &capped, ask.clone()).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_rate_limited(post(&app, "/v1/chat/completions", &capped, ask.clone()).await).await;
+    assert_eq!(post(&app, "/v1/chat/completions", &free_hand, ask).await.status(), 200, "a sibling key is not capped");
+}

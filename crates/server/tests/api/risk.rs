@@ -104,7 +104,7 @@ async fn a_suspended_key_is_refused_before_any_upstream_call_and_unsuspending_re
     assert_eq!(upstream.request_count(), reached + 1);
     let (_, risk) = get_json(&app, "/api/me/risk", &secret).await;
     assert_eq!(risk["keys"][0]["suspended"], false);
-    app.stop().await;
+    let _data = app.stop().await;
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn a_key_used_from_more_networks_than_allowed_is_suspended_and_audited() {
     assert_eq!(risk["events"][0]["action"], "key.suspend");
     assert_eq!(risk["events"][0]["actor"], "risk");
     assert_eq!(risk["events"][0]["details"]["rule"], "networks");
-    app.stop().await;
+    let _data = app.stop().await;
 }
 
 #[tokio::test]
@@ -171,7 +171,7 @@ async fn a_warn_rule_audits_and_lets_calls_through() {
     let entries = app.store.list_audit(None, 100).await.unwrap();
     assert_eq!(entries.iter().filter(|e| e.action == "risk.warn").count(), 1);
     assert!(entries.iter().all(|e| e.action != "key.suspend"));
-    app.stop().await;
+    let _data = app.stop().await;
 }
 
 #[tokio::test]
@@ -215,5 +215,5 @@ async fn a_burst_of_failed_authentications_blocks_the_address_until_the_window_p
     // Once the window has passed, the valid key works from there again.
     tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(200)).await;
     assert_eq!(chat_from(&attacker, &app, &secret).await.status(), 200);
-    app.stop().await;
+    let _data = app.stop().await;
 }

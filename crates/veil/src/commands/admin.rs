@@ -266,7 +266,9 @@ async fn create_key(settings: &Settings, store: &dyn Store, create: KeyCreate, a
         .map(|names| names.iter().map(|m| ModelName::parse(m.trim())).collect::<Result<Vec<_>, _>>())
         .transpose()?;
     let expires_at = create.expires.as_deref().map(parse_expiry).transpose()?;
-    let quota = create.quota.as_deref().map(Money::parse_decimal).transpose()?;
+    let amount = |raw: &Option<String>| raw.as_deref().map(Money::parse_decimal).transpose();
+    let (quota, daily_spend, monthly_spend) =
+        (amount(&create.quota)?, amount(&create.daily_spend)?, amount(&create.monthly_spend)?);
     let ip_allow = create
         .ip_allow
         .unwrap_or_default()
@@ -293,6 +295,8 @@ async fn create_key(settings: &Settings, store: &dyn Store, create: KeyCreate, a
             expires_at,
             quota,
             limits: KeyLimits { rpm: create.rpm, tpm: create.tpm, max_concurrent: create.max_concurrent },
+            daily_spend,
+            monthly_spend,
             ip_allow,
             allow_training: create.allow_training,
             privacy,
