@@ -68,38 +68,63 @@ impl Period {
     }
 }
 
+/// Charges in the current UTC day and calendar month, for the spend caps.
+#[derive(Debug)]
+struct Spend {
+    day: Period,
+    month: Period,
+}
+
+impl Spend {
+    fn loaded(now: Timestamp, since_day: Money, since_month: Money) -> Self {
+        Self {
+            day: Period { start: now.day_start(), spent: since_day.nanos() },
+            month: Period { start: now.month_start(), spent: since_month.nanos() },
+        }
+    }
+
+    fn roll(&mut self, now: Timestamp) {
+        self.day.roll_to(now.day_start());
+        self.month.roll_to(now.month_start());
+    }
+
+    fn add(&mut self, charge: i64) {
+        self.day.spent = self.day.spent.saturating_add(charge);
+        self.month.spent = self.month.spent.saturating_add(charge);
+    }
+
+    /// Which cap `needed` more (on top of `held`) would pass, if any.
+    fn over(&self, held: i64, needed: i64, caps: SpendCaps, now: Timestamp) -> Option<Refusal> {
+        let over = |period: &Period, cap: Option<Money>| {
+            cap.is_some_and(|cap| period.spent.saturating_add(held).saturating_add(needed) > cap.nanos())
+        };
+        if over(&self.day, caps.daily) {
+            return Some(Refusal::DailyCap { resets_at: self.day.start.plus_millis(MILLIS_PER_DAY) });
+        }
+        if over(&self.month, caps.monthly) {
+            return Some(Refusal::MonthlyCap { resets_at: now.next_month_start() });
+        }
+        None
+    }
+}
+
 #[derive(Debug)]
 struct Account {
     /// Sum of the money-moving ledger rows, including settlements not yet written.
     balance: i64,
     /// Outstanding holds.
     held: i64,
-    day: Period,
-    month: Period,
+    spend: Spend,
     /// The store revision the account was loaded at: credits stamped later are applied.
     loaded_at: i64,
 }
 
-impl Account {
-    fn roll(&mut self, now: Timestamp) {
-        self.day.roll_to(now.day_start());
-        self.month.roll_to(now.month_start());
-    }
-}
-
 #[derive(Debug)]
 struct KeySpend {
+    /// Charged in all (for the quota).
     spent: i64,
     held: i64,
-    day: Period,
-    month: Period,
-}
-
-impl KeySpend {
-    fn roll(&mut self, now: Timestamp) {
-        self.day.roll_to(now.day_start());
-        self.month.roll_to(now.month_start());
-    }
+    spend: Spend,
 }
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -140,8 +165,8 @@ impl Billing {
         {
             let mut a = lock(&account);
             let mut k = lock(&key);
-            a.roll(request.now);
-            k.roll(request.now);
+            a.spend.roll(request.now);
+            k.spend.roll(request.now);
             if needed > 0 {
                 let available = a.balance.saturating_sub(a.held);
                 if available < needed {
@@ -159,14 +184,9 @@ impl Billing {
                         });
                     }
                 }
-                let over = |period: &Period, held: i64, cap: Option<Money>| {
-                    cap.is_some_and(|cap| period.spent.saturating_add(held).saturating_add(needed) > cap.nanos())
-                };
-                if over(&a.day, a.held, request.caps.daily) || over(&k.day, k.held, request.key_caps.daily) {
-                    return Err(Refusal::DailyCap { resets_at: a.day.start.plus_millis(MILLIS_PER_DAY) });
-                }
-                if over(&a.month, a.held, request.caps.monthly) || over(&k.month, k.held, request.key_caps.monthly) {
-                    return Err(Refusal::MonthlyCap { resets_at: request.now.next_month_start() });
+                let capped = a.spend.over(a.held, needed, request.caps, request.now);
+                if let Some(refusal) = capped.or_else(|| k.spend.over(k.held, needed, request.key_caps, request.now)) {
+                    return Err(refusal);
                 }
             }
             a.held = a.held.saturating_add(needed);
@@ -224,8 +244,7 @@ impl Billing {
             Ok(Arc::new(Mutex::new(Account {
                 balance: totals.balance.nanos(),
                 held: 0,
-                day: Period { start: now.day_start(), spent: totals.spent_since_day.nanos() },
-                month: Period { start: now.month_start(), spent: totals.spent_since_month.nanos() },
+                spend: Spend::loaded(now, totals.spent_since_day, totals.spent_since_month),
                 loaded_at: totals.revision,
             })))
         })
@@ -241,8 +260,7 @@ impl Billing {
             Ok(Arc::new(Mutex::new(KeySpend {
                 spent: totals.spent.nanos(),
                 held: 0,
-                day: Period { start: now.day_start(), spent: totals.spent_since_day.nanos() },
-                month: Period { start: now.month_start(), spent: totals.spent_since_month.nanos() },
+                spend: Spend::loaded(now, totals.spent_since_day, totals.spent_since_month),
             })))
         })
         .await
@@ -300,16 +318,14 @@ impl Hold {
         }
         let mut a = lock(&self.account);
         let mut k = lock(&self.key);
-        a.roll(now);
         a.held = a.held.saturating_sub(self.amount);
         a.balance = a.balance.saturating_sub(charge);
-        a.day.spent = a.day.spent.saturating_add(charge);
-        a.month.spent = a.month.spent.saturating_add(charge);
-        k.roll(now);
+        a.spend.roll(now);
+        a.spend.add(charge);
         k.held = k.held.saturating_sub(self.amount);
         k.spent = k.spent.saturating_add(charge);
-        k.day.spent = k.day.spent.saturating_add(charge);
-        k.month.spent = k.month.spent.saturating_add(charge);
+        k.spend.roll(now);
+        k.spend.add(charge);
     }
 }
 

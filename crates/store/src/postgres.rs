@@ -33,6 +33,7 @@ const SECRETS_LOCK: i64 = 0x7665_696c_7365_6372; // "veilsecr"
 
 /// PostgreSQL takes at most 65535 bind parameters per statement.
 const CALL_RECORDS_PER_STATEMENT: usize = 65_535 / CallRecordParams::COLUMNS;
+const LEDGER_ROWS_PER_STATEMENT: usize = 32_766 / 7;
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -95,6 +96,29 @@ async fn bump_revision(conn: &mut PgConnection) -> Result<i64, StoreError> {
     let row =
         sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision").fetch_one(conn).await?;
     row.int("revision")
+}
+
+/// Appends a ledger row written outside the call path, stamped with the revision it bumps
+/// (see [`Store::append_ledger`]).
+async fn insert_credit(conn: &mut PgConnection, entry: &LedgerEntry) -> Result<i64, StoreError> {
+    let revision = bump_revision(&mut *conn).await?;
+    let p = LedgerParams::new(entry);
+    sqlx::query(
+        "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note, revision) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(p.user_id)
+    .bind(p.key_id)
+    .bind(p.kind)
+    .bind(p.amount)
+    .bind(p.time)
+    .bind(p.request_id)
+    .bind(p.note)
+    .bind(revision)
+    .execute(conn)
+    .await
+    .map_err(|error| codec::translate(error, || "ledger entry".to_owned(), || format!("user {}", entry.user_id)))?;
+    Ok(revision)
 }
 
 fn texts<T: std::fmt::Display>(items: &[T]) -> Vec<String> {
@@ -251,24 +275,8 @@ impl Store for PostgresStore {
     }
 
     async fn append_ledger(&self, entry: &LedgerEntry) -> Result<i64, StoreError> {
-        let p = LedgerParams::new(entry);
         let mut tx = self.write().await?;
-        let revision = bump_revision(&mut tx).await?;
-        sqlx::query(
-            "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note, revision) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(p.user_id)
-        .bind(p.key_id)
-        .bind(p.kind)
-        .bind(p.amount)
-        .bind(p.time)
-        .bind(p.request_id)
-        .bind(p.note)
-        .bind(revision)
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| codec::translate(error, || "ledger entry".to_owned(), || format!("user {}", entry.user_id)))?;
+        let revision = insert_credit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(revision)
     }
@@ -808,22 +816,24 @@ impl Store for PostgresStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
-        for entry in ledger {
-            let p = LedgerParams::new(entry);
-            // The account may have been erased while the call ran: keep the movement, unowned.
-            sqlx::query(
-                "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note) \
-                 VALUES ((SELECT id FROM users WHERE id = $1), $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(p.user_id)
-            .bind(p.key_id)
-            .bind(p.kind)
-            .bind(p.amount)
-            .bind(p.time)
-            .bind(p.request_id)
-            .bind(p.note)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in ledger.chunks(LEDGER_ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Postgres>::new(
+                "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note) ",
+            );
+            insert.push_values(chunk, |mut row, entry| {
+                let p = LedgerParams::new(entry);
+                // The account may have been erased while the call ran: keep the movement, unowned.
+                row.push("(SELECT id FROM users WHERE id = ")
+                    .push_bind_unseparated(p.user_id)
+                    .push_unseparated(")")
+                    .push_bind(p.key_id)
+                    .push_bind(p.kind)
+                    .push_bind(p.amount)
+                    .push_bind(p.time)
+                    .push_bind(p.request_id)
+                    .push_bind(p.note);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1241,23 +1251,7 @@ impl Store for PostgresStore {
         };
         let prefix = spent.text("prefix")?;
         let amount = Money::from_nanos(spent.int("amount")?);
-        let p = LedgerParams::new(&crate::redemption::topup(user, amount, &prefix, at));
-        let revision = bump_revision(&mut tx).await?;
-        sqlx::query(
-            "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note, revision) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(p.user_id)
-        .bind(p.key_id)
-        .bind(p.kind)
-        .bind(p.amount)
-        .bind(p.time)
-        .bind(p.request_id)
-        .bind(p.note)
-        .bind(revision)
-        .execute(&mut *tx)
-        .await
-        .map_err(|error| codec::translate(error, || "ledger entry".to_owned(), || format!("user {user}")))?;
+        let revision = insert_credit(&mut tx, &crate::redemption::topup(user, amount, &prefix, at)).await?;
         tx.commit().await?;
         Ok(crate::Redemption::Credited { amount, prefix, revision })
     }

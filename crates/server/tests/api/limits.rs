@@ -203,3 +203,26 @@ async fn a_keys_monthly_spend_cap_binds_that_key_only() {
     assert_rate_limited(post(&app, "/v1/chat/completions", &capped, ask.clone()).await).await;
     assert_eq!(post(&app, "/v1/chat/completions", &free_hand, ask).await.status(), 200, "a sibling key is not capped");
 }
+
+#[tokio::test]
+async fn a_channels_concurrency_cap_holds_while_its_calls_run() {
+    let upstream = MockUpstream::start().await;
+    let config = format!(
+        "[[channel]]\nname = \"narrow\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\"]\nmax_concurrent = 1\n\n[[model]]\nname = \"gpt-4o-mini\"\nfree = true\n",
+        upstream.base_url()
+    );
+    let app = spawn_app(&config).await;
+    let (_, key) = app.user_with_key("narrow").await;
+    upstream.push(Reply::chat("slow").first_byte_delay(Duration::from_millis(500)));
+    #[allow(clippy::disallowed_methods)] // joined below
+    let slow = tokio::spawn({
+        let request =
+            reqwest::Client::new().post(app.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("a"));
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_rate_limited(post(&app, "/v1/chat/completions", &key, chat_body("b")).await).await;
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(post(&app, "/v1/chat/completions", &key, chat_body("c")).await.status(), 200, "lease released");
+    assert_eq!(upstream.request_count(), 2);
+}
