@@ -5,6 +5,7 @@
 //! rate-limit reservation reconciled, and the record written with the charge.
 
 use crate::metering::Reserved;
+use crate::records::Committed;
 use crate::request_meta::RequestMeta;
 use crate::state::{AppState, Principal};
 use std::sync::Arc;
@@ -137,13 +138,14 @@ impl Call {
         }
     }
 
-    /// Writes the record with its final status.
-    pub fn finish(mut self, status: u16, error: Option<ErrorCode>) {
-        self.complete(status, error);
+    /// Settles the call and writes its record with its final status; the returned
+    /// [`Committed`] resolves once that is durable (see `records.rs`).
+    pub fn finish(mut self, status: u16, error: Option<ErrorCode>) -> Committed {
+        self.complete(status, error)
     }
 
-    fn complete(&mut self, status: u16, error: Option<ErrorCode>) {
-        let Some(mut record) = self.record.take() else { return };
+    fn complete(&mut self, status: u16, error: Option<ErrorCode>) -> Committed {
+        let Some(mut record) = self.record.take() else { return Committed::default() };
         record.status = status;
         record.error_code = error;
         record.latency_ms = millis(self.started.elapsed());
@@ -153,7 +155,7 @@ impl Call {
             None => Vec::new(),
         };
         self.channel_admission = None;
-        self.state.records.submit(record, ledger);
+        self.state.records.submit(record, ledger)
     }
 
     /// Settles the call from its usage. A call the client abandoned after it reached an
@@ -180,8 +182,9 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        // Only reached without `finish` when the client went away mid-call.
-        self.complete(499, Some(ErrorCode::ClientClosed));
+        // Only reached without `finish` when the client went away mid-call: nobody is
+        // waiting for the answer, so nobody waits for the commit either.
+        drop(self.complete(499, Some(ErrorCode::ClientClosed)));
     }
 }
 

@@ -40,6 +40,7 @@ pub async fn erase(
         tracing::error!(error = %error, "erasure failed");
         ApiError::internal()
     })?;
+    state.billing.forget_user(user.id);
     if let Err(error) = refresh::refresh_once(&state).await {
         tracing::warn!(error = %error, "could not refresh after an erasure; other paths catch up within the refresh interval");
     }

@@ -3,10 +3,17 @@
 //! its charge) in one transaction: a batch is written when it has [`MAX_BATCH`] calls or
 //! when the batch window passes since its first call, whichever comes first. On shutdown
 //! the writer drains the queue and writes everything still in it.
+//!
+//! With `[billing] durability = "strict"` there is no batch window, and a call's answer
+//! waits for its record and settlement to be committed ([`Committed`]), so a hard crash
+//! loses nothing already answered; with `batched` (the default) it may lose the last window.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use veil_domain::{CallRecord, LedgerEntry};
 use veil_store::Store;
 
@@ -18,6 +25,8 @@ const WRITE_ATTEMPTS: u32 = 5;
 #[derive(Clone, Debug)]
 pub struct RecordSink {
     queue: mpsc::Sender<Settled>,
+    /// Whether callers wait for the commit (strict durability).
+    strict: bool,
 }
 
 /// One finished call: its record and the ledger rows that settle it.
@@ -25,13 +34,44 @@ pub struct RecordSink {
 struct Settled {
     record: CallRecord,
     ledger: Vec<LedgerEntry>,
+    /// Told once the batch holding this call is committed (strict durability only).
+    committed: Option<oneshot::Sender<()>>,
+}
+
+/// Resolves when a submitted call is durable: at once with batched durability, after the
+/// commit with strict durability. A failed write resolves it too (the failure is logged):
+/// the answer is not held back forever for a store that is down.
+#[derive(Debug, Default)]
+pub struct Committed(Option<oneshot::Receiver<()>>);
+
+impl Future for Committed {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.0.as_mut() {
+            None => Poll::Ready(()),
+            Some(receiver) => match Pin::new(receiver).poll(cx) {
+                Poll::Ready(_) => {
+                    self.0 = None;
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 impl RecordSink {
     /// Queues a record without waiting. If the store has been unreachable long enough to
     /// fill the queue, the record is dropped and counted rather than stalling calls.
-    pub fn submit(&self, record: CallRecord, ledger: Vec<LedgerEntry>) {
-        if let Err(error) = self.queue.try_send(Settled { record, ledger }) {
+    pub fn submit(&self, record: CallRecord, ledger: Vec<LedgerEntry>) -> Committed {
+        let (committed, waiter) = if self.strict {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Committed(Some(rx)))
+        } else {
+            (None, Committed(None))
+        };
+        if let Err(error) = self.queue.try_send(Settled { record, ledger, committed }) {
             let reason = match error {
                 mpsc::error::TrySendError::Full(_) => "queue full",
                 mpsc::error::TrySendError::Closed(_) => "writer stopped",
@@ -39,6 +79,7 @@ impl RecordSink {
             // The in-memory balance already moved; only the durable copy is lost.
             tracing::error!(reason, "call record and settlement dropped");
         }
+        waiter
     }
 }
 
@@ -49,9 +90,10 @@ pub struct RecordWriter {
     window: Duration,
 }
 
+/// `window` zero means strict durability: no batching delay, and callers wait for commits.
 pub fn channel(store: Arc<dyn Store>, window: Duration) -> (RecordSink, RecordWriter) {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    (RecordSink { queue: tx }, RecordWriter { queue: rx, store, window })
+    (RecordSink { queue: tx, strict: window.is_zero() }, RecordWriter { queue: rx, store, window })
 }
 
 impl RecordWriter {
@@ -82,6 +124,10 @@ impl RecordWriter {
         for attempt in 1..=WRITE_ATTEMPTS {
             match self.store.insert_call_records(&batch.records, &batch.ledger).await {
                 Ok(()) => {
+                    for waiter in batch.waiters.drain(..) {
+                        // The caller may have gone (client disconnect): nothing to tell.
+                        let _ = waiter.send(());
+                    }
                     batch.clear();
                     return;
                 }
@@ -105,16 +151,20 @@ impl RecordWriter {
 struct Batch {
     records: Vec<CallRecord>,
     ledger: Vec<LedgerEntry>,
+    waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl Batch {
     fn add(&mut self, settled: Settled) {
         self.records.push(settled.record);
         self.ledger.extend(settled.ledger);
+        self.waiters.extend(settled.committed);
     }
 
+    /// Dropping the waiters resolves them too (see [`Committed`]).
     fn clear(&mut self) {
         self.records.clear();
         self.ledger.clear();
+        self.waiters.clear();
     }
 }

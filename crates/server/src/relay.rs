@@ -54,7 +54,7 @@ pub async fn relay_openai(
     // Validate.
     let routed = match request::validate(endpoint, &body) {
         Ok(routed) => routed,
-        Err(error) => return fail(call, error, None),
+        Err(error) => return fail(call, error, None).await,
     };
     call.set_stream(routed.stream);
 
@@ -68,11 +68,11 @@ pub async fn relay_openai(
                 ErrorCode::ContentBlocked,
                 "This request was blocked by the operator's content rules.",
             );
-            return fail(call, error, None);
+            return fail(call, error, None).await;
         }
         Verdict::Misconfigured => {
             tracing::error!(group = group.name.as_str(), "content screening rules do not compile; blocking");
-            return fail(call, ApiError::internal(), None);
+            return fail(call, ApiError::internal(), None).await;
         }
     }
 
@@ -80,7 +80,7 @@ pub async fn relay_openai(
     let requirement = group.privacy.for_key(principal.key.allow_training, &principal.key.privacy);
     let candidates = match resolve(&snapshot, &principal, &group.name, &requirement, &routed, &mut call) {
         Ok(candidates) => candidates,
-        Err(error) => return fail(call, error, None),
+        Err(error) => return fail(call, error, None).await,
     };
 
     // Reserve: price, rate limits and the hold, before anything leaves.
@@ -94,7 +94,7 @@ pub async fn relay_openai(
     };
     match metering::reserve(state, &principal, &group, model, endpoint, &body, meta.request_id.as_str()).await {
         Ok(reserved) => call.reserve(reserved),
-        Err(error) => return fail(call, error, None),
+        Err(error) => return fail(call, error, None).await,
     }
 
     // Debug capture, when the key's owner turned it on: the request as the client sent it.
@@ -116,7 +116,7 @@ pub async fn relay_openai(
     let redaction = if requirement.firewall == FirewallMode::Pii {
         match firewall::apply_pii(state.pii.as_ref(), &mut body) {
             Ok(redaction) => Some(redaction),
-            Err(error) => return fail(call, error, None),
+            Err(error) => return fail(call, error, None).await,
         }
     } else {
         None
@@ -145,7 +145,7 @@ pub async fn relay_openai(
             };
             call.set_usage(usage, estimated);
             call.mark_first_token();
-            call.finish(200, None);
+            let committed = call.finish(200, None);
             let bytes = match &restorer {
                 Some(restorer) => firewall::restore_body(bytes, restorer),
                 None => bytes,
@@ -154,6 +154,7 @@ pub async fn relay_openai(
                 capture.append(&bytes);
                 capture.finish(&state.captures, 200);
             }
+            committed.await;
             json_response(bytes)
         }
         Ok(UpstreamReply::Stream(events)) => {
@@ -170,7 +171,7 @@ pub async fn relay_openai(
                 capture.append(error.openai_body().to_string().as_bytes());
                 capture.finish(&state.captures, error.status.as_u16());
             }
-            return fail(call, error, receipt);
+            return fail(call, error, receipt).await;
         }
     };
     if let Some(receipt) = receipt {
@@ -190,8 +191,8 @@ fn unpriced(name: &veil_domain::ModelName) -> veil_domain::Model {
     veil_domain::Model { name: name.clone(), pricing: Pricing::Unpriced, max_output_tokens: None, managed: false }
 }
 
-fn fail(call: Call, error: ApiError, receipt: Option<HeaderValue>) -> Response {
-    call.finish(error.status.as_u16(), Some(error.code));
+async fn fail(call: Call, error: ApiError, receipt: Option<HeaderValue>) -> Response {
+    call.finish(error.status.as_u16(), Some(error.code)).await;
     let mut response = error.into_response();
     if let Some(receipt) = receipt {
         response.headers_mut().insert(receipt::DATA_POLICY, receipt);

@@ -12,6 +12,7 @@ use crate::capture::{CaptureSink, Capturing};
 use crate::error::ApiError;
 use crate::openai::restore::ChunkRestorer;
 use crate::openai::usage;
+use crate::records::Committed;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -48,6 +49,7 @@ pub fn sse_response(events: EventStream, call: Call, plan: StreamPlan) -> Respon
         output_estimate: 0,
         generated: usage::GeneratedText::default(),
         state: State::Streaming,
+        committed: Committed::default(),
     };
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = StatusCode::OK;
@@ -77,6 +79,8 @@ struct RelayStream {
     /// Generated text of the fast path, counted in batches.
     generated: usage::GeneratedText,
     state: State,
+    /// The settlement's commit; the body ends only once it resolves (strict durability).
+    committed: Committed,
 }
 
 impl RelayStream {
@@ -186,7 +190,7 @@ impl RelayStream {
             capture.finish(&sink, 200);
         }
         if let Some(call) = self.call.take() {
-            call.finish(200, error);
+            self.committed = call.finish(200, error);
         }
         self.state = State::Ended;
     }
@@ -230,10 +234,10 @@ impl Stream for RelayStream {
         let this = self.get_mut();
         loop {
             match this.state {
-                State::Ended => return Poll::Ready(None),
+                State::Ended => return Pin::new(&mut this.committed).poll(cx).map(|()| None),
                 State::Done => {
                     this.finish(None);
-                    return Poll::Ready(None);
+                    continue;
                 }
                 State::Streaming => {}
             }

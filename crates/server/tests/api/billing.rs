@@ -320,12 +320,40 @@ async fn admins_price_models_and_credit_users_through_the_api() {
 
     upstream.push(Reply::chat_with_usage("ok", 1_000, 1_000, 0));
     assert_eq!(post(&app, "/v1/chat/completions", &key, ask("nobody-priced", 10)).await.status(), 200);
-    let store = Arc::clone(&app.store);
+    // Audited as they happened, before the answers went out.
+    let audit = app.store.list_audit(None, 0).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "model.price"));
+    assert!(audit.iter().any(|e| e.action == "user.credit" && e.subject_user == Some(user.id)));
     let (balance, _, records) = settle_and_read(app, &user).await;
     // (1000 × 4 + 1000 × 8) per million × 1.5 = 0.018
     assert_eq!(records[0].cost, money("0.018"));
     assert_eq!(balance, money("0.482"));
-    let audit = store.list_audit(None, 0).await.unwrap();
-    assert!(audit.iter().any(|e| e.action == "model.price"));
-    assert!(audit.iter().any(|e| e.action == "user.credit" && e.subject_user == Some(user.id)));
+}
+
+#[tokio::test]
+async fn with_strict_durability_an_answer_means_its_settlement_is_committed() {
+    let upstream = MockUpstream::start().await;
+    let app = spawn_app(&format!("[billing]\ndurability = \"strict\"\n{}", priced(&upstream, ""))).await;
+    let (user, key) = funded(&app, "ida", "1").await;
+    let committed = |kind: LedgerKind| {
+        let store = Arc::clone(&app.store);
+        async move { store.list_ledger(user.id).await.unwrap().iter().filter(|e| e.kind == kind).count() }
+    };
+    upstream.push(Reply::chat_with_usage("ok", 100, 10, 0));
+    assert_eq!(post(&app, "/v1/chat/completions", &key, ask("paid", 10)).await.status(), 200);
+    // No waiting: the answer was held until the commit.
+    assert_eq!(committed(LedgerKind::Charge).await, 1);
+    let filter = CallRecordFilter { user_id: Some(user.id), ..Default::default() };
+    assert_eq!(app.store.list_call_records(&filter).await.unwrap().len(), 1);
+
+    upstream.push(Reply::stream_with_usage(vec!["a", "b"], Duration::from_millis(5), 100, 10, 0));
+    let mut streamed = ask("paid", 10);
+    streamed["stream"] = json!(true);
+    let text = post(&app, "/v1/chat/completions", &key, streamed).await.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(committed(LedgerKind::Charge).await, 2, "the stream's body ends after its commit");
+
+    upstream.push(Reply::openai_error(500, "boom", "server_error"));
+    assert_eq!(post(&app, "/v1/chat/completions", &key, ask("paid", 10)).await.status(), 502);
+    assert_eq!(committed(LedgerKind::Hold).await, 3, "a failed call's hold is committed before its error");
 }
