@@ -53,6 +53,28 @@ impl PostgresStore {
         Ok(deleted)
     }
 
+    /// Runs one `UPDATE` of a key binding an instant (first) and the key id (second),
+    /// bumping the revision if the key exists; returns whether it does.
+    async fn update_key_bumping(
+        &self,
+        sql: &'static str,
+        at: Option<Timestamp>,
+        key: KeyId,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(sql)
+            .bind(at.map(Timestamp::unix_millis))
+            .bind(key.as_uuid())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(updated > 0)
+    }
+
     /// Connects to the database a `postgres://` URL names; it must exist already.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new().max_connections(max_connections.max(1)).connect(url).await?;
@@ -532,18 +554,7 @@ impl Store for PostgresStore {
     }
 
     async fn set_key_capture(&self, key: KeyId, until: Option<Timestamp>) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        let updated = sqlx::query("UPDATE api_keys SET capture_until = $1 WHERE id = $2")
-            .bind(until.map(Timestamp::unix_millis))
-            .bind(key.as_uuid())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if updated > 0 {
-            bump_revision(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(updated > 0)
+        self.update_key_bumping("UPDATE api_keys SET capture_until = $1 WHERE id = $2", until, key).await
     }
 
     async fn key_capture(&self, key: KeyId) -> Result<Option<Timestamp>, StoreError> {
@@ -1398,21 +1409,13 @@ impl Store for PostgresStore {
     // Risk control
 
     async fn set_key_suspended(&self, key: KeyId, at: Option<Timestamp>) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
         // Suspending again keeps the first time: when it began is what the owner is told.
-        let updated = sqlx::query(
+        self.update_key_bumping(
             "UPDATE api_keys SET suspended_at = CASE WHEN $1::BIGINT IS NULL THEN NULL \
              ELSE COALESCE(suspended_at, $1) END WHERE id = $2",
+            at,
+            key,
         )
-        .bind(at.map(Timestamp::unix_millis))
-        .bind(key.as_uuid())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated > 0 {
-            bump_revision(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(updated > 0)
+        .await
     }
 }

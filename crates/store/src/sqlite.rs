@@ -48,6 +48,28 @@ impl SqliteStore {
         Ok(deleted)
     }
 
+    /// Runs one `UPDATE` of a key binding an instant (first) and the key id (second),
+    /// bumping the revision if the key exists; returns whether it does.
+    async fn update_key_bumping(
+        &self,
+        sql: &'static str,
+        at: Option<Timestamp>,
+        key: KeyId,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(sql)
+            .bind(at.map(Timestamp::unix_millis))
+            .bind(id_text(key.as_uuid()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated > 0 {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(updated > 0)
+    }
+
     /// Opens (creating if missing) the database a `sqlite://relative/path.db` or
     /// `sqlite:///absolute/path.db` URL names, creating its directory too.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -539,18 +561,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_key_capture(&self, key: KeyId, until: Option<Timestamp>) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        let updated = sqlx::query("UPDATE api_keys SET capture_until = ? WHERE id = ?")
-            .bind(until.map(Timestamp::unix_millis))
-            .bind(id_text(key.as_uuid()))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if updated > 0 {
-            bump_revision(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(updated > 0)
+        self.update_key_bumping("UPDATE api_keys SET capture_until = ? WHERE id = ?", until, key).await
     }
 
     async fn key_capture(&self, key: KeyId) -> Result<Option<Timestamp>, StoreError> {
@@ -1378,21 +1389,13 @@ impl Store for SqliteStore {
     // Risk control
 
     async fn set_key_suspended(&self, key: KeyId, at: Option<Timestamp>) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
         // Suspending again keeps the first time: when it began is what the owner is told.
-        let updated = sqlx::query(
+        self.update_key_bumping(
             "UPDATE api_keys SET suspended_at = CASE WHEN ?1 IS NULL THEN NULL ELSE COALESCE(suspended_at, ?1) END \
              WHERE id = ?2",
+            at,
+            key,
         )
-        .bind(at.map(Timestamp::unix_millis))
-        .bind(id_text(key.as_uuid()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated > 0 {
-            bump_revision(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(updated > 0)
+        .await
     }
 }
