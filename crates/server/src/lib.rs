@@ -24,6 +24,7 @@ mod listener;
 mod me;
 mod metering;
 mod openai;
+pub mod openapi;
 mod receipt;
 mod records;
 mod redeem;

@@ -47,6 +47,7 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/api/models/{name}", axum::routing::put(crate::admin_billing::set_price))
         .route("/api/users/{name}/credit", post(crate::admin_billing::credit_user))
         .route("/api/privacy/models", get(transparency::models_json))
+        .route("/api/openapi.json", get(crate::openapi::document))
         .route("/models", get(transparency::models_page))
         .route("/privacy", get(transparency::privacy_page))
         .route("/", get(transparency::home_page))

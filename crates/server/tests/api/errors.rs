@@ -106,3 +106,30 @@ async fn unknown_routes_answer_in_openai_shape_and_health_checks_need_no_key() {
     assert_eq!(client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(client.get(app.url("/readyz")).send().await.unwrap().status(), 200);
 }
+
+/// The OpenAPI document and the router agree: every documented operation exists with its
+/// method, and refuses a missing credential unless it is public.
+#[tokio::test]
+async fn every_documented_operation_is_served() {
+    use veil_server::openapi::{Access, OPERATIONS};
+    let upstream = veil_testkit::mock_upstream::MockUpstream::start().await;
+    // Every request below fails authentication on purpose: do not let the failures block us.
+    let config = format!("[risk]\nauth_failures = {{ action = \"off\" }}\n{}", crate::helpers::one_channel(&upstream));
+    let app = veil_testkit::spawn_app(&config).await;
+    let client = reqwest::Client::new();
+    let document: serde_json::Value =
+        client.get(app.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    for operation in OPERATIONS {
+        assert!(document["paths"][operation.path][operation.method].is_object());
+        let path = operation.path.replace("{id}", "x").replace("{name}", "x");
+        let method = reqwest::Method::from_bytes(operation.method.to_uppercase().as_bytes()).unwrap();
+        let mut request = client.request(method, app.url(&path));
+        if matches!(operation.method, "post" | "put") {
+            request = request.json(&serde_json::json!({}));
+        }
+        let status = request.send().await.unwrap().status().as_u16();
+        let expected = if operation.access == Access::Public { 200 } else { 401 };
+        assert_eq!(status, expected, "{} {}", operation.method, operation.path);
+    }
+}
