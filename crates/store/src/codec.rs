@@ -4,7 +4,7 @@
 //! value. The SQL stays per backend; only these conversions are shared.
 
 use crate::audit::AuditRow;
-use crate::{DailyUsage, StoreError, StoredCallRecord, StoredCapture, WrappedSecret};
+use crate::{AccountTotals, DailyUsage, KeyTotals, StoreError, StoredCallRecord, StoredCapture, WrappedSecret};
 use serde_json::Value;
 use sqlx::error::ErrorKind;
 use std::collections::BTreeMap;
@@ -633,6 +633,27 @@ pub(crate) fn call_record(row: &impl Columns) -> Result<StoredCallRecord, StoreE
         };
         let user_name = opt_name(row.opt_text("user_name")?, "user_name", UserName::parse)?;
         Ok(StoredCallRecord { record, user_name })
+    })
+}
+
+/// Reads the `balance`, `spent_day`, `spent_month` and `revision` columns of
+/// [`crate::Store::account_totals`]'s query.
+pub(crate) fn account_totals(row: &impl Columns) -> Result<AccountTotals, StoreError> {
+    Ok(AccountTotals {
+        balance: Money::from_nanos(row.int("balance")?),
+        spent_since_day: Money::from_nanos(row.int("spent_day")?),
+        spent_since_month: Money::from_nanos(row.int("spent_month")?),
+        revision: row.int("revision")?,
+    })
+}
+
+/// Reads the `spent`, `spent_day` and `spent_month` columns of
+/// [`crate::Store::key_totals`]'s query.
+pub(crate) fn key_totals(row: &impl Columns) -> Result<KeyTotals, StoreError> {
+    Ok(KeyTotals {
+        spent: Money::from_nanos(row.int("spent")?),
+        spent_since_day: Money::from_nanos(row.int("spent_day")?),
+        spent_since_month: Money::from_nanos(row.int("spent_month")?),
     })
 }
 

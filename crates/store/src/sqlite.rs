@@ -358,12 +358,7 @@ impl Store for SqliteStore {
         .bind(month_start.unix_millis())
         .fetch_one(&self.pool)
         .await?;
-        Ok(AccountTotals {
-            balance: Money::from_nanos(row.int("balance")?),
-            spent_since_day: Money::from_nanos(row.int("spent_day")?),
-            spent_since_month: Money::from_nanos(row.int("spent_month")?),
-            revision: row.int("revision")?,
-        })
+        codec::account_totals(&row)
     }
 
     async fn key_totals(
@@ -384,11 +379,7 @@ impl Store for SqliteStore {
         .bind(month_start.unix_millis())
         .fetch_one(&self.pool)
         .await?;
-        Ok(KeyTotals {
-            spent: Money::from_nanos(row.int("spent")?),
-            spent_since_day: Money::from_nanos(row.int("spent_day")?),
-            spent_since_month: Money::from_nanos(row.int("spent_month")?),
-        })
+        codec::key_totals(&row)
     }
 
     async fn create_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {

@@ -79,7 +79,7 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
             )
             .await?;
             if let Some(amount) = credit.filter(|a| *a != Money::ZERO) {
-                credit_user(store, &user, amount).await?;
+                account::credit(store, user.id, amount, account::actor_cli()).await?;
             }
             let balance = store.balance(user.id).await?;
             if as_json {
@@ -116,7 +116,7 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
             if amount == Money::ZERO {
                 bail!("the amount must not be zero");
             }
-            credit_user(store, &user, amount).await?;
+            account::credit(store, user.id, amount, account::actor_cli()).await?;
             let balance = store.balance(user.id).await?;
             if as_json {
                 output::json(
@@ -128,12 +128,6 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Adds (or removes) credit as a ledger entry, audited.
-async fn credit_user(store: &dyn Store, user: &User, amount: Money) -> anyhow::Result<()> {
-    account::credit(store, user.id, amount, account::actor_cli()).await?;
-    Ok(())
 }
 
 fn read_password() -> anyhow::Result<String> {
