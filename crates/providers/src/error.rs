@@ -77,6 +77,18 @@ pub enum UpstreamError {
     Misconfigured(&'static str),
     #[error("channels of type {0} are not supported yet")]
     Unsupported(ChannelKind),
+    /// The channel's upstream type cannot serve this endpoint (e.g. legacy completions
+    /// on an Anthropic channel).
+    #[error("this channel type does not serve {0}")]
+    EndpointUnsupported(&'static str),
+    /// The request cannot be expressed in the upstream's format; the client's to fix.
+    /// The message names fields, never their content.
+    #[error("the request cannot be translated for this upstream")]
+    Untranslatable(String),
+    /// The upstream reported an error inside a stream it had started (e.g. Anthropic's
+    /// `overloaded_error` event). The message may echo the prompt: client only.
+    #[error("the upstream reported an error mid-stream{}", code_suffix(kind.as_deref()))]
+    Reported { kind: Option<String>, message: String },
     /// The stream ended (or broke) before OpenAI's `[DONE]` marker, or a body was cut.
     #[error("the upstream response ended early")]
     Truncated,
@@ -99,6 +111,9 @@ impl UpstreamError {
             | Self::MissingCredential { .. }
             | Self::Misconfigured(_)
             | Self::Unsupported(_)
+            | Self::EndpointUnsupported(_)
+            | Self::Untranslatable(_)
+            | Self::Reported { .. }
             | Self::Truncated => false,
         }
     }
@@ -156,6 +171,14 @@ impl UpstreamError {
             Self::Unsupported(kind) => {
                 format!("Upstream channels of type {kind} are not supported yet.")
             }
+            Self::EndpointUnsupported(endpoint) => {
+                format!("The upstream serving this model does not offer {endpoint}.")
+            }
+            Self::Untranslatable(reason) => reason.clone(),
+            Self::Reported { message, .. } if message.is_empty() => {
+                "The upstream provider reported an error.".to_owned()
+            }
+            Self::Reported { message, .. } => format!("The upstream provider reported an error: {message}"),
             Self::Truncated => "The upstream response ended before it was complete.".to_owned(),
         }
     }

@@ -1,23 +1,32 @@
 //! Everything that talks to upstream model providers: one [`Provider`] trait, one file
 //! per vendor, the shared HTTP client, and the SSE parser.
 //!
-//! A provider receives a request already in its wire format (today: OpenAI's), sends
-//! it with the channel's upstream model name in place of the public one, and answers
-//! with either a complete JSON body or a stream of SSE events, forwarded as they
-//! arrive. Errors are normalised into [`UpstreamError`]; upstream error bodies are
+//! A provider receives a request in the relay's working form (OpenAI's wire format),
+//! sends it with the channel's upstream model name in place of the public one — in the
+//! vendor's own format for Anthropic, Gemini and Bedrock (`vendor.rs`, translated by
+//! `veil-protocol`) — and answers with either a complete OpenAI JSON body or a stream of
+//! OpenAI SSE events, forwarded as they arrive. Errors are normalised into [`UpstreamError`]; upstream error bodies are
 //! parsed into a short message that may be shown to the client but is never logged (it
 //! can echo the prompt).
 
+mod anthropic;
+pub mod aws;
+mod bedrock;
+mod credential;
 mod echo;
 mod error;
+mod gemini;
 mod http;
 mod openai;
-pub mod sse;
+mod transport;
+mod vendor;
+pub use veil_protocol::sse;
 
 pub use echo::EchoProvider;
 pub use error::{TimeoutPhase, UpstreamError};
+pub use gemini::GeminiProvider;
 pub use http::{HttpClient, HttpClientError};
-pub use openai::OpenAiProvider;
+pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiProvider};
 pub use sse::{SseEvent, SseParser};
 
 use async_trait::async_trait;
@@ -125,16 +134,6 @@ fn client_for(channel: &Channel, shared: &HttpClient) -> HttpClient {
     })
 }
 
-/// A channel type whose adapter is not built yet.
-struct UnsupportedProvider(ChannelKind);
-
-#[async_trait]
-impl Provider for UnsupportedProvider {
-    async fn send(&self, _request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
-        Err(UpstreamError::Unsupported(self.0))
-    }
-}
-
 /// Builds the provider for a channel. Credentials are read from the channel's
 /// `api_key_env` here, once; a missing variable is reported when a call is made.
 pub fn provider_for(channel: &Channel, http: &HttpClient) -> Arc<dyn Provider> {
@@ -147,17 +146,23 @@ pub fn provider_for(channel: &Channel, http: &HttpClient) -> Arc<dyn Provider> {
 pub fn provider_with(channel: &Channel, http: &HttpClient, stored: Option<Option<&str>>) -> Arc<dyn Provider> {
     match channel.kind {
         ChannelKind::Echo => Arc::new(EchoProvider::new()),
-        ChannelKind::Openai => match stored {
+        ChannelKind::Openai | ChannelKind::Azure => match stored {
             Some(credential) => {
                 Arc::new(OpenAiProvider::with_stored_credential(channel, client_for(channel, http), credential))
             }
             None => Arc::new(OpenAiProvider::new(channel, client_for(channel, http))),
         },
-        // Accepted in the config so operators can declare them now; every call through
-        // them fails with a clear `upstream_error` until their adapters land.
-        kind @ (ChannelKind::Azure | ChannelKind::Anthropic | ChannelKind::Gemini | ChannelKind::Bedrock) => {
-            Arc::new(UnsupportedProvider(kind))
-        }
+        ChannelKind::Anthropic => Arc::new(vendor::VendorProvider::new(
+            client_for(channel, http),
+            channel.timeouts,
+            anthropic::Anthropic::new(channel, stored),
+        )),
+        ChannelKind::Gemini => Arc::new(GeminiProvider::new(channel, client_for(channel, http), stored)),
+        ChannelKind::Bedrock => Arc::new(vendor::VendorProvider::new(
+            client_for(channel, http),
+            channel.timeouts,
+            bedrock::Bedrock::new(channel, stored),
+        )),
     }
 }
 

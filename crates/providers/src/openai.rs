@@ -1,5 +1,11 @@
 //! [`OpenAiProvider`]: calls any OpenAI-compatible upstream (OpenAI itself, vLLM,
-//! Ollama, LiteLLM, …) with the request body exactly as given.
+//! Ollama, LiteLLM, …) with the request body exactly as given, and Azure OpenAI, which
+//! differs only in where a call goes and how the key is sent: to
+//! `{base_url}/openai/deployments/{deployment}/chat/completions?api-version=…` with an
+//! `api-key` header, the deployment being the channel's upstream model name. The
+//! api-version is taken from the base URL's query (`?api-version=…`), else
+//! [`AZURE_DEFAULT_API_VERSION`]; a base URL ending in `/openai/v1` uses Azure's v1 API,
+//! which is OpenAI's paths with the `api-key` header.
 //!
 //! Promises: only the channel's credential and the JSON content type are sent, never a
 //! client header; every call is bounded by the channel's timeouts (connect plus first
@@ -8,29 +14,15 @@
 //! as bytes arrive, and dropping the stream drops the upstream response, which cancels
 //! the upstream call.
 
-use crate::error::{TimeoutPhase, UpstreamError};
+use crate::error::UpstreamError;
 use crate::http::HttpClient;
-use crate::sse::{SseError, SseEvent, SseParser};
-use crate::{EventStream, Provider, UpstreamReply, UpstreamRequest};
+use crate::transport;
+use crate::{Provider, UpstreamReply, UpstreamRequest};
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
-use tokio::time::Instant;
-use veil_domain::{Channel, ChannelName, Timeouts};
-
-/// Largest successful non-streaming body accepted.
-const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Largest error body read; the rest is not needed to find the message.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-/// After `[DONE]`, how long to wait for the body's end so that an HTTP/1.1 connection
-/// can go back to the pool instead of being closed.
-const DRAIN_GRACE: Duration = Duration::from_millis(50);
-/// How much to read after `[DONE]` before giving up on reusing the connection.
-const MAX_DRAIN_BYTES: usize = 64 * 1024;
+use veil_domain::{Channel, ChannelKind, ChannelName, Timeouts};
 
 /// The credential as read from the environment at construction. The secret lives only
 /// in a header value marked sensitive, so it is never shown by `Debug`.
@@ -44,7 +36,23 @@ enum Credential {
     Unusable,
 }
 
+/// Azure's latest generally available data-plane API version when this was written.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// Where calls go: OpenAI's paths under the base URL, or Azure's.
+#[derive(Debug, Clone)]
+enum Dialect {
+    OpenAi,
+    /// Deployment paths with this api-version.
+    AzureDeployments {
+        api_version: String,
+    },
+    /// Azure's v1 API: OpenAI's paths, Azure's header.
+    AzureV1,
+}
+
 pub struct OpenAiProvider {
+    dialect: Dialect,
     http: HttpClient,
     channel: ChannelName,
     /// The base URL without a trailing `/`, or `None` when it is not an http(s) URL.
@@ -60,8 +68,9 @@ impl fmt::Debug for OpenAiProvider {
     }
 }
 
-fn bearer(key: &str) -> Credential {
-    match HeaderValue::try_from(format!("Bearer {}", key.trim())) {
+fn bearer(key: &str, azure: bool) -> Credential {
+    let value = if azure { key.trim().to_owned() } else { format!("Bearer {}", key.trim()) };
+    match HeaderValue::try_from(value) {
         Ok(mut value) => {
             value.set_sensitive(true);
             Credential::Bearer(value)
@@ -85,7 +94,7 @@ impl OpenAiProvider {
     pub fn with_stored_credential(channel: &Channel, http: HttpClient, credential: Option<&str>) -> Self {
         let mut provider = Self::with_api_key(channel, http, None);
         provider.credential = match credential {
-            Some(key) if !key.trim().is_empty() => bearer(key),
+            Some(key) if !key.trim().is_empty() => bearer(key, channel.kind == ChannelKind::Azure),
             _ => Credential::Missing { env: "the stored credential".to_owned() },
         };
         provider
@@ -96,21 +105,18 @@ impl OpenAiProvider {
     fn with_api_key(channel: &Channel, http: HttpClient, api_key: Option<Option<String>>) -> Self {
         let credential = match (api_key, &channel.api_key_env) {
             (None, _) | (_, None) => Credential::None,
-            (Some(Some(key)), Some(_)) if !key.trim().is_empty() => bearer(&key),
+            (Some(Some(key)), Some(_)) if !key.trim().is_empty() => bearer(&key, channel.kind == ChannelKind::Azure),
             (Some(_), Some(env)) => Credential::Missing { env: env.clone() },
         };
-        let base_url = channel.base_url.trim().trim_end_matches('/');
-        let base_url = reqwest::Url::parse(base_url)
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
-            .map(|_| base_url.to_owned());
+        let (base_url, dialect) = split_base_url(channel);
         Self {
+            dialect,
             http,
             channel: channel.name.clone(),
             base_url,
             credential,
             timeouts: channel.timeouts,
-            max_body_bytes: MAX_BODY_BYTES,
+            max_body_bytes: transport::MAX_BODY_BYTES,
         }
     }
 
@@ -124,242 +130,92 @@ impl OpenAiProvider {
     }
 }
 
+/// The base URL without a trailing `/` (and, for Azure, without its query) when it is an
+/// http(s) URL, and the dialect the channel's type and URL call for.
+fn split_base_url(channel: &Channel) -> (Option<String>, Dialect) {
+    let trimmed = channel.base_url.trim();
+    let (path, query) = match trimmed.split_once('?') {
+        Some((path, query)) if channel.kind == ChannelKind::Azure => (path, Some(query)),
+        _ => (trimmed, None),
+    };
+    let base_url = path.trim_end_matches('/');
+    let valid = reqwest::Url::parse(base_url)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+        .map(|_| base_url.to_owned());
+    let dialect = if channel.kind != ChannelKind::Azure {
+        Dialect::OpenAi
+    } else if base_url.ends_with("/openai/v1") {
+        Dialect::AzureV1
+    } else {
+        let api_version = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("api-version="))
+            .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(AZURE_DEFAULT_API_VERSION)
+            .to_owned();
+        Dialect::AzureDeployments { api_version }
+    };
+    (valid, dialect)
+}
+
 #[async_trait]
 impl Provider for OpenAiProvider {
     async fn send(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
         let authorization = self.authorization()?;
         let base_url =
             self.base_url.as_deref().ok_or(UpstreamError::Misconfigured("the base URL is not an http(s) URL"))?;
+        let url = match &self.dialect {
+            Dialect::OpenAi | Dialect::AzureV1 => format!("{base_url}{}", request.endpoint.upstream_path()),
+            Dialect::AzureDeployments { api_version } => format!(
+                "{base_url}/openai/deployments/{}{}?api-version={api_version}",
+                request.model.as_str(),
+                request.endpoint.upstream_path()
+            ),
+        };
+        let auth_header = match self.dialect {
+            Dialect::OpenAi => AUTHORIZATION,
+            Dialect::AzureDeployments { .. } | Dialect::AzureV1 => http::HeaderName::from_static("api-key"),
+        };
         let body =
             request.encode_body().map_err(|_| UpstreamError::Malformed("the request body could not be encoded"))?;
-
-        let started = Instant::now();
-        let deadline = started + self.timeouts.total;
-        let mut call = self
-            .http
-            .reqwest()
-            .post(format!("{base_url}{}", request.endpoint.upstream_path()))
-            .header(CONTENT_TYPE, "application/json")
-            // What OpenAI's own SDKs send, for streams too.
-            .header(ACCEPT, "application/json")
-            .body(body);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // What OpenAI's own SDKs send, for streams too.
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(authorization) = authorization {
-            call = call.header(AUTHORIZATION, authorization.clone());
+            headers.insert(auth_header, authorization.clone());
         }
-
-        let response = headers_within(call.send(), started, self.timeouts, deadline).await?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(error_from_response(response, self.timeouts.idle, deadline).await);
-        }
-        let body = Body { response, idle: self.timeouts.idle, deadline };
+        let body = transport::post(&self.http, &url, headers, body, self.timeouts).await?;
         if request.stream {
-            if is_json(body.response.headers()) {
+            if transport::is_json(body.headers()) {
                 return Err(UpstreamError::Malformed("a stream was asked for but the upstream sent JSON"));
             }
-            return Ok(UpstreamReply::Stream(event_stream(body)));
+            return Ok(UpstreamReply::Stream(transport::event_stream(body)));
         }
         let bytes = body.read_all(self.max_body_bytes).await?;
-        if !is_json_object(&bytes) {
+        if !transport::is_json_object(&bytes) {
             return Err(UpstreamError::Malformed("the upstream body is not a JSON object"));
         }
         Ok(UpstreamReply::Complete(bytes))
     }
 }
 
-/// Waits for the response headers within the first-byte budget (counted from sending,
-/// connection setup included) and within the total. The connect timeout itself is the
-/// client's (see `provider_for`).
-async fn headers_within(
-    send: impl Future<Output = Result<reqwest::Response, reqwest::Error>>,
-    started: Instant,
-    timeouts: Timeouts,
-    deadline: Instant,
-) -> Result<reqwest::Response, UpstreamError> {
-    let first_byte_deadline = started + timeouts.first_byte;
-    let (limit, phase) = if first_byte_deadline < deadline {
-        (first_byte_deadline, TimeoutPhase::FirstByte)
-    } else {
-        (deadline, TimeoutPhase::Total)
-    };
-    match tokio::time::timeout_at(limit, send).await {
-        Err(_) => Err(UpstreamError::Timeout(phase)),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(send_error(&error)),
-    }
-}
-
-/// Maps a failure before the response headers. No URL or body is carried along.
-fn send_error(error: &reqwest::Error) -> UpstreamError {
-    if error.is_connect() && error.is_timeout() {
-        UpstreamError::Timeout(TimeoutPhase::Connect)
-    } else if error.is_timeout() {
-        UpstreamError::Timeout(TimeoutPhase::FirstByte)
-    } else if error.is_builder() {
-        UpstreamError::Misconfigured("the request could not be built for this base URL")
-    } else {
-        // Refused, reset, TLS failure, or a connection that broke before answering.
-        UpstreamError::Connect
-    }
-}
-
-async fn error_from_response(response: reqwest::Response, idle: Duration, deadline: Instant) -> UpstreamError {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    // Whatever part of the body arrives in time is enough to find the message.
-    let mut body = Body { response, idle, deadline };
-    let mut bytes = BytesMut::new();
-    while bytes.len() < MAX_ERROR_BODY_BYTES {
-        match body.next_chunk().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    bytes.truncate(MAX_ERROR_BODY_BYTES);
-    UpstreamError::from_status(status, &headers, &bytes)
-}
-
-fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with("application/json"))
-}
-
-/// A syntactically valid JSON object, checked without building it.
-fn is_json_object(bytes: &[u8]) -> bool {
-    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
-}
-
-/// A 2xx response body being read under the idle and total deadlines.
-struct Body {
-    response: reqwest::Response,
-    idle: Duration,
-    deadline: Instant,
-}
-
-impl Body {
-    /// The next chunk, `None` at the end of the body. A transport failure after the
-    /// headers means the body was cut off.
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        let idle_deadline = Instant::now() + self.idle;
-        let (limit, phase) = if idle_deadline < self.deadline {
-            (idle_deadline, TimeoutPhase::Idle)
-        } else {
-            (self.deadline, TimeoutPhase::Total)
-        };
-        match tokio::time::timeout_at(limit, self.response.chunk()).await {
-            Err(_) => Err(UpstreamError::Timeout(phase)),
-            Ok(Ok(chunk)) => Ok(chunk),
-            Ok(Err(_)) => Err(UpstreamError::Truncated),
-        }
-    }
-
-    async fn read_all(mut self, max_bytes: usize) -> Result<Bytes, UpstreamError> {
-        const TOO_LARGE: UpstreamError = UpstreamError::Malformed("upstream body too large");
-        let announced = self.response.content_length().and_then(|len| usize::try_from(len).ok());
-        if announced.is_some_and(|len| len > max_bytes) {
-            return Err(TOO_LARGE);
-        }
-        // The usual case, one chunk, is returned without copying.
-        let Some(first) = self.next_chunk().await? else {
-            return Ok(Bytes::new());
-        };
-        if first.len() > max_bytes {
-            return Err(TOO_LARGE);
-        }
-        let Some(second) = self.next_chunk().await? else {
-            return Ok(first);
-        };
-        let mut all = BytesMut::with_capacity(announced.unwrap_or(first.len() + second.len()));
-        all.extend_from_slice(&first);
-        let mut next = Some(second);
-        while let Some(chunk) = next {
-            if all.len() + chunk.len() > max_bytes {
-                return Err(TOO_LARGE);
-            }
-            all.extend_from_slice(&chunk);
-            next = self.next_chunk().await?;
-        }
-        Ok(all.freeze())
-    }
-
-    /// Reads what follows `[DONE]` for a moment, so a finished HTTP/1.1 connection can
-    /// be reused; gives up quietly (the connection is then closed).
-    async fn drain(mut self) {
-        let grace_deadline = Instant::now() + DRAIN_GRACE.min(self.idle);
-        let mut drained = 0;
-        while drained < MAX_DRAIN_BYTES {
-            match tokio::time::timeout_at(grace_deadline, self.response.chunk()).await {
-                Ok(Ok(Some(chunk))) => drained += chunk.len(),
-                _ => return,
-            }
-        }
-    }
-}
-
-struct StreamState {
-    /// `None` once the stream has ended or failed: the response is dropped at once.
-    body: Option<Body>,
-    parser: SseParser,
-    ready: VecDeque<SseEvent>,
-    /// Yielded after the events already parsed, then the stream ends.
-    failure: Option<UpstreamError>,
-    /// `[DONE]` was passed on; what follows is drained and dropped.
-    done: bool,
-}
-
-/// Events as they are parsed, each chunk read within the idle and total deadlines.
-/// Ends after `[DONE]`; a body ending without it yields `Err(Truncated)` last, and any
-/// error is the last item.
-fn event_stream(body: Body) -> EventStream {
-    let state =
-        StreamState { body: Some(body), parser: SseParser::new(), ready: VecDeque::new(), failure: None, done: false };
-    Box::pin(futures_util::stream::unfold(state, |mut state| async move {
-        loop {
-            if let Some(event) = state.ready.pop_front() {
-                if event.is_done() {
-                    state.done = true;
-                    state.ready.clear();
-                    state.failure = None;
-                }
-                return Some((Ok(event), state));
-            }
-            if let Some(failure) = state.failure.take() {
-                return Some((Err(failure), state));
-            }
-            let mut body = state.body.take()?;
-            if state.done {
-                body.drain().await;
-                return None;
-            }
-            match body.next_chunk().await {
-                Ok(Some(chunk)) => match state.parser.push_into(&chunk, &mut state.ready) {
-                    Ok(()) => state.body = Some(body),
-                    Err(SseError::EventTooLarge { .. }) => {
-                        state.failure = Some(UpstreamError::Malformed("upstream stream event too large"));
-                    }
-                    Err(SseError::InvalidUtf8) => {
-                        state.failure = Some(UpstreamError::Malformed("upstream stream is not valid UTF-8"));
-                    }
-                },
-                Ok(None) => state.failure = Some(UpstreamError::Truncated),
-                Err(error) => state.failure = Some(error),
-            }
-        }
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Endpoint;
+    use crate::EventStream;
+    use crate::error::TimeoutPhase;
+    use crate::sse::SseEvent;
     use futures_util::StreamExt;
     use std::collections::BTreeMap;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tokio::sync::oneshot;
+    use veil_domain::Timeouts;
     use veil_domain::{ChannelKind, DataPolicy, Retention};
 
     /// What the scripted server does after reading the request.

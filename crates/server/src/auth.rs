@@ -25,12 +25,8 @@ use veil_secrets::KeyHasher;
 
 /// Authenticates a relay call (and any endpoint that acts with the key): a suspended key
 /// is refused with `403 key_suspended`.
-pub async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    meta: &RequestMeta,
-) -> Result<Arc<Principal>, ApiError> {
-    check(state, headers, meta, Suspended::Refuse).await
+pub async fn authenticate(state: &AppState, parts: &Parts, meta: &RequestMeta) -> Result<Arc<Principal>, ApiError> {
+    check(state, presented_key(&parts.headers, parts.uri.query()), meta, Suspended::Refuse).await
 }
 
 /// Authenticates the owner's read-only view of their own data (`GET /api/me/export`,
@@ -41,7 +37,7 @@ pub async fn authenticate_owner_view(
     headers: &HeaderMap,
     meta: &RequestMeta,
 ) -> Result<Arc<Principal>, ApiError> {
-    check(state, headers, meta, Suspended::Accept).await
+    check(state, bearer_token(headers), meta, Suspended::Accept).await
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -52,7 +48,7 @@ enum Suspended {
 
 async fn check(
     state: &AppState,
-    headers: &HeaderMap,
+    token: Option<&str>,
     meta: &RequestMeta,
     suspended: Suspended,
 ) -> Result<Arc<Principal>, ApiError> {
@@ -67,9 +63,9 @@ async fn check(
         Some(left) => blocked(left),
         None => error,
     };
-    let token = bearer_token(headers).ok_or_else(|| {
+    let token = token.ok_or_else(|| {
         failed(ApiError::invalid_api_key(
-            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as `x-api-key` (Anthropic clients) or `x-goog-api-key` (Gemini clients).",
         ))
     })?;
     let incorrect = || {
@@ -134,6 +130,22 @@ impl FromRequestParts<Arc<AppState>> for OwnerView {
     }
 }
 
+/// The key a relay call presents, in each client format's own way: OpenAI's bearer
+/// token, Anthropic's `x-api-key`, Gemini's `x-goog-api-key` or `?key=`. The query form
+/// exists because Google's REST API accepts it; the access log never records queries.
+pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    bearer_token(headers)
+        .or_else(|| header_key(headers, "x-api-key"))
+        .or_else(|| header_key(headers, "x-goog-api-key"))
+        .or_else(|| {
+            query?.split('&').find_map(|pair| pair.strip_prefix("key=")).map(str::trim).filter(|k| !k.is_empty())
+        })
+}
+
+fn header_key<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name)?.to_str().ok().map(str::trim).filter(|key| !key.is_empty())
+}
+
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -189,5 +201,18 @@ mod tests {
         assert_eq!(bearer_token(&headers), None);
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
         assert_eq!(bearer_token(&headers), None);
+    }
+
+    #[test]
+    fn each_client_format_presents_its_key_its_own_way() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(presented_key(&headers, Some("alt=sse&key=sk-veil-q")), Some("sk-veil-q"));
+        assert_eq!(presented_key(&headers, Some("alt=sse&key=")), None);
+        headers.insert("x-goog-api-key", HeaderValue::from_static("sk-veil-g"));
+        assert_eq!(presented_key(&headers, Some("key=sk-veil-q")), Some("sk-veil-g"));
+        headers.insert("x-api-key", HeaderValue::from_static("sk-veil-a"));
+        assert_eq!(presented_key(&headers, None), Some("sk-veil-a"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-veil-b"));
+        assert_eq!(presented_key(&headers, None), Some("sk-veil-b"));
     }
 }

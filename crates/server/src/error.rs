@@ -2,16 +2,18 @@
 //!
 //! Every client-visible error is an [`ApiError`]: a status, a stable [`ErrorCode`], and
 //! a message written for the API client. It renders in OpenAI's error shape
-//! (`{"error": {"message", "type", "param", "code"}}`); other client formats get their
-//! own renderers here when they land. Messages may repeat what the client itself sent
+//! (`{"error": {"message", "type", "param", "code"}}`) and carries itself in the
+//! response's extensions, so the routes of other client formats re-render it in their
+//! own shape ([`reshape`], applied as a layer to those routes: extractor rejections
+//! and body-limit errors included). Messages may repeat what the client itself sent
 //! (an upstream's explanation), so they are never logged: logs get the code only.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use std::time::Duration;
 use veil_domain::ErrorCode;
+use veil_protocol::{ClientFormat, ErrorInfo};
 use veil_providers::{TimeoutPhase, UpstreamError};
 
 #[derive(Debug, Clone)]
@@ -94,6 +96,9 @@ impl ApiError {
                 api.retry_after = *retry_after;
                 api
             }
+            UpstreamError::Untranslatable(_) | UpstreamError::EndpointUnsupported(_) => {
+                Self::invalid_request(error.client_message())
+            }
             _ => Self::new(StatusCode::BAD_GATEWAY, ErrorCode::UpstreamError, error.client_message()),
         }
     }
@@ -116,20 +121,39 @@ impl ApiError {
 
     /// The OpenAI error object, as sent in a body or a stream's error event.
     pub fn openai_body(&self) -> serde_json::Value {
-        json!({
-            "error": {
-                "message": self.message,
-                "type": self.openai_type(),
-                "param": self.param,
-                "code": self.code.as_str(),
-            }
-        })
+        veil_protocol::errors::openai(&self.info())
     }
+
+    /// The error in the terms every client format's error shape is built from.
+    pub fn info(&self) -> ErrorInfo {
+        ErrorInfo {
+            status: self.status.as_u16(),
+            code: self.code.as_str().to_owned(),
+            openai_type: self.openai_type().to_owned(),
+            message: self.message.clone(),
+            param: self.param.map(str::to_owned),
+        }
+    }
+}
+
+/// Re-renders an error response in `format`'s shape; other responses pass unchanged.
+pub fn reshape(format: ClientFormat, mut response: Response) -> Response {
+    if format == ClientFormat::OpenAiChat || format == ClientFormat::OpenAiResponses {
+        return response;
+    }
+    let Some(error) = response.extensions_mut().remove::<ApiError>() else { return response };
+    let body = veil_protocol::errors::body(format, &error.info());
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut reshaped = Response::from_parts(parts, axum::body::Body::from(body.to_string()));
+    reshaped.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reshaped
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.openai_body())).into_response();
+        response.extensions_mut().insert(self.clone());
         if let Some(after) = self.retry_after
             && let Ok(value) = HeaderValue::from_str(&veil_limits::retry_after_header(after))
         {

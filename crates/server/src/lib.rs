@@ -18,6 +18,7 @@ mod capture;
 pub mod client_ip;
 mod error;
 mod firewall;
+mod formats;
 mod guess_throttle;
 mod jobs;
 mod listener;

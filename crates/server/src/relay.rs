@@ -20,7 +20,7 @@ use crate::capture::Capturing;
 use crate::client_ip;
 use crate::error::ApiError;
 use crate::openai::request::{self, RoutedRequest};
-use crate::openai::stream::{self, StreamPlan};
+use crate::openai::stream::{self, ClientStream, Framing, StreamPlan};
 use crate::openai::usage;
 use crate::request_meta::RequestMeta;
 use crate::screening::Verdict;
@@ -32,24 +32,47 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use veil_domain::{ErrorCode, FirewallMode, GroupName, Pricing, PrivacyRequirement, Timestamp, TokenUsage};
 use veil_limits::{Demand, Limiter, Limits, Scope};
+use veil_protocol::ClientFormat;
+use veil_protocol::translate::StreamTranslator;
 use veil_providers::{Endpoint, Provider, UpstreamError, UpstreamReply, UpstreamRequest};
 use veil_routing::Candidate;
 
 /// At most this many channels are tried for one call.
 const MAX_ATTEMPTS: usize = 3;
 
+/// A call as the client made it, already in the relay's working form.
+pub struct Inbound {
+    pub endpoint: Endpoint,
+    /// The format to answer in.
+    pub format: ClientFormat,
+    /// The route the client called, recorded as the call's path.
+    pub route: &'static str,
+    /// How a translated stream is framed (Gemini without `alt=sse` wants a JSON array).
+    pub framing: Framing,
+    /// The request as an OpenAI body: the client's own for OpenAI routes, a translation
+    /// for the others.
+    pub body: Map<String, Value>,
+}
+
+/// Relays a call made on one of OpenAI's routes.
 pub async fn relay_openai(
     state: &Arc<AppState>,
     principal: Arc<Principal>,
     meta: RequestMeta,
     endpoint: Endpoint,
-    mut body: Map<String, Value>,
+    body: Map<String, Value>,
 ) -> Response {
+    let inbound =
+        Inbound { endpoint, format: ClientFormat::OpenAiChat, route: endpoint.route(), framing: Framing::Sse, body };
+    relay(state, principal, meta, inbound).await
+}
+
+pub async fn relay(state: &Arc<AppState>, principal: Arc<Principal>, meta: RequestMeta, inbound: Inbound) -> Response {
+    let Inbound { endpoint, format, route, framing, mut body } = inbound;
     let snapshot = state.snapshot.load_full();
     let group = snapshot.group(&principal.user.group);
     let ip = client_ip::for_record(meta.client_ip, state.ip_logging, &state.hasher, Timestamp::now());
-    let mut call =
-        Call::begin(&meta, &principal, group.name.clone(), group.multiplier, endpoint.route(), ip, Arc::clone(state));
+    let mut call = Call::begin(&meta, &principal, group.name.clone(), group.multiplier, route, ip, Arc::clone(state));
 
     // Validate.
     let routed = match request::validate(endpoint, &body) {
@@ -145,11 +168,15 @@ pub async fn relay_openai(
             };
             call.set_usage(usage, estimated);
             call.mark_first_token();
-            let committed = call.finish(200, None);
             let bytes = match &restorer {
                 Some(restorer) => firewall::restore_body(bytes, restorer),
                 None => bytes,
             };
+            let bytes = match client_body(format, bytes) {
+                Ok(bytes) => bytes,
+                Err(error) => return fail(call, error, receipt).await,
+            };
+            let committed = call.finish(200, None);
             if let Some(mut capture) = capture.take() {
                 capture.append(&bytes);
                 capture.finish(&state.captures, 200);
@@ -163,6 +190,8 @@ pub async fn relay_openai(
                 request: Arc::clone(&body),
                 restore: restorer,
                 capture: capture.take().map(|c| (c, state.captures.clone())),
+                client: (format != ClientFormat::OpenAiChat)
+                    .then(|| ClientStream { translator: StreamTranslator::to_client(format), framing }),
             };
             stream::sse_response(events, call, plan)
         }
@@ -198,6 +227,21 @@ async fn fail(call: Call, error: ApiError, receipt: Option<HeaderValue>) -> Resp
         response.headers_mut().insert(receipt::DATA_POLICY, receipt);
     }
     response
+}
+
+/// An OpenAI completion body as the client format's answer.
+fn client_body(format: ClientFormat, bytes: bytes::Bytes) -> Result<bytes::Bytes, ApiError> {
+    if format == ClientFormat::OpenAiChat {
+        return Ok(bytes);
+    }
+    let translated = serde_json::from_slice::<Value>(&bytes)
+        .map_err(|_| veil_protocol::DecodeError::Malformed("the upstream body is not JSON"))
+        .and_then(|value| veil_protocol::translate::client_response(format, &value))
+        .map_err(|error| {
+            tracing::warn!(error = %error, "an upstream answer could not be translated");
+            ApiError::from_upstream(&UpstreamError::Malformed("the answer could not be translated"))
+        })?;
+    serde_json::to_vec(&translated).map(bytes::Bytes::from).map_err(|_| ApiError::internal())
 }
 
 fn json_response(bytes: bytes::Bytes) -> Response {

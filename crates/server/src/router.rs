@@ -4,6 +4,7 @@
 //! transparency pages, the health checks and the fallback.
 
 use crate::admin_api;
+use crate::formats;
 use crate::me;
 use crate::openai::body::BodyLimit;
 use crate::openai::handlers;
@@ -19,12 +20,28 @@ use std::sync::atomic::Ordering;
 
 pub fn build(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
+    let anthropic = Router::new()
+        .route("/v1/messages", post(formats::anthropic::messages))
+        .route("/v1/messages/count_tokens", post(formats::anthropic::count_tokens))
+        .layer(middleware::map_response(formats::anthropic_errors));
+    let gemini = Router::new()
+        .route("/v1beta/models", get(formats::gemini::list_models))
+        .route("/v1beta/models/{model}", get(formats::gemini::get_model).post(formats::gemini::model_method))
+        .layer(middleware::map_response(formats::gemini_errors));
     Router::new()
+        .merge(anthropic)
+        .merge(gemini)
+        .route("/v1/responses", post(formats::responses::create))
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/embeddings", post(handlers::embeddings))
         .route("/v1/models", get(handlers::list_models))
-        .route("/v1/models/{*id}", get(handlers::get_model))
+        // Google's SDKs default to API version `v1`: their POSTs share the OpenAI model path.
+        .route(
+            "/v1/models/{*id}",
+            get(handlers::get_model)
+                .merge(post(formats::gemini::model_method).layer(middleware::map_response(formats::gemini_errors))),
+        )
         .route("/api/me/export", get(me::export))
         .route("/api/me/risk", get(me::risk))
         .route("/api/me", axum::routing::delete(me::erase))

@@ -33,6 +33,10 @@ pub const ROUTE_PATHS: &[&str] = &[
     "/v1/audio/speech",
     "/v1/audio/transcriptions",
     "/v1/moderations",
+    "/v1/images/edits",
+    "/v1/videos",
+    "/v1beta/models/{model}:generateContent",
+    "/v1beta/models/{model}:streamGenerateContent",
     "other",
 ];
 

@@ -24,7 +24,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let meta = RequestMeta::from_request_parts(parts, state).await?;
-        auth::authenticate(state, &parts.headers, &meta)
+        auth::authenticate(state, parts, &meta)
             .await
             .map(Authenticated)
             .inspect(|a| state.risk.note_call(&a.0, meta.client_ip, veil_domain::Timestamp::now()))
@@ -58,16 +58,44 @@ pub async fn embeddings(
     relay::relay_openai(&state, principal, meta, Endpoint::Embeddings, body).await
 }
 
-/// `GET /v1/models`: only the models this key may use.
-pub async fn list_models(State(state): State<Arc<AppState>>, Authenticated(principal): Authenticated) -> Json<Value> {
+/// The models a key may use: its group's, narrowed by its own allow-list.
+pub fn visible_models(state: &AppState, principal: &Principal) -> Vec<ModelName> {
     let snapshot = state.snapshot.load();
-    let data: Vec<Value> = snapshot
+    snapshot
         .catalogue
         .models_for_group(&principal.user.group)
         .into_iter()
-        .filter(|model| key_allows(&principal, model))
-        .map(|model| model_object(&state, &principal, model))
-        .collect();
+        .filter(|model| key_allows(principal, model))
+        .cloned()
+        .collect()
+}
+
+/// `GET /v1/models`: only the models this key may use, listed the way the caller's
+/// client expects: Anthropic's shape for a key sent as `x-api-key` (or with an
+/// `anthropic-version` header), Gemini's for `x-goog-api-key` or `?key=`, else OpenAI's.
+pub async fn list_models(
+    State(state): State<Arc<AppState>>,
+    Authenticated(principal): Authenticated,
+    headers: axum::http::HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Json<Value> {
+    let models = visible_models(&state, &principal);
+    let bearer = headers.contains_key(axum::http::header::AUTHORIZATION);
+    if !bearer && (headers.contains_key("x-api-key") || headers.contains_key("anthropic-version")) {
+        let data: Vec<Value> = models
+            .iter()
+            .map(|m| json!({"type": "model", "id": m.as_str(), "display_name": m.as_str(), "created_at": "1970-01-01T00:00:00Z"}))
+            .collect();
+        let first = models.first().map(ModelName::as_str);
+        let last = models.last().map(ModelName::as_str);
+        return Json(json!({ "data": data, "has_more": false, "first_id": first, "last_id": last }));
+    }
+    let query_key = query.as_deref().is_some_and(|q| q.split('&').any(|pair| pair.starts_with("key=")));
+    if !bearer && (headers.contains_key("x-goog-api-key") || query_key) {
+        let data: Vec<Value> = models.iter().map(|m| crate::formats::gemini::model_object(m.as_str())).collect();
+        return Json(json!({ "models": data }));
+    }
+    let data: Vec<Value> = models.iter().map(|model| model_object(&state, &principal, model)).collect();
     Json(json!({ "object": "list", "data": data }))
 }
 

@@ -6,6 +6,11 @@
 //! clients that did not ask, and generated text is counted so a stream that ends without
 //! usage can still be settled from an estimate. When the stream ends — completed,
 //! failed, or dropped because the client went away — the call record is finished.
+//!
+//! A client of another format (Anthropic, Gemini, Responses) gets the same stream
+//! re-encoded event by event in its own format ([`ClientStream`]): each OpenAI chunk is
+//! read for usage and restored as above, then translated, so billing and the firewall
+//! see one form whatever the client speaks.
 
 use crate::call::Call;
 use crate::capture::{CaptureSink, Capturing};
@@ -24,6 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use veil_domain::{ErrorCode, TokenUsage};
+use veil_protocol::translate::StreamTranslator;
 use veil_providers::{EventStream, SseEvent, UpstreamError};
 
 pub struct StreamPlan {
@@ -36,6 +42,24 @@ pub struct StreamPlan {
     /// Set when the key's owner turned debug capture on: what the client receives is
     /// copied (bounded) and sealed when the stream ends.
     pub capture: Option<(Capturing, CaptureSink)>,
+    /// Set when the client speaks another format than OpenAI Chat.
+    pub client: Option<ClientStream>,
+}
+
+/// Re-encoding for a client of another format.
+pub struct ClientStream {
+    pub translator: StreamTranslator,
+    pub framing: Framing,
+}
+
+/// How a translated stream's events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-sent events.
+    Sse,
+    /// One JSON array whose elements arrive as they are generated (Gemini's
+    /// `streamGenerateContent` without `alt=sse`).
+    JsonArray,
 }
 
 pub fn sse_response(events: EventStream, call: Call, plan: StreamPlan) -> Response {
@@ -50,11 +74,14 @@ pub fn sse_response(events: EventStream, call: Call, plan: StreamPlan) -> Respon
         generated: usage::GeneratedText::default(),
         state: State::Streaming,
         committed: Committed::default(),
+        elements: 0,
     };
+    let json_array = body.plan.client.as_ref().is_some_and(|c| c.framing == Framing::JsonArray);
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    let content_type = if json_array { "application/json" } else { "text/event-stream" };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell reverse proxies in front of Veil not to buffer the stream either.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -81,11 +108,16 @@ struct RelayStream {
     state: State,
     /// The settlement's commit; the body ends only once it resolves (strict durability).
     committed: Committed,
+    /// Elements written so far, for [`Framing::JsonArray`].
+    elements: usize,
 }
 
 impl RelayStream {
     /// What to send the client for one upstream event, if anything.
     fn forward(&mut self, event: SseEvent) -> Option<Bytes> {
+        if self.plan.client.is_some() {
+            return self.forward_translated(event);
+        }
         if event.data == "[DONE]" {
             self.state = State::Done;
             // Whatever the PII restorer still holds goes out before the end.
@@ -169,6 +201,73 @@ impl RelayStream {
         Some(frame(&event.data))
     }
 
+    /// [`RelayStream::forward`] for a client of another format: the chunk is read and
+    /// restored as OpenAI's, then re-encoded.
+    fn forward_translated(&mut self, event: SseEvent) -> Option<Bytes> {
+        let mut out = Vec::new();
+        if event.data == "[DONE]" {
+            self.state = State::Done;
+            if let Some(closing) = self.restore.as_mut().and_then(ChunkRestorer::closing_chunk) {
+                self.translate(&SseEvent::data(closing.to_string()), &mut out);
+            }
+            self.translate(&event, &mut out);
+            if let Some(client) = self.plan.client.as_mut() {
+                client.translator.finish(&mut out);
+            }
+            let mut bytes = self.framed(&out);
+            if self.is_json_array() {
+                bytes.extend_from_slice(if self.elements == 0 { b"[]".as_slice() } else { b"]".as_slice() });
+            }
+            return Some(Bytes::from(bytes));
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Value>(&event.data) else {
+            // Not JSON: nothing a translation can carry.
+            return None;
+        };
+        let restored = self.restore.as_mut().is_some_and(|restore| restore.apply(&mut chunk));
+        if let Some(seen) = usage::from_value(&chunk) {
+            self.usage = Some(seen);
+        }
+        self.output_estimate += usage::estimate_output(&chunk);
+        if chunk.get("choices").is_some_and(|c| c.as_array().is_some_and(|a| !a.is_empty()))
+            && let Some(call) = self.call.as_mut()
+        {
+            call.mark_first_token();
+        }
+        let event = if restored { SseEvent::data(chunk.to_string()) } else { event };
+        self.translate(&event, &mut out);
+        let bytes = self.framed(&out);
+        (!bytes.is_empty()).then(|| Bytes::from(bytes))
+    }
+
+    fn translate(&mut self, event: &SseEvent, out: &mut Vec<SseEvent>) {
+        let Some(client) = self.plan.client.as_mut() else { return };
+        if let Err(error) = client.translator.push(event, out) {
+            // A chunk the OpenAI decoder cannot read is the upstream's fault; it is
+            // skipped rather than ending a stream the client is already reading.
+            tracing::warn!(error = %error, "an upstream chunk could not be translated; skipped");
+        }
+    }
+
+    fn is_json_array(&self) -> bool {
+        self.plan.client.as_ref().is_some_and(|c| c.framing == Framing::JsonArray)
+    }
+
+    /// Translated events in the client's framing.
+    fn framed(&mut self, events: &[SseEvent]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for event in events {
+            if self.is_json_array() {
+                bytes.extend_from_slice(if self.elements == 0 { b"[".as_slice() } else { b",\r\n".as_slice() });
+                bytes.extend_from_slice(event.data.as_bytes());
+                self.elements += 1;
+            } else {
+                bytes.extend_from_slice(&event.encode());
+            }
+        }
+        bytes
+    }
+
     fn settle(&mut self) {
         let Some(call) = self.call.as_mut() else { return };
         match self.usage {
@@ -197,7 +296,18 @@ impl RelayStream {
 
     fn fail(&mut self, error: &UpstreamError) -> Bytes {
         let api = ApiError::from_upstream(error);
-        let bytes = frame(&api.openai_body().to_string());
+        let bytes = match self.plan.client.as_mut() {
+            Some(client) => {
+                let mut out = Vec::new();
+                client.translator.error(&api.info(), &mut out);
+                let mut bytes = self.framed(&out);
+                if self.is_json_array() {
+                    bytes.extend_from_slice(if self.elements == 0 { b"[]".as_slice() } else { b"]".as_slice() });
+                }
+                Bytes::from(bytes)
+            }
+            None => frame(&api.openai_body().to_string()),
+        };
         if let Some((capture, _)) = self.plan.capture.as_mut() {
             capture.append(&bytes);
         }

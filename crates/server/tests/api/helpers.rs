@@ -76,3 +76,20 @@ pub async fn error_code(response: reqwest::Response, status: u16) -> String {
     assert!(error["type"].is_string(), "no type: {body}");
     error["code"].as_str().expect("error code").to_owned()
 }
+
+/// An admin account's API key.
+pub async fn admin(app: &TestApp) -> String {
+    use veil_domain::{NewUser, Role, UserName};
+    let user = app
+        .store
+        .create_user(NewUser {
+            name: UserName::parse("root-admin").unwrap(),
+            email: None,
+            role: Role::Admin,
+            group: "default".parse().unwrap(),
+            password_hash: None,
+        })
+        .await
+        .unwrap();
+    app.create_key(&user, veil_testkit::KeyOptions::default()).await.0
+}

@@ -7,6 +7,7 @@ mod account;
 mod billing;
 mod capture;
 mod errors;
+mod formats;
 mod helpers;
 mod limits;
 mod pii;

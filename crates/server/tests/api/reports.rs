@@ -4,10 +4,7 @@
 
 use crate::helpers::*;
 use serde_json::{Value, json};
-use veil_domain::{
-    CallRecord, KeyId, LedgerEntry, LedgerKind, Money, Multiplier, NewUser, Role, Timestamp, TokenUsage, User, UserId,
-    UserName,
-};
+use veil_domain::{CallRecord, KeyId, LedgerEntry, LedgerKind, Money, Multiplier, Timestamp, TokenUsage, User, UserId};
 use veil_testkit::{KeyOptions, TestApp, spawn_app};
 
 const DAY: i64 = 86_400_000;
@@ -71,21 +68,6 @@ fn movement(user: UserId, key: Option<KeyId>, kind: LedgerKind, amount: &str, ti
         request_id: None,
         note: None,
     }
-}
-
-async fn admin(app: &TestApp) -> String {
-    let user = app
-        .store
-        .create_user(NewUser {
-            name: UserName::parse("root-admin").unwrap(),
-            email: None,
-            role: Role::Admin,
-            group: "default".parse().unwrap(),
-            password_hash: None,
-        })
-        .await
-        .unwrap();
-    app.create_key(&user, KeyOptions::default()).await.0
 }
 
 /// Alice with two keys and Bob with one, and calls on two days: yesterday and the day
