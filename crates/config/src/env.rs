@@ -10,8 +10,10 @@
 
 use crate::ConfigError;
 
-const SECTIONS: &[&str] =
-    &["server", "database", "redis", "privacy", "billing", "console", "log", "group", "channel", "model", "risk"];
+const SECTIONS: &[&str] = &[
+    "server", "database", "redis", "privacy", "billing", "console", "log", "group", "channel", "model", "risk",
+    "videos",
+];
 
 pub fn apply_overrides(
     table: &mut toml::Table,

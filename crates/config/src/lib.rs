@@ -8,11 +8,13 @@ mod env;
 mod raw;
 mod risk;
 mod settings;
+mod videos;
 
 pub use duration::parse_duration;
 pub use raw::RawConfig;
 pub use risk::{AuthFailuresRule, BlockAction, NetworksRule, RiskAction, RiskSettings, SpendSpikeRule};
 pub use settings::{BillingDurability, Settings};
+pub use videos::VideoSettings;
 
 use std::path::Path;
 

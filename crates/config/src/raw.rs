@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub model: Vec<RawModel>,
     #[serde(default)]
     pub risk: RawRisk,
+    #[serde(default)]
+    pub videos: crate::videos::RawVideos,
 }
 
 impl RawConfig {

@@ -59,6 +59,8 @@ pub struct Settings {
     pub builtin_echo: bool,
     /// `[risk]`: anomaly rules (see `risk.rs`).
     pub risk: crate::risk::RiskSettings,
+    /// `[videos]`: polling and timeout of asynchronous video jobs.
+    pub videos: crate::VideoSettings,
 }
 
 impl Settings {
@@ -102,6 +104,7 @@ impl Settings {
 
         let groups = validate_groups(&raw.group)?;
         let risk = crate::risk::validate(&raw.risk)?;
+        let videos = crate::videos::validate(&raw.videos)?;
         let (channels, builtin_echo) = if raw.channel.is_empty() {
             (vec![echo_channel()?], true)
         } else {
@@ -135,6 +138,7 @@ impl Settings {
             models,
             builtin_echo,
             risk,
+            videos,
         })
     }
 }

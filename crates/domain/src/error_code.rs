@@ -26,11 +26,13 @@ pub enum ErrorCode {
     NotFound,
     /// Authenticated, but the account's role does not allow this.
     PermissionDenied,
+    /// A generated-media URL past its expiry, or whose media was purged.
+    MediaExpired,
     InternalError,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::InvalidApiKey,
         Self::ModelNotFound,
         Self::InvalidRequestError,
@@ -47,6 +49,7 @@ impl ErrorCode {
         Self::ClientClosed,
         Self::NotFound,
         Self::PermissionDenied,
+        Self::MediaExpired,
         Self::InternalError,
     ];
 
@@ -68,6 +71,7 @@ impl ErrorCode {
             Self::ClientClosed => "client_closed",
             Self::NotFound => "not_found",
             Self::PermissionDenied => "permission_denied",
+            Self::MediaExpired => "media_expired",
             Self::InternalError => "internal_error",
         }
     }

@@ -58,9 +58,16 @@ pub fn client_request(
     Ok(openai_chat::encode_request(&parse_client_request(format, body, hints)?))
 }
 
-/// The relay's OpenAI Chat body as the request body of an upstream of type `format`.
-pub fn upstream_request(format: UpstreamFormat, body: &Map<String, Value>) -> Result<Value, ProtocolError> {
-    let request = openai_chat::parse_request_map(body)?;
+/// The relay's OpenAI Chat body as the request body of an upstream of type `format`,
+/// for `model`, the name the channel's upstream knows (codecs may adapt to it, e.g.
+/// Gemini 3's thought signatures).
+pub fn upstream_request(
+    format: UpstreamFormat,
+    body: &Map<String, Value>,
+    model: &str,
+) -> Result<Value, ProtocolError> {
+    let mut request = openai_chat::parse_request_map(body)?;
+    model.clone_into(&mut request.model);
     Ok(match format {
         UpstreamFormat::OpenAiChat => Value::Object(openai_chat::encode_request(&request)),
         UpstreamFormat::Anthropic => anthropic::encode_request(&request),

@@ -260,7 +260,8 @@ const BEDROCK_MODEL: &str = "amazon.nova-pro-v1:0";
 fn check_request(client: ClientFormat, upstream: UpstreamFormat) {
     let body = fixture_json(client_name(client), "request.json");
     let pivot = translate::client_request(client, &body, hints(client)).unwrap();
-    let sent = translate::upstream_request(upstream, &pivot).unwrap();
+    let model = pivot["model"].as_str().unwrap().to_owned();
+    let sent = translate::upstream_request(upstream, &pivot, &model).unwrap();
     insta::assert_json_snapshot!(format!("request__{}_to_{}", client_name(client), upstream_name(upstream)), sent);
 }
 

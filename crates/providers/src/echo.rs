@@ -48,6 +48,7 @@ impl Provider for EchoProvider {
             Endpoint::ChatCompletions => chat(&call, &request.body, request.stream),
             Endpoint::Completions => completion(&call, &request.body, request.stream),
             Endpoint::Embeddings => embeddings(&call, &request.body),
+            other => Err(UpstreamError::EndpointUnsupported(other.route())),
         }
     }
 }
@@ -503,13 +504,13 @@ mod tests {
     fn request(endpoint: Endpoint, body: Value, stream: bool) -> UpstreamRequest {
         let model = veil_domain::ModelName::parse(body["model"].as_str().unwrap_or("echo")).unwrap();
         let Value::Object(body) = body else { panic!("body must be an object") };
-        UpstreamRequest { endpoint, body: std::sync::Arc::new(body), model, stream }
+        UpstreamRequest { endpoint, body: std::sync::Arc::new(body), model, stream, files: None }
     }
 
     async fn complete_json(request: UpstreamRequest) -> Value {
         match EchoProvider::new().send(request).await.unwrap() {
             UpstreamReply::Complete(bytes) => serde_json::from_slice(&bytes).unwrap(),
-            UpstreamReply::Stream(_) => panic!("expected a complete body"),
+            _ => panic!("expected a complete body"),
         }
     }
 

@@ -20,6 +20,7 @@ mod http;
 mod openai;
 mod transport;
 mod vendor;
+mod videos;
 pub use veil_protocol::sse;
 
 pub use echo::EchoProvider;
@@ -28,6 +29,7 @@ pub use gemini::GeminiProvider;
 pub use http::{HttpClient, HttpClientError};
 pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiProvider};
 pub use sse::{SseEvent, SseParser};
+pub use videos::{UpstreamVideo, UpstreamVideoStatus, VideoUpstream};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -42,6 +44,15 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    // --- media endpoints (OpenAI and Azure channels only)
+    ImageGenerations,
+    /// Multipart in, JSON out.
+    ImageEdits,
+    /// JSON in, audio bytes out (streamed, see [`UpstreamReply::Bytes`]).
+    AudioSpeech,
+    /// Multipart in; JSON, or text for `srt`/`vtt`, out.
+    AudioTranscriptions,
+    Moderations,
 }
 
 impl Endpoint {
@@ -50,6 +61,11 @@ impl Endpoint {
             Self::ChatCompletions => "/chat/completions",
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
+            Self::ImageGenerations => "/images/generations",
+            Self::ImageEdits => "/images/edits",
+            Self::AudioSpeech => "/audio/speech",
+            Self::AudioTranscriptions => "/audio/transcriptions",
+            Self::Moderations => "/moderations",
         }
     }
     /// The client-facing route, used as the call record's `path`.
@@ -58,7 +74,47 @@ impl Endpoint {
             Self::ChatCompletions => "/v1/chat/completions",
             Self::Completions => "/v1/completions",
             Self::Embeddings => "/v1/embeddings",
+            Self::ImageGenerations => "/v1/images/generations",
+            Self::ImageEdits => "/v1/images/edits",
+            Self::AudioSpeech => "/v1/audio/speech",
+            Self::AudioTranscriptions => "/v1/audio/transcriptions",
+            Self::Moderations => "/v1/moderations",
         }
+    }
+
+    /// Whether the request is sent as `multipart/form-data` (text fields from
+    /// [`UpstreamRequest::body`], files from [`UpstreamRequest::files`]).
+    pub fn is_multipart(self) -> bool {
+        matches!(self, Self::ImageEdits | Self::AudioTranscriptions)
+    }
+
+    /// The media endpoints, which only OpenAI-compatible and Azure channels serve.
+    pub fn is_media(self) -> bool {
+        matches!(
+            self,
+            Self::ImageGenerations
+                | Self::ImageEdits
+                | Self::AudioSpeech
+                | Self::AudioTranscriptions
+                | Self::Moderations
+        )
+    }
+}
+
+/// One file of a multipart request (an image, a mask, an audio file). Its bytes are
+/// content: never logged, shared (never copied) between attempts.
+#[derive(Clone)]
+pub struct FilePart {
+    /// The form field name, e.g. `file`, `image[]`, `mask`.
+    pub field: String,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub bytes: Bytes,
+}
+
+impl std::fmt::Debug for FilePart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilePart").field("field", &self.field).field("len", &self.bytes.len()).finish_non_exhaustive()
     }
 }
 
@@ -72,6 +128,8 @@ pub struct UpstreamRequest {
     /// The model name this channel's upstream knows; sent as the body's `model`.
     pub model: ModelName,
     pub stream: bool,
+    /// The file parts of a multipart request ([`Endpoint::is_multipart`]); `None` for JSON.
+    pub files: Option<Arc<[FilePart]>>,
 }
 
 impl UpstreamRequest {
@@ -107,6 +165,8 @@ impl serde::Serialize for BodyWithModel<'_> {
 }
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, UpstreamError>> + Send>>;
+/// Raw body chunks as the upstream sends them; any error is the last item.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
 
 /// A successful upstream answer.
 pub enum UpstreamReply {
@@ -115,11 +175,19 @@ pub enum UpstreamReply {
     /// Events as the upstream sends them, ending with OpenAI's `[DONE]` event when the
     /// stream completed normally. Dropping the stream cancels the upstream call.
     Stream(EventStream),
+    /// A non-JSON body (generated audio, subtitle text), chunk by chunk as it arrives,
+    /// with the upstream's content type. Dropping the stream cancels the upstream call.
+    Bytes { content_type: String, body: ByteStream },
 }
 
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
     async fn send(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError>;
+
+    /// The upstream's asynchronous video API, for the channel types that have one.
+    fn videos(&self) -> Option<&dyn VideoUpstream> {
+        None
+    }
 }
 
 /// The shared client, or a dedicated one when the channel sets its own connect timeout
@@ -178,6 +246,7 @@ mod tests {
             body: Arc::new(body),
             model: ModelName::parse("gpt-4o-mini-2024-07-18").unwrap(),
             stream: false,
+            files: None,
         }
     }
 

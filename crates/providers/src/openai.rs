@@ -7,6 +7,11 @@
 //! [`AZURE_DEFAULT_API_VERSION`]; a base URL ending in `/openai/v1` uses Azure's v1 API,
 //! which is OpenAI's paths with the `api-key` header.
 //!
+//! The media endpoints use the same paths (`…/images/generations`, `…/audio/speech`, …;
+//! on Azure under the deployment): images edits and transcriptions are sent as a
+//! multipart form rebuilt from the request's fields and files, speech audio (and subtitle
+//! transcripts) come back as [`UpstreamReply::Bytes`], forwarded chunk by chunk.
+//!
 //! Promises: only the channel's credential and the JSON content type are sent, never a
 //! client header; every call is bounded by the channel's timeouts (connect plus first
 //! byte until the response headers, idle between body chunks, total for the whole call,
@@ -23,6 +28,8 @@ use http::HeaderValue;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use std::fmt;
 use veil_domain::{Channel, ChannelKind, ChannelName, Timeouts};
+
+mod videos;
 
 /// The credential as read from the environment at construction. The secret lives only
 /// in a header value marked sensitive, so it is never shown by `Debug`.
@@ -162,6 +169,10 @@ fn split_base_url(channel: &Channel) -> (Option<String>, Dialect) {
 
 #[async_trait]
 impl Provider for OpenAiProvider {
+    fn videos(&self) -> Option<&dyn crate::VideoUpstream> {
+        Some(self)
+    }
+
     async fn send(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
         let authorization = self.authorization()?;
         let base_url =
@@ -178,6 +189,9 @@ impl Provider for OpenAiProvider {
             Dialect::OpenAi => AUTHORIZATION,
             Dialect::AzureDeployments { .. } | Dialect::AzureV1 => http::HeaderName::from_static("api-key"),
         };
+        if request.endpoint.is_media() {
+            return self.send_media(request, &url, auth_header, authorization).await;
+        }
         let body =
             request.encode_body().map_err(|_| UpstreamError::Malformed("the request body could not be encoded"))?;
         let mut headers = http::HeaderMap::new();
@@ -200,6 +214,84 @@ impl Provider for OpenAiProvider {
         }
         Ok(UpstreamReply::Complete(bytes))
     }
+}
+
+impl OpenAiProvider {
+    /// The media endpoints: a JSON or multipart request; a JSON answer, or raw bytes
+    /// (speech audio, subtitle text) passed on chunk by chunk as they arrive.
+    async fn send_media(
+        &self,
+        request: UpstreamRequest,
+        url: &str,
+        auth_header: http::HeaderName,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<UpstreamReply, UpstreamError> {
+        let mut call = self.http.reqwest().post(url);
+        if let Some(authorization) = authorization {
+            call = call.header(auth_header, authorization.clone());
+        }
+        let call = if request.endpoint.is_multipart() {
+            call.multipart(multipart_form(&request))
+        } else {
+            let body =
+                request.encode_body().map_err(|_| UpstreamError::Malformed("the request body could not be encoded"))?;
+            call.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body)
+        };
+        let body = transport::send(call, self.timeouts).await?;
+        let json = transport::is_json(body.headers());
+        if request.endpoint == crate::Endpoint::AudioSpeech
+            || (request.endpoint == crate::Endpoint::AudioTranscriptions && !json)
+        {
+            let content_type =
+                transport::content_type(body.headers()).unwrap_or_else(|| "application/octet-stream".to_owned());
+            return Ok(UpstreamReply::Bytes { content_type, body: transport::byte_stream(body) });
+        }
+        let bytes = body.read_all(self.max_body_bytes).await?;
+        if !transport::is_json_object(&bytes) {
+            return Err(UpstreamError::Malformed("the upstream body is not a JSON object"));
+        }
+        Ok(UpstreamReply::Complete(bytes))
+    }
+}
+
+/// The request as `multipart/form-data`: every text field of the body (arrays as repeated
+/// fields, `model` replaced by the channel's upstream model), then the files. File bytes
+/// are shared, not copied, and every part has a known length so the form is sent with a
+/// `content-length`.
+fn multipart_form(request: &UpstreamRequest) -> reqwest::multipart::Form {
+    use reqwest::multipart::{Form, Part};
+    use serde_json::Value;
+    let text = |value: &Value| match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let mut form = Form::new().text("model", request.model.as_str().to_owned());
+    for (name, value) in request.body.iter().filter(|(name, _)| name.as_str() != "model") {
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    form = form.text(name.clone(), text(item));
+                }
+            }
+            Value::Null => {}
+            other => form = form.text(name.clone(), text(other)),
+        }
+    }
+    for file in request.files.iter().flat_map(|files| files.iter()) {
+        let length = u64::try_from(file.bytes.len()).unwrap_or(u64::MAX);
+        let mut part = Part::stream_with_length(reqwest::Body::from(file.bytes.clone()), length);
+        part = part.file_name(file.filename.clone().unwrap_or_else(|| "file".to_owned()));
+        if let Some(content_type) = &file.content_type {
+            part = match part.mime_str(content_type) {
+                Ok(typed) => typed,
+                // An unusable type is left out; the upstream sniffs the bytes.
+                Err(_) => Part::stream_with_length(reqwest::Body::from(file.bytes.clone()), length)
+                    .file_name(file.filename.clone().unwrap_or_else(|| "file".to_owned())),
+            };
+        }
+        form = form.part(file.field.clone(), part);
+    }
+    form
 }
 
 #[cfg(test)]
@@ -354,20 +446,26 @@ mod tests {
             serde_json::json!({"model": "public", "messages": [{"role": "user", "content": "hi"}], "stream": stream});
         let serde_json::Value::Object(body) = body else { unreachable!() };
         let model = veil_domain::ModelName::parse("upstream-m").unwrap();
-        UpstreamRequest { endpoint: Endpoint::ChatCompletions, body: std::sync::Arc::new(body), model, stream }
+        UpstreamRequest {
+            endpoint: Endpoint::ChatCompletions,
+            body: std::sync::Arc::new(body),
+            model,
+            stream,
+            files: None,
+        }
     }
 
     fn complete(reply: UpstreamReply) -> serde_json::Value {
         match reply {
             UpstreamReply::Complete(bytes) => serde_json::from_slice(&bytes).unwrap(),
-            UpstreamReply::Stream(_) => panic!("expected a complete body"),
+            _ => panic!("expected a complete body"),
         }
     }
 
     fn stream(reply: UpstreamReply) -> EventStream {
         match reply {
             UpstreamReply::Stream(events) => events,
-            UpstreamReply::Complete(_) => panic!("expected a stream"),
+            _ => panic!("expected a stream"),
         }
     }
 

@@ -221,9 +221,30 @@ pub(crate) async fn post(
     body: Vec<u8>,
     timeouts: Timeouts,
 ) -> Result<Body, UpstreamError> {
+    send(http.reqwest().post(url).headers(headers).body(body), timeouts).await
+}
+
+/// Sends a built request (a multipart form, say) under `timeouts`, like [`post`].
+pub(crate) async fn send(call: reqwest::RequestBuilder, timeouts: Timeouts) -> Result<Body, UpstreamError> {
     let started = Instant::now();
     let deadline = started + timeouts.total;
-    let call = http.reqwest().post(url).headers(headers).body(body);
+    let response = headers_within(call.send(), started, timeouts, deadline).await?;
+    if !response.status().is_success() {
+        return Err(error_from_response(response, timeouts.idle, deadline).await);
+    }
+    Ok(Body { response, idle: timeouts.idle, deadline })
+}
+
+/// GETs `url` with `headers` under `timeouts`; like [`post`] otherwise.
+pub(crate) async fn get(
+    http: &crate::HttpClient,
+    url: &str,
+    headers: http::HeaderMap,
+    timeouts: Timeouts,
+) -> Result<Body, UpstreamError> {
+    let started = Instant::now();
+    let deadline = started + timeouts.total;
+    let call = http.reqwest().get(url).headers(headers);
     let response = headers_within(call.send(), started, timeouts, deadline).await?;
     if !response.status().is_success() {
         return Err(error_from_response(response, timeouts.idle, deadline).await);
@@ -235,4 +256,22 @@ impl Body {
     pub(crate) fn headers(&self) -> &http::HeaderMap {
         self.response.headers()
     }
+}
+
+/// The body's raw chunks as they arrive, each within the idle and total deadlines; any
+/// error is the last item. Dropping the stream drops the response (cancels the call).
+pub(crate) fn byte_stream(body: Body) -> crate::ByteStream {
+    Box::pin(futures_util::stream::unfold(Some(body), |body| async move {
+        let mut body = body?;
+        match body.next_chunk().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
+            Ok(None) => None,
+            Err(error) => Some((Err(error), None)),
+        }
+    }))
+}
+
+/// The response's content type, when it is a usable header value.
+pub(crate) fn content_type(headers: &http::HeaderMap) -> Option<String> {
+    headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).map(str::to_owned)
 }

@@ -74,7 +74,7 @@ impl<D: Dialect> VendorProvider<D> {
     pub(crate) async fn chat(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError> {
         let format = self.dialect.format();
         let model = request.model.as_str();
-        let mut body = translate::upstream_request(format, &request.body).map_err(untranslatable)?;
+        let mut body = translate::upstream_request(format, &request.body, model).map_err(untranslatable)?;
         self.dialect.complete_body(&mut body, model, request.stream);
         let (url, headers) = self.dialect.target(model, request.stream)?;
         let bytes =

@@ -21,7 +21,7 @@ mod sealed;
 pub use api_key::{ApiKeySecret, KeyHasher, PREFIX_LEN};
 pub use master::{MASTER_KEY_ENV, MasterKey};
 pub use redemption_code::{CODE_PREFIX_LEN, RedemptionCode};
-pub use sealed::{CAPTURE_PURPOSE, CREDENTIAL_PURPOSE, OpenError, Sealer};
+pub use sealed::{CAPTURE_PURPOSE, CREDENTIAL_PURPOSE, MEDIA_PURPOSE, MEDIA_URL_PURPOSE, OpenError, Sealer};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};

@@ -10,6 +10,11 @@ use rand::RngCore;
 pub const CAPTURE_PURPOSE: &str = "debug-capture";
 /// The purpose under which the key sealing stored channel credentials is kept.
 pub const CREDENTIAL_PURPOSE: &str = "channel-credential";
+/// The purpose under which the key sealing kept generated media (images, audio, video) is stored.
+pub const MEDIA_PURPOSE: &str = "generated-media";
+/// The purpose under which the HMAC key signing generated-media URLs is stored: its own key,
+/// so a URL signature never matches anything else Veil signs or hashes.
+pub const MEDIA_URL_PURPOSE: &str = "generated-media-url";
 
 #[derive(Clone)]
 pub struct Sealer {

@@ -110,6 +110,8 @@ impl Application {
             redemptions: crate::redeem::Redemptions::new(code_hasher),
             sealer,
             credential_sealer,
+            videos: crate::videos::VideoJobs::new(settings.videos),
+            media: crate::media::MediaVault::load(Arc::clone(&store), &master, settings.media_ttl).await,
             pii: match veil_privacy::Detector::new() {
                 Ok(detector) => Some(Arc::new(detector)),
                 Err(error) => {
@@ -160,6 +162,8 @@ impl Application {
             self.refresh_interval,
             stop_background.clone(),
         ));
+        // Restart survival: the poller resumes every unfinished video job from the store.
+        background.spawn(crate::videos::poll_jobs(Arc::clone(&self.state), stop_background.clone()));
         background.spawn(jobs::retention_purge(
             Arc::clone(&self.state.store),
             self.state.log_retention_days,

@@ -132,6 +132,12 @@ impl Call {
         });
     }
 
+    /// The cost of a call settled outside this type (an asynchronous video job writes its
+    /// charge with the job itself); only meaningful for a call given no hold to settle.
+    pub fn set_cost(&mut self, cost: Money) {
+        self.with_record(|r| r.cost = cost);
+    }
+
     pub fn mark_first_token(&mut self) {
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());

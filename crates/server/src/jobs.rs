@@ -1,7 +1,8 @@
 //! Scheduled background jobs, owned by the application's task tracker and stopped by
-//! its cancellation token: the retention purge (DESIGN §3.6) and the debug-capture purge. The purge is safe
-//! to run from several instances at once — the store counts each record exactly once —
-//! so no leader election is needed for it.
+//! its cancellation token: the retention purge (DESIGN §3.6), the debug-capture purge and the
+//! generated-media purge (§3.1 exception (b)). Each is safe to run from several instances
+//! at once — the store counts each record exactly once, and deleting expired rows twice
+//! deletes them once — so no leader election is needed.
 
 use crate::account;
 use std::sync::Arc;
@@ -10,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use veil_store::Store;
 
 const FIRST_PURGE_AFTER: Duration = Duration::from_secs(30);
-/// Captures are purged on the same beat; they also stop being readable the moment they
-/// expire, so this only bounds how long sealed bytes linger.
+/// Captures and generated media are purged on the same beat; they also stop being readable
+/// the moment they expire, so this only bounds how long sealed bytes linger.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 pub async fn retention_purge(store: Arc<dyn Store>, retention_days: u32, stop: CancellationToken) {
@@ -36,6 +37,11 @@ pub async fn retention_purge(store: Arc<dyn Store>, retention_days: u32, stop: C
             Ok(0) => {}
             Ok(captures) => tracing::info!(captures, "purged expired debug captures"),
             Err(error) => tracing::warn!(error = %error, "debug capture purge failed; will retry"),
+        }
+        match store.purge_expired_media(veil_domain::Timestamp::now()).await {
+            Ok(0) => {}
+            Ok(media) => tracing::info!(media, "purged expired generated media"),
+            Err(error) => tracing::warn!(error = %error, "generated media purge failed; will retry"),
         }
     }
 }

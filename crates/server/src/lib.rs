@@ -23,6 +23,7 @@ mod guess_throttle;
 mod jobs;
 mod listener;
 mod me;
+pub mod media;
 mod metering;
 mod openai;
 pub mod openapi;
@@ -39,6 +40,7 @@ mod screening;
 mod seed;
 mod state;
 mod transparency;
+mod videos;
 pub mod views;
 
 pub use app::{Application, StartupError, open_store};

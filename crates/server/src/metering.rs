@@ -61,21 +61,44 @@ pub async fn reserve(
     let prompt_tokens = if billed || token_limited { crate::openai::usage::estimate_prompt(body) } else { 0 };
     let max_output = max_output_tokens(endpoint, body, model);
 
-    let demands = [
-        Demand { scope: Scope::Key(principal.key.id), limits: key_limits },
-        Demand { scope: Scope::User(principal.user.id), limits: user_limits },
-    ];
-    let admission = state
-        .limiter
-        .admit(&demands, prompt_tokens.saturating_add(max_output))
-        .await
-        .map_err(|refusal| rate_limited(&refusal))?;
-
-    let amount = if billed {
+    let amount = if billed && endpoint.is_media() {
+        // Images and audio are priced per image and per second on top of tokens.
+        let (images, media_ms) = crate::openai::media::hold_media(endpoint, body);
+        let worst = veil_domain::TokenUsage {
+            input_tokens: prompt_tokens,
+            output_tokens: max_output,
+            images,
+            media_ms,
+            ..veil_domain::TokenUsage::default()
+        };
+        price.charge(&worst, group.multiplier)
+    } else if billed {
         veil_billing::worst_case(&price, group.multiplier, prompt_tokens, max_output)
     } else {
         veil_domain::Money::ZERO
     };
+    let tokens = prompt_tokens.saturating_add(max_output);
+    let (admission, hold) = admit_and_hold(state, principal, group, tokens, amount, request_id).await?;
+    Ok(Reserved { price, multiplier: group.multiplier, prompt_tokens, hold, admission })
+}
+
+/// Takes rate-limit room for a call of `tokens` for the key and its owner, then holds
+/// `amount` against the owner's balance, the key's quota and both spend caps. Either
+/// refusal comes back as the client's error; room taken is given back on refusal (the
+/// admission is dropped).
+pub async fn admit_and_hold(
+    state: &AppState,
+    principal: &Principal,
+    group: &Group,
+    tokens: u64,
+    amount: veil_domain::Money,
+    request_id: &str,
+) -> Result<(veil_limits::Admission, veil_billing::Hold), ApiError> {
+    let demands = [
+        Demand { scope: Scope::Key(principal.key.id), limits: Limits::from(&principal.key.limits) },
+        Demand { scope: Scope::User(principal.user.id), limits: Limits::from(&group.limits) },
+    ];
+    let admission = state.limiter.admit(&demands, tokens).await.map_err(|refusal| rate_limited(&refusal))?;
     let now = Timestamp::now();
     let hold = state
         .billing
@@ -91,7 +114,7 @@ pub async fn reserve(
         })
         .await
         .map_err(|refusal| unaffordable(&refusal, now))?;
-    Ok(Reserved { price, multiplier: group.multiplier, prompt_tokens, hold, admission })
+    Ok((admission, hold))
 }
 
 /// The most output one call can produce: what the request asks for (times `n`
@@ -99,6 +122,9 @@ pub async fn reserve(
 fn max_output_tokens(endpoint: Endpoint, body: &Map<String, Value>, model: &Model) -> u64 {
     if endpoint == Endpoint::Embeddings {
         return 0;
+    }
+    if let Some(max) = crate::openai::media::max_output_tokens(endpoint, body) {
+        return max;
     }
     let requested = ["max_completion_tokens", "max_tokens"].iter().find_map(|field| body.get(*field)?.as_u64());
     let per_choice =
@@ -129,7 +155,7 @@ pub fn rate_limited(refusal: &veil_limits::Refusal) -> ApiError {
     error
 }
 
-fn unaffordable(refusal: &Refusal, now: Timestamp) -> ApiError {
+pub(crate) fn unaffordable(refusal: &Refusal, now: Timestamp) -> ApiError {
     let until = |at: Timestamp| Duration::from_millis(u64::try_from(at.unix_millis() - now.unix_millis()).unwrap_or(0));
     match refusal {
         Refusal::Balance { .. } => ApiError::new(

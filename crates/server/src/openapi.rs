@@ -16,6 +16,8 @@ pub enum Access {
     Key,
     /// An admin or root account's API key.
     Admin,
+    /// Only the URL's own signature (`expires`, `sig`): 403 without it.
+    SignedUrl,
 }
 
 pub struct Operation {
@@ -43,6 +45,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("delete", "/api/me/keys/{id}/capture", Access::Key, "Turn debug capture off"),
     op("get", "/api/me/captures", Access::Key, "The caller's debug captures, decrypted for them"),
     op("post", "/api/redeem", Access::Key, "Redeem a code on the caller's balance: {\"code\": \"...\"}"),
+    op("get", "/v1/media/{id}", Access::SignedUrl, "Generated media at the signed, expiring URL Veil returned"),
     op("get", "/api/usage", Access::Key, "Usage by UTC day and model (from, to, key, format=json|csv, user)"),
     op("get", "/api/usage/calls", Access::Key, "The caller's call records (metadata only), JSON or CSV"),
     op("get", "/api/bills", Access::Key, "Bills per calendar month"),
@@ -78,6 +81,13 @@ fn build() -> Value {
             Access::Public => item["security"] = json!([]),
             Access::Key => {}
             Access::Admin => item["description"] = json!("Admin or root accounts only (403 permission_denied)."),
+            Access::SignedUrl => {
+                item["security"] = json!([]);
+                item["description"] = json!(
+                    "The URL's signature is the only credential: 403 permission_denied for a bad one, \
+                     410 media_expired once expired or purged."
+                );
+            }
         }
         let parameters: Vec<Value> = path_parameters(operation.path)
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
@@ -122,7 +132,7 @@ mod tests {
         for operation in OPERATIONS {
             let item = &document["paths"][operation.path][operation.method];
             assert!(item.is_object(), "{} {} missing", operation.method, operation.path);
-            assert_eq!(item["security"] == json!([]), operation.access == Access::Public);
+            assert_eq!(item["security"] == json!([]), matches!(operation.access, Access::Public | Access::SignedUrl));
         }
         let capture = &document["paths"]["/api/me/keys/{id}/capture"]["put"]["parameters"][0];
         assert_eq!(capture["name"], "id");

@@ -14,11 +14,16 @@
 //! 8. respond: a whole body, or a stream transformed event by event, with the data
 //!    receipt and rate-limit headers,
 //! 9. settle and record: exactly once on every path (see `call.rs`).
+//!
+//! OpenAI's media endpoints go through the same phases ([`relay_media`]); what is
+//! particular to them (multipart files, each endpoint's input, usage, the media vault,
+//! speech bytes streamed out) lives in `openai/media.rs`.
 
 use crate::call::Call;
 use crate::capture::Capturing;
 use crate::client_ip;
 use crate::error::ApiError;
+use crate::openai::media::{self as openai_media, MediaInbound};
 use crate::openai::request::{self, RoutedRequest};
 use crate::openai::stream::{self, ClientStream, Framing, StreamPlan};
 use crate::openai::usage;
@@ -67,7 +72,32 @@ pub async fn relay_openai(
     relay(state, principal, meta, inbound).await
 }
 
+/// Relays a call to one of OpenAI's media routes (`openai/media.rs`): the same phases,
+/// with the request's files and an answer that may be raw bytes.
+pub async fn relay_media(
+    state: &Arc<AppState>,
+    principal: Arc<Principal>,
+    meta: RequestMeta,
+    endpoint: Endpoint,
+    body: Map<String, Value>,
+    media: MediaInbound,
+) -> Response {
+    let inbound =
+        Inbound { endpoint, format: ClientFormat::OpenAiChat, route: endpoint.route(), framing: Framing::Sse, body };
+    run(state, principal, meta, inbound, Some(media)).await
+}
+
 pub async fn relay(state: &Arc<AppState>, principal: Arc<Principal>, meta: RequestMeta, inbound: Inbound) -> Response {
+    run(state, principal, meta, inbound, None).await
+}
+
+async fn run(
+    state: &Arc<AppState>,
+    principal: Arc<Principal>,
+    meta: RequestMeta,
+    inbound: Inbound,
+    media: Option<MediaInbound>,
+) -> Response {
     let Inbound { endpoint, format, route, framing, mut body } = inbound;
     let snapshot = state.snapshot.load_full();
     let group = snapshot.group(&principal.user.group);
@@ -80,23 +110,17 @@ pub async fn relay(state: &Arc<AppState>, principal: Arc<Principal>, meta: Reque
         Err(error) => return fail(call, error, None).await,
     };
     call.set_stream(routed.stream);
+    let (files, media_plan) = match &media {
+        Some(media) => match openai_media::check(endpoint, &mut body, media) {
+            Ok(plan) => (media.files.clone(), Some(plan)),
+            Err(error) => return fail(call, error, None).await,
+        },
+        None => (None, None),
+    };
 
     // Screen: the group's deny rules, before anything leaves.
-    match snapshot.screen(&group.name).check(&body) {
-        Verdict::Pass => {}
-        Verdict::Blocked { rule_id } => {
-            call.set_rule(rule_id);
-            let error = ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::ContentBlocked,
-                "This request was blocked by the operator's content rules.",
-            );
-            return fail(call, error, None).await;
-        }
-        Verdict::Misconfigured => {
-            tracing::error!(group = group.name.as_str(), "content screening rules do not compile; blocking");
-            return fail(call, ApiError::internal(), None).await;
-        }
+    if let Err(error) = screen(&snapshot, &group.name, &body, &mut call) {
+        return fail(call, error, None).await;
     }
 
     // Resolve: which channels may serve this model for this caller, policy included.
@@ -154,55 +178,108 @@ pub async fn relay(state: &Arc<AppState>, principal: Arc<Principal>, meta: Reque
     let body = Arc::new(body);
 
     // Call upstream, failing over while nothing has reached the client.
-    let (outcome, served_by) = call_upstream(state, &candidates, endpoint, &routed, &body, &mut call).await;
+    let (outcome, served_by) =
+        call_upstream(state, &candidates, endpoint, &routed, &body, files.as_ref(), &mut call).await;
     let rate_headers = call.rate_headers();
+    let served_class = media_plan.as_ref().and(served_by.as_ref()).map(|c| c.channel.policy.class());
     let receipt = served_by.and_then(|channel| receipt::header(&channel.channel, requirement.firewall, redactions));
     let restorer = redaction.map(|r| r.restorer);
 
     // Respond and record.
-    let mut response = match outcome {
-        Ok(UpstreamReply::Complete(bytes)) => {
-            let (usage, estimated) = match usage::from_body(&bytes) {
-                Some(usage) => (usage, false),
-                None => (estimate_whole(&body, &bytes), true),
-            };
-            call.set_usage(usage, estimated);
-            call.mark_first_token();
-            let bytes = match &restorer {
-                Some(restorer) => firewall::restore_body(bytes, restorer),
-                None => bytes,
-            };
-            let bytes = match client_body(format, bytes) {
-                Ok(bytes) => bytes,
-                Err(error) => return fail(call, error, receipt).await,
-            };
-            let committed = call.finish(200, None);
-            if let Some(mut capture) = capture.take() {
-                capture.append(&bytes);
-                capture.finish(&state.captures, 200);
+    let mut response =
+        match outcome {
+            Ok(UpstreamReply::Complete(bytes)) if media_plan.is_some() => {
+                let Some(plan) = media_plan.as_ref() else { return fail(call, ApiError::internal(), receipt).await };
+                let bytes = match &restorer {
+                    Some(restorer) => firewall::restore_body(bytes, restorer),
+                    None => bytes,
+                };
+                let answer =
+                    match openai_media::complete(state, principal.user.id, endpoint, plan, &body, served_class, bytes)
+                        .await
+                    {
+                        Ok(answer) => answer,
+                        Err(error) => return fail(call, error, receipt).await,
+                    };
+                call.set_usage(answer.usage, answer.estimated);
+                call.mark_first_token();
+                let committed = call.finish(200, None);
+                if let Some(mut capture) = capture.take() {
+                    capture.append(&answer.body);
+                    capture.finish(&state.captures, 200);
+                }
+                committed.await;
+                let mut response = (StatusCode::OK, answer.body).into_response();
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+                response
             }
-            committed.await;
-            json_response(bytes)
-        }
-        Ok(UpstreamReply::Stream(events)) => {
-            let plan = StreamPlan {
-                client_wants_usage: routed.client_wants_usage,
-                request: Arc::clone(&body),
-                restore: restorer,
-                capture: capture.take().map(|c| (c, state.captures.clone())),
-                client: (format != ClientFormat::OpenAiChat)
-                    .then(|| ClientStream { translator: StreamTranslator::to_client(format), framing }),
-            };
-            stream::sse_response(events, call, plan)
-        }
-        Err(error) => {
-            if let Some(mut capture) = capture.take() {
-                capture.append(error.openai_body().to_string().as_bytes());
-                capture.finish(&state.captures, error.status.as_u16());
+            Ok(UpstreamReply::Bytes { content_type, body: chunks }) => {
+                if endpoint == Endpoint::AudioTranscriptions {
+                    // Subtitles (srt, vtt): small, read whole for their duration.
+                    let (bytes, usage) = match openai_media::subtitles(chunks).await {
+                        Ok(read) => read,
+                        Err(error) => return fail(call, error, receipt).await,
+                    };
+                    call.set_usage(usage, true);
+                    call.mark_first_token();
+                    call.finish(200, None).await;
+                    let mut response = (StatusCode::OK, bytes).into_response();
+                    if let Ok(value) = HeaderValue::from_str(&content_type) {
+                        response.headers_mut().insert(header::CONTENT_TYPE, value);
+                    }
+                    response
+                } else {
+                    // Speech: no usage is reported; the input text is counted.
+                    let input = TokenUsage { input_tokens: usage::estimate_prompt(&body), ..TokenUsage::default() };
+                    call.set_usage(input, true);
+                    if let Some(capture) = capture.take() {
+                        capture.finish(&state.captures, 200);
+                    }
+                    openai_media::stream_bytes(&content_type, chunks, call)
+                }
             }
-            return fail(call, error, receipt).await;
-        }
-    };
+            Ok(UpstreamReply::Complete(bytes)) => {
+                let (usage, estimated) = match usage::from_body(&bytes) {
+                    Some(usage) => (usage, false),
+                    None => (estimate_whole(&body, &bytes), true),
+                };
+                call.set_usage(usage, estimated);
+                call.mark_first_token();
+                let bytes = match &restorer {
+                    Some(restorer) => firewall::restore_body(bytes, restorer),
+                    None => bytes,
+                };
+                let bytes = match client_body(format, bytes) {
+                    Ok(bytes) => bytes,
+                    Err(error) => return fail(call, error, receipt).await,
+                };
+                let committed = call.finish(200, None);
+                if let Some(mut capture) = capture.take() {
+                    capture.append(&bytes);
+                    capture.finish(&state.captures, 200);
+                }
+                committed.await;
+                json_response(bytes)
+            }
+            Ok(UpstreamReply::Stream(events)) => {
+                let plan = StreamPlan {
+                    client_wants_usage: routed.client_wants_usage,
+                    request: Arc::clone(&body),
+                    restore: restorer,
+                    capture: capture.take().map(|c| (c, state.captures.clone())),
+                    client: (format != ClientFormat::OpenAiChat)
+                        .then(|| ClientStream { translator: StreamTranslator::to_client(format), framing }),
+                };
+                stream::sse_response(events, call, plan)
+            }
+            Err(error) => {
+                if let Some(mut capture) = capture.take() {
+                    capture.append(error.openai_body().to_string().as_bytes());
+                    capture.finish(&state.captures, error.status.as_u16());
+                }
+                return fail(call, error, receipt).await;
+            }
+        };
     if let Some(receipt) = receipt {
         response.headers_mut().insert(receipt::DATA_POLICY, receipt);
     }
@@ -255,12 +332,37 @@ fn estimate_whole(body: &Map<String, Value>, reply: &[u8]) -> TokenUsage {
     TokenUsage { input_tokens: usage::estimate_prompt(body), output_tokens: output, ..TokenUsage::default() }
 }
 
-type ChannelCandidate = Arc<Candidate<Arc<dyn Provider>>>;
+/// Phase 3: the group's deny rules (keywords, patterns), before anything leaves. A
+/// blocked call records the rule's id, never the text that matched.
+pub(crate) fn screen(
+    snapshot: &Snapshot,
+    group: &GroupName,
+    body: &Map<String, Value>,
+    call: &mut Call,
+) -> Result<(), ApiError> {
+    match snapshot.screen(group).check(body) {
+        Verdict::Pass => Ok(()),
+        Verdict::Blocked { rule_id } => {
+            call.set_rule(rule_id);
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::ContentBlocked,
+                "This request was blocked by the operator's content rules.",
+            ))
+        }
+        Verdict::Misconfigured => {
+            tracing::error!(group = group.as_str(), "content screening rules do not compile; blocking");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+pub(crate) type ChannelCandidate = Arc<Candidate<Arc<dyn Provider>>>;
 
 /// Phase 3: the channels that serve the model for this group, that the key may use, and
 /// whose data policy the caller accepts, in the order to try them. Policy is a filter on
 /// the candidates, so no retry or fallback can ever leave it.
-fn resolve(
+pub(crate) fn resolve(
     snapshot: &Snapshot,
     principal: &Principal,
     group: &GroupName,
@@ -311,6 +413,7 @@ async fn call_upstream(
     endpoint: Endpoint,
     routed: &RoutedRequest,
     body: &Arc<Map<String, Value>>,
+    files: Option<&Arc<[veil_providers::FilePart]>>,
     call: &mut Call,
 ) -> (Result<UpstreamReply, ApiError>, Option<ChannelCandidate>) {
     let mut last_error: Option<UpstreamError> = None;
@@ -340,11 +443,18 @@ async fn call_upstream(
         let upstream_model = channel.upstream_model(&routed.model).clone();
         call.trying(channel.name.clone(), upstream_model.clone(), channel.policy.class());
         last_tried = Some(Arc::clone(candidate));
-        let request =
-            UpstreamRequest { endpoint, body: Arc::clone(body), model: upstream_model, stream: routed.stream };
+        let request = UpstreamRequest {
+            endpoint,
+            body: Arc::clone(body),
+            model: upstream_model,
+            stream: routed.stream,
+            files: files.cloned(),
+        };
         match candidate.attached.send(request).await {
             Ok(reply) => return (Ok(reply), last_tried),
-            Err(error) if error.is_retryable() => {
+            // A channel whose type cannot serve the endpoint never saw the call: try the
+            // next one, and answer with this refusal if none can.
+            Err(error) if error.is_retryable() || matches!(error, UpstreamError::EndpointUnsupported(_)) => {
                 tracing::warn!(channel = channel.name.as_str(), error = %error, "upstream failed; trying the next channel");
                 last_error = Some(error);
             }

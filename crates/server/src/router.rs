@@ -35,6 +35,11 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/embeddings", post(handlers::embeddings))
+        .route("/v1/images/generations", post(crate::openai::media::image_generations))
+        .route("/v1/images/edits", post(crate::openai::media::image_edits))
+        .route("/v1/audio/speech", post(crate::openai::media::audio_speech))
+        .route("/v1/audio/transcriptions", post(crate::openai::media::audio_transcriptions))
+        .route("/v1/moderations", post(crate::openai::media::moderations))
         .route("/v1/models", get(handlers::list_models))
         // Google's SDKs default to API version `v1`: their POSTs share the OpenAI model path.
         .route(
@@ -48,6 +53,11 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/api/me/keys/{id}/capture", axum::routing::put(me::enable_capture).delete(me::disable_capture))
         .route("/api/me/captures", get(me::list_captures))
         .route("/api/redeem", post(crate::redeem::redeem))
+        .route("/v1/videos", post(crate::videos::create))
+        .route("/v1/videos/{id}", get(crate::videos::retrieve))
+        .route("/v1/videos/{id}/content", get(crate::videos::content))
+        // Generated media: the signed URL is the only credential.
+        .route("/v1/media/{id}", get(crate::media::serve))
         .route("/api/usage", get(crate::reports::usage))
         .route("/api/usage/calls", get(crate::reports::calls))
         .route("/api/bills", get(crate::reports::bills))

@@ -124,6 +124,10 @@ pub struct AppState {
     pub sealer: Option<veil_secrets::Sealer>,
     /// Seals and opens channel credentials stored through the management API.
     pub credential_sealer: Option<veil_secrets::Sealer>,
+    /// Generated media kept sealed for a while and served at signed URLs.
+    pub media: crate::media::MediaVault,
+    /// Asynchronous video jobs: the poller's settings and wake-up (see `videos.rs`).
+    pub videos: crate::videos::VideoJobs,
     /// The PII detector, built once; `None` if it failed to build, in which case every
     /// call that needs it fails closed.
     pub pii: Option<Arc<veil_privacy::Detector>>,

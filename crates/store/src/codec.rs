@@ -440,7 +440,7 @@ fn limits_from(row: &impl Columns) -> Result<KeyLimits, StoreError> {
 }
 
 /// Qualifies a `Corrupt` column name with its table, so the message points at one place.
-fn in_table<T>(table: &str, decode: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+pub(crate) fn in_table<T>(table: &str, decode: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     decode().map_err(|error| match error {
         StoreError::Corrupt(column) => StoreError::Corrupt(format!("{table}.{column}")),
         other => other,

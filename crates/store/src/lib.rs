@@ -10,23 +10,28 @@
 //! retention purge that folds old call records into per-day aggregates, and export and
 //! erasure of an account. No table has a column that could hold request or response content,
 //! except the encrypted, expiring debug captures an operator opens per key (DESIGN §3.1
-//! exception (a)): the store only ever sees their nonce and ciphertext.
+//! exception (a)) and generated media kept for its signed URL (exception (b)): the store only
+//! ever sees their nonce and ciphertext.
 
 mod audit;
 mod codec;
 mod error;
+mod media;
 mod postgres;
 mod redemption;
 mod reports;
 mod sqlite;
+mod videos;
 
 pub use audit::{AuditEntry, AuditVerification, GENESIS_HASH, NewAuditEntry, canonical_json, entry_hash};
 pub use codec::ROUTE_PATHS;
 pub use error::StoreError;
+pub use media::{NewMedia, StoredMedia};
 pub use postgres::PostgresStore;
 pub use redemption::{NewRedemptionCode, Redemption, StoredRedemptionCode};
 pub use reports::{MonthlyBill, UsageDay};
 pub use sqlite::SqliteStore;
+pub use videos::{VideoFinish, VideoJob, VideoStatus};
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -290,7 +295,7 @@ pub trait Store: Send + Sync + 'static {
     /// The user's ledger, oldest first (time, then insertion order).
     async fn list_ledger(&self, user: UserId) -> Result<Vec<LedgerEntry>, StoreError>;
     /// Erases an account in one transaction: its call records and daily aggregates become
-    /// anonymous daily aggregates (totals unchanged), its keys and debug captures are
+    /// anonymous daily aggregates (totals unchanged), its keys, debug captures and generated media are
     /// deleted, its ledger rows lose their user (balances of others and overall sums
     /// unchanged), and the user row is deleted. Audit entries about the user stay (the log
     /// is append-only). Bumps the revision, so running servers drop the user's keys at once.
@@ -382,6 +387,51 @@ pub trait Store: Send + Sync + 'static {
     /// bumps the revision, so running servers drop the cached key and refuse (or accept) it
     /// within one refresh interval.
     async fn set_key_suspended(&self, key: KeyId, at: Option<Timestamp>) -> Result<bool, StoreError>;
+
+    // --- generated media (DESIGN §3.1 exception (b))
+    /// Stores one sealed blob. Does not bump the revision. Fails with
+    /// [`StoreError::NotFound`] when the user does not exist (e.g. erased meanwhile) and
+    /// [`StoreError::Conflict`] when the id is taken. Erasing the user deletes it.
+    async fn put_media(&self, media: &NewMedia) -> Result<(), StoreError>;
+    /// The blob with this id, expired or not (the caller compares `expires_at`); `None`
+    /// once purged or erased.
+    async fn media(&self, id: uuid::Uuid) -> Result<Option<StoredMedia>, StoreError>;
+    /// Deletes every blob expired at `now` (`expires_at <= now`); returns how many. Does not
+    /// bump the revision.
+    async fn purge_expired_media(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    // --- video jobs (asynchronous video generation; metadata only, never the prompt)
+    /// Stores a new job together with the ledger rows that settle its submission (its hold
+    /// and its charge, unstamped like a call's settlement: the server already applied them
+    /// to its cached balance), in one transaction. Fails with [`StoreError::Conflict`] when
+    /// the id is taken and [`StoreError::NotFound`] when the user does not exist.
+    async fn insert_video_job(&self, job: &VideoJob, ledger: &[LedgerEntry]) -> Result<(), StoreError>;
+    /// The job with this id (any owner: the caller checks ownership).
+    async fn video_job(&self, id: &str) -> Result<Option<VideoJob>, StoreError>;
+    /// Every job not yet `completed` or `failed`, by `next_poll_at` (what a restarting
+    /// server resumes polling).
+    async fn unfinished_video_jobs(&self) -> Result<Vec<VideoJob>, StoreError>;
+    /// Records a poll of an unfinished job: its status (`queued` or `in_progress`),
+    /// progress and next poll time. `false` when the job is gone or already final (left as it is).
+    async fn update_video_progress(
+        &self,
+        id: &str,
+        status: VideoStatus,
+        progress: u8,
+        next_poll_at: Timestamp,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Moves an unfinished job to its final state and, in the same transaction, appends
+    /// `refund` (stamped like [`Store::append_ledger`], so running servers apply it to
+    /// their cached balances). Only the first call for a job does anything and returns
+    /// `true`; any later one (another instance, a restart) changes nothing and returns
+    /// `false`, so a job is adjusted or refunded exactly once.
+    async fn finish_video_job(
+        &self,
+        id: &str,
+        finish: &VideoFinish,
+        refund: Option<&LedgerEntry>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Opens the store a `database.url` names: `sqlite://…` or `postgres://…`.

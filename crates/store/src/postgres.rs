@@ -1409,4 +1409,176 @@ impl Store for PostgresStore {
         )
         .await
     }
+
+    // --- generated media
+
+    async fn put_media(&self, media: &crate::NewMedia) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO media (id, user_id, content_type, created_at, expires_at, nonce, ciphertext) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(media.id)
+        .bind(media.user_id.as_uuid())
+        .bind(&media.content_type)
+        .bind(media.created_at.unix_millis())
+        .bind(media.expires_at.unix_millis())
+        .bind(&media.nonce)
+        .bind(&media.ciphertext)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| {
+            codec::translate(error, || format!("media {}", media.id), || format!("user {}", media.user_id))
+        })?;
+        Ok(())
+    }
+
+    async fn media(&self, id: Uuid) -> Result<Option<crate::StoredMedia>, StoreError> {
+        sqlx::query(
+            "SELECT id, user_id, content_type, created_at, expires_at, nonce, ciphertext FROM media WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(crate::media::stored)
+        .transpose()
+    }
+
+    async fn purge_expired_media(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM media WHERE expires_at <= $1")
+            .bind(now.unix_millis())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+
+    // --- video jobs
+
+    async fn insert_video_job(&self, job: &crate::VideoJob, ledger: &[LedgerEntry]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO video_jobs (id, user_id, key_id, request_id, channel, upstream_id, model, \
+             seconds, size, status, progress, error_code, charged, created_at, updated_at, completed_at, next_poll_at, deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+            .bind(&job.id)
+            .bind(job.user_id.as_uuid())
+            .bind(job.key_id.as_uuid())
+            .bind(&job.request_id)
+            .bind(job.channel.as_str())
+            .bind(&job.upstream_id)
+            .bind(job.model.as_str())
+            .bind(i64::from(job.seconds))
+            .bind(&job.size)
+            .bind(job.status.as_str())
+            .bind(i64::from(job.progress))
+            .bind(job.error_code.as_deref())
+            .bind(job.charged.nanos())
+            .bind(job.created_at.unix_millis())
+            .bind(job.updated_at.unix_millis())
+            .bind(job.completed_at.map(Timestamp::unix_millis))
+            .bind(job.next_poll_at.unix_millis())
+            .bind(job.deadline.unix_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| codec::translate(error, || format!("video job {}", job.id), || format!("user {}", job.user_id)))?;
+        for entry in ledger {
+            let p = LedgerParams::new(entry);
+            sqlx::query(
+                "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(p.user_id)
+            .bind(p.key_id)
+            .bind(p.kind)
+            .bind(p.amount)
+            .bind(p.time)
+            .bind(p.request_id)
+            .bind(p.note)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| codec::translate(error, || "ledger entry".to_owned(), || format!("user {}", entry.user_id)))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn video_job(&self, id: &str) -> Result<Option<crate::VideoJob>, StoreError> {
+        sqlx::query(
+            "SELECT id, user_id, key_id, request_id, channel, upstream_id, model, \
+             seconds, size, status, progress, error_code, charged, created_at, updated_at, completed_at, next_poll_at, deadline FROM video_jobs WHERE id = $1",
+        )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(crate::videos::job)
+            .transpose()
+    }
+
+    async fn unfinished_video_jobs(&self) -> Result<Vec<crate::VideoJob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, key_id, request_id, channel, upstream_id, model, \
+             seconds, size, status, progress, error_code, charged, created_at, updated_at, completed_at, next_poll_at, deadline FROM video_jobs \
+             WHERE status IN ('queued', 'in_progress') ORDER BY next_poll_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(crate::videos::job).collect()
+    }
+
+    async fn update_video_progress(
+        &self,
+        id: &str,
+        status: crate::VideoStatus,
+        progress: u8,
+        next_poll_at: Timestamp,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE video_jobs SET status = $1, progress = $2, next_poll_at = $3, updated_at = $4 \
+             WHERE id = $5 AND status IN ('queued', 'in_progress')",
+        )
+        .bind(status.as_str())
+        .bind(i64::from(progress))
+        .bind(next_poll_at.unix_millis())
+        .bind(at.unix_millis())
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
+    async fn finish_video_job(
+        &self,
+        id: &str,
+        finish: &crate::VideoFinish,
+        refund: Option<&LedgerEntry>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        // The status guard is the exactly-once: whoever moves the job out of an unfinished
+        // state also writes its refund, in the same transaction.
+        let updated = sqlx::query(
+            "UPDATE video_jobs SET status = $1, progress = $2, error_code = $3, charged = $4, \
+                completed_at = $5, updated_at = $5 \
+             WHERE id = $6 AND status IN ('queued', 'in_progress')",
+        )
+        .bind(finish.status.as_str())
+        .bind(i64::from(finish.progress))
+        .bind(finish.error_code.as_deref())
+        .bind(finish.charged.nanos())
+        .bind(finish.at.unix_millis())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        if let Some(refund) = refund {
+            insert_credit(&mut tx, refund).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
 }

@@ -111,6 +111,10 @@ conformance!(
     charges_between_count_charges_only,
     redemption_codes_credit_once_and_list,
     concurrent_redemptions_credit_once,
+    media_round_trips_and_purges_when_expired,
+    media_goes_with_its_user,
+    video_jobs_round_trip_and_finish_once,
+    video_jobs_go_with_their_user,
 );
 
 /// Raw SQL behind the store's back (tampering, inspection), on whichever backend `db` is.
@@ -2184,4 +2188,212 @@ async fn concurrent_redemptions_credit_once(db: &TestDb) {
         store.redeem_code("h-calm", bob.id, at(3)).await.unwrap(),
         veil_store::Redemption::Credited { .. }
     ));
+}
+
+// ---------------------------------------------------------------------------------------
+// --- generated media (DESIGN §3.1 exception (b))
+
+fn media(user: UserId, created_at: i64, expires_at: i64, fill: u8) -> veil_store::NewMedia {
+    veil_store::NewMedia {
+        id: uuid::Uuid::now_v7(),
+        user_id: user,
+        content_type: "image/png".into(),
+        created_at: at(created_at),
+        expires_at: at(expires_at),
+        nonce: vec![fill; 24],
+        ciphertext: vec![fill; 100 + usize::from(fill)],
+    }
+}
+
+fn media_read_back(stored: veil_store::StoredMedia) -> veil_store::NewMedia {
+    veil_store::NewMedia {
+        id: stored.id,
+        user_id: stored.user_id,
+        content_type: stored.content_type,
+        created_at: stored.created_at,
+        expires_at: stored.expires_at,
+        nonce: stored.nonce,
+        ciphertext: stored.ciphertext,
+    }
+}
+
+async fn media_round_trips_and_purges_when_expired(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    let now = 10_000;
+    let r0 = store.revision().await.unwrap();
+    let old = media(alice.id, 1_000, 5_000, 1);
+    let edge = media(alice.id, 2_000, now, 2); // expires exactly now
+    let live = media(alice.id, 3_000, 20_000, 3);
+    let mut bobs = media(bob.id, 4_000, 40_000, 4);
+    bobs.content_type = "audio/mpeg".into();
+    for m in [&old, &edge, &live, &bobs] {
+        store.put_media(m).await.unwrap();
+    }
+    assert_eq!(store.revision().await.unwrap(), r0, "media must not bump the revision");
+
+    // Read back exactly, expired or not: the caller decides.
+    for m in [&old, &edge, &live, &bobs] {
+        assert_eq!(media_read_back(store.media(m.id).await.unwrap().unwrap()), *m);
+    }
+    assert_eq!(store.media(uuid::Uuid::now_v7()).await.unwrap(), None);
+
+    // A taken id conflicts; an unknown user is not found.
+    match store.put_media(&veil_store::NewMedia { user_id: bob.id, ..live.clone() }).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected conflict, got {other:?}"),
+    }
+    match store.put_media(&media(UserId::generate(), 1, 99_999, 5)).await {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("expected not found, got {other:?}"),
+    }
+
+    assert_eq!(store.purge_expired_media(at(now)).await.unwrap(), 2);
+    assert_eq!(store.purge_expired_media(at(now)).await.unwrap(), 0);
+    assert_eq!(store.media(old.id).await.unwrap(), None);
+    assert_eq!(store.media(edge.id).await.unwrap(), None);
+    assert!(store.media(live.id).await.unwrap().is_some());
+    assert_eq!(store.purge_expired_media(at(30_000)).await.unwrap(), 1);
+    assert_eq!(store.media(live.id).await.unwrap(), None);
+    assert_eq!(media_read_back(store.media(bobs.id).await.unwrap().unwrap()), bobs);
+    assert_eq!(store.revision().await.unwrap(), r0, "purging media must not bump the revision");
+}
+
+async fn media_goes_with_its_user(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let bob = store.create_user(new_user("bob", "default")).await.unwrap();
+    let mine = [media(alice.id, 1_000, 99_000, 1), media(alice.id, 2_000, 99_000, 2)];
+    let theirs = media(bob.id, 1_000, 99_000, 3);
+    for m in mine.iter().chain([&theirs]) {
+        store.put_media(m).await.unwrap();
+    }
+    assert_eq!(raw_i64(db, "SELECT COUNT(*) FROM media").await, 3);
+
+    store.erase_user(alice.id).await.unwrap();
+    for m in &mine {
+        assert_eq!(store.media(m.id).await.unwrap(), None);
+    }
+    assert_eq!(raw_i64(db, "SELECT COUNT(*) FROM media").await, 1);
+    assert_eq!(media_read_back(store.media(theirs.id).await.unwrap().unwrap()), theirs);
+    // An erased account cannot gain media afterwards.
+    assert!(matches!(store.put_media(&media(alice.id, 3_000, 99_000, 4)).await, Err(StoreError::NotFound(_))));
+}
+
+// --- video jobs
+
+fn video_job(user: UserId, id: &str, charged: i64) -> veil_store::VideoJob {
+    veil_store::VideoJob {
+        id: id.to_owned(),
+        user_id: user,
+        key_id: KeyId::generate(),
+        request_id: format!("req-{id}"),
+        channel: veil_domain::ChannelName::parse("video").unwrap(),
+        upstream_id: format!("up_{id}"),
+        model: veil_domain::ModelName::parse("sora-2").unwrap(),
+        seconds: 8,
+        size: "720x1280".into(),
+        status: veil_store::VideoStatus::Queued,
+        progress: 0,
+        error_code: None,
+        charged: Money::from_nanos(charged),
+        created_at: at(1_000),
+        updated_at: at(1_000),
+        completed_at: None,
+        next_poll_at: at(3_000),
+        deadline: at(100_000),
+    }
+}
+
+fn video_ledger(job: &veil_store::VideoJob, kind: LedgerKind, amount: i64) -> LedgerEntry {
+    LedgerEntry {
+        user_id: job.user_id,
+        key_id: Some(job.key_id),
+        kind,
+        amount: Money::from_nanos(amount),
+        time: at(1_000),
+        request_id: Some(job.request_id.clone()),
+        note: None,
+    }
+}
+
+async fn video_jobs_round_trip_and_finish_once(db: &TestDb) {
+    use veil_store::{VideoFinish, VideoStatus};
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    let job = video_job(alice.id, "video_a", 800);
+    store.append_ledger(&LedgerEntry { key_id: None, ..video_ledger(&job, LedgerKind::Topup, 1_000) }).await.unwrap();
+    let settle = [video_ledger(&job, LedgerKind::Hold, -800), video_ledger(&job, LedgerKind::Charge, -800)];
+    let r0 = store.revision().await.unwrap();
+    store.insert_video_job(&job, &settle).await.unwrap();
+    assert_eq!(store.revision().await.unwrap(), r0, "a submission's settlement is not a credit");
+    assert_eq!(store.balance(alice.id).await.unwrap(), Money::from_nanos(200));
+    assert_eq!(store.video_job("video_a").await.unwrap(), Some(job.clone()));
+    assert_eq!(store.video_job("video_none").await.unwrap(), None);
+    match store.insert_video_job(&job, &[]).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let other = video_job(alice.id, "video_b", 400);
+    store.insert_video_job(&other, &[]).await.unwrap();
+    let ids = |jobs: Vec<veil_store::VideoJob>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.unfinished_video_jobs().await.unwrap()), ["video_a", "video_b"]);
+
+    assert!(store.update_video_progress("video_a", VideoStatus::InProgress, 40, at(9_000), at(5_000)).await.unwrap());
+    let polled = store.video_job("video_a").await.unwrap().unwrap();
+    assert_eq!(
+        (polled.status, polled.progress, polled.next_poll_at, polled.updated_at),
+        (VideoStatus::InProgress, 40, at(9_000), at(5_000))
+    );
+    assert_eq!(ids(store.unfinished_video_jobs().await.unwrap()), ["video_b", "video_a"], "by next poll");
+
+    let failed = VideoFinish {
+        status: VideoStatus::Failed,
+        progress: 40,
+        error_code: Some("upstream_error".into()),
+        charged: Money::ZERO,
+        at: at(10_000),
+    };
+    let refund = video_ledger(&job, LedgerKind::Refund, 800);
+    assert!(store.finish_video_job("video_a", &failed, Some(&refund)).await.unwrap());
+    let r1 = store.revision().await.unwrap();
+    assert!(r1 > r0, "a refund is stamped like a credit");
+    // Only the first transition counts: no second refund, whoever asks.
+    assert!(!store.finish_video_job("video_a", &failed, Some(&refund)).await.unwrap());
+    assert!(!store.update_video_progress("video_a", VideoStatus::InProgress, 50, at(1), at(1)).await.unwrap());
+    assert_eq!(store.revision().await.unwrap(), r1);
+    assert_eq!(store.balance(alice.id).await.unwrap(), Money::from_nanos(1_000));
+    let credits = store.ledger_credits_since(r0).await.unwrap();
+    assert_eq!(credits.len(), 1);
+    assert_eq!(credits[0].entry.kind, LedgerKind::Refund);
+    let ended = store.video_job("video_a").await.unwrap().unwrap();
+    assert_eq!(ended.status, VideoStatus::Failed);
+    assert_eq!(ended.error_code.as_deref(), Some("upstream_error"));
+    assert_eq!((ended.charged, ended.completed_at), (Money::ZERO, Some(at(10_000))));
+    assert_eq!(ids(store.unfinished_video_jobs().await.unwrap()), ["video_b"]);
+
+    // Completion without a refund.
+    let done = VideoFinish {
+        status: VideoStatus::Completed,
+        progress: 100,
+        error_code: None,
+        charged: Money::from_nanos(400),
+        at: at(11_000),
+    };
+    assert!(store.finish_video_job("video_b", &done, None).await.unwrap());
+    assert_eq!(store.revision().await.unwrap(), r1);
+    assert!(store.unfinished_video_jobs().await.unwrap().is_empty());
+}
+
+async fn video_jobs_go_with_their_user(db: &TestDb) {
+    let store = &db.store;
+    let alice = store.create_user(new_user("alice", "default")).await.unwrap();
+    store.insert_video_job(&video_job(alice.id, "video_a", 0), &[]).await.unwrap();
+    match store.insert_video_job(&video_job(UserId::generate(), "video_x", 0), &[]).await {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("expected not found, got {other:?}"),
+    }
+    store.erase_user(alice.id).await.unwrap();
+    assert_eq!(store.video_job("video_a").await.unwrap(), None);
 }

@@ -9,4 +9,4 @@ pub mod mock_upstream;
 pub mod postgres;
 mod spawn;
 
-pub use spawn::{KeyOptions, TestApp, spawn_app};
+pub use spawn::{KeyOptions, TestApp, spawn_app, spawn_app_in};

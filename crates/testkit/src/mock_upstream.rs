@@ -9,6 +9,8 @@
 //! - `…/v1/messages`: Anthropic Messages (see `anthropic.rs`).
 //! - `…/models/{model}:generateContent` and `:streamGenerateContent`: Gemini (see `gemini.rs`).
 //! - `…/model/{modelId}/converse` and `/converse-stream`: Bedrock Converse (see `bedrock.rs`).
+//! - `…/images/generations`, `…/images/edits`, `…/audio/speech`, `…/audio/transcriptions`,
+//!   `…/moderations`: OpenAI's media endpoints (see `media.rs`).
 //!
 //! It promises what streaming tests need and wiremock cannot give: SSE bodies sent
 //! chunk by chunk with real delays, slow first bytes, answers that never come,
@@ -36,8 +38,13 @@ use tokio::task::JoinHandle;
 mod anthropic;
 mod bedrock;
 mod gemini;
+mod media;
+mod videos;
+
+pub use media::{DEFAULT_AUDIO_SECONDS, DEFAULT_TRANSCRIPT, FormPart, TINY_PNG};
 
 pub use bedrock::{event_frame as bedrock_event_frame, exception_frame as bedrock_exception_frame};
+pub use videos::{VideoOutcome, VideoPlan};
 
 /// `prompt_tokens` reported when a reply does not set usage.
 pub const DEFAULT_PROMPT_TOKENS: u64 = 10;
@@ -181,6 +188,8 @@ enum ReplyKind {
         gap: Duration,
     },
     Hang,
+    /// Images, speech, transcriptions and moderations (see `media.rs`).
+    Media(media::MediaReply),
 }
 
 /// One scripted answer. Build with the constructors, adjust with the modifiers.
@@ -428,6 +437,7 @@ struct Shared {
     started_streams: AtomicUsize,
     completed_streams: AtomicUsize,
     disconnects: AtomicUsize,
+    videos: videos::Videos,
 }
 
 impl Shared {
@@ -567,6 +577,10 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
         body: serde_json::from_slice(&raw_body).unwrap_or(Value::Null),
         raw_body,
     };
+    if let Some(response) = videos::answer(&shared, &recorded) {
+        shared.script().requests.push(recorded);
+        return response;
+    }
     let reply = {
         let mut script = shared.script();
         script.requests.push(recorded.clone());
@@ -753,7 +767,9 @@ fn build(shared: &Arc<Shared>, request: &RecordedRequest, kind: ReplyKind, seria
     match kind {
         ReplyKind::Auto => {
             let path = request.path.as_str();
-            let kind = if path.ends_with("/chat/completions") || route.wire != Wire::OpenAi {
+            let kind = if let Some(kind) = media::auto(path).filter(|_| route.wire == Wire::OpenAi) {
+                kind
+            } else if path.ends_with("/chat/completions") || route.wire != Wire::OpenAi {
                 ReplyKind::Chat { text: DEFAULT_REPLY_TEXT.to_owned(), usage: None }
             } else if path.ends_with("/completions") {
                 ReplyKind::Completion { text: DEFAULT_REPLY_TEXT.to_owned() }
@@ -808,6 +824,7 @@ fn build(shared: &Arc<Shared>, request: &RecordedRequest, kind: ReplyKind, seria
             let content_type = if route.wire == Wire::Bedrock { bedrock::CONTENT_TYPE } else { SSE_CONTENT_TYPE };
             event_stream(shared, chunks.into_iter().map(Emit::Chunk).collect(), gap, content_type)
         }
+        ReplyKind::Media(reply) => media::build(shared, request, reply),
         ReplyKind::Hang => json_response(500, &json!({"error": {"message": "unreachable: hang answered"}})),
     }
 }
@@ -1056,6 +1073,11 @@ fn event_stream(shared: &Arc<Shared>, events: Vec<Emit>, gap: Duration, content_
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// Seconds since the Unix epoch, as OpenAI's objects stamp them.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
 #[cfg(test)]

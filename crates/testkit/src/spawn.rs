@@ -39,7 +39,12 @@ pub struct KeyOptions {
 /// Starts Veil with `config` (TOML). `server.listen`, `server.data_dir` and, unless the
 /// config names one, `database.url` are set to test values.
 pub async fn spawn_app(config: &str) -> TestApp {
-    let data_dir = tempfile::tempdir().expect("temporary directory");
+    spawn_app_in(config, tempfile::tempdir().expect("temporary directory")).await
+}
+
+/// Like [`spawn_app`], on an existing data directory — e.g. the one [`TestApp::stop`]
+/// returned — so a test can restart the application on the same store and master key.
+pub async fn spawn_app_in(config: &str, data_dir: TempDir) -> TestApp {
     let mut table: toml::Table = config.parse().expect("test config is TOML");
     let server = table.entry("server").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let server = server.as_table_mut().expect("[server] is a table");

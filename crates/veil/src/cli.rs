@@ -53,8 +53,8 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: CodeCommand,
     },
-    /// Run the retention purge now: call records older than the cutoff become daily
-    /// aggregates without identifiers.
+    /// Run the retention and media purges now: call records older than the cutoff become
+    /// daily aggregates without identifiers, and expired generated media is deleted.
     Purge {
         /// Cutoff as an RFC 3339 time (default: now minus privacy.log_retention_days).
         #[arg(long)]

@@ -302,6 +302,7 @@ fn export_erase_purge_and_the_audit_chain_from_the_command_line() {
 
     let purged = veil_json(d, &["admin", "purge", "--before", "2030-01-01T00:00:00Z", "--json"]);
     assert_eq!(purged["purged_call_records"], 0);
+    assert_eq!(purged["purged_media"], 0);
     assert!(!veil(d, &["admin", "purge", "--before", "yesterday"]).status.success());
 
     let erased = veil_json(d, &["admin", "erase-user", "olga", "--json"]);

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod handlers;
+pub mod media;
 pub mod request;
 pub mod restore;
 pub mod stream;

@@ -80,6 +80,12 @@ pub fn validate(endpoint: Endpoint, body: &Map<String, Value>) -> Result<RoutedR
                 }
             }
         }
+        // Each media endpoint's input is checked in `media.rs`, files included.
+        Endpoint::ImageGenerations
+        | Endpoint::ImageEdits
+        | Endpoint::AudioSpeech
+        | Endpoint::AudioTranscriptions
+        | Endpoint::Moderations => {}
     }
     Ok(RoutedRequest { model, stream, client_wants_usage })
 }

@@ -423,6 +423,7 @@ async fn probe(channel: &Channel) -> Result<Probe, String> {
             body: Arc::new(body),
             model: upstream.clone(),
             stream: false,
+            files: None,
         })
         .await
         .map_err(|e| format!("{e}: {}", e.client_message()))?;
@@ -482,10 +483,13 @@ async fn purge(
         None => account::retention_cutoff(settings.log_retention_days),
     };
     let purged = account::purge(store, cutoff).await?;
+    // Generated media goes once its own expiry has passed, whatever the cutoff.
+    let media = store.purge_expired_media(Timestamp::now()).await?;
     if as_json {
-        output::json(&json!({"purged_call_records": purged, "before": cutoff.to_rfc3339()}));
+        output::json(&json!({"purged_call_records": purged, "before": cutoff.to_rfc3339(), "purged_media": media}));
     } else {
         output::line(&format!("purged {purged} call record(s) older than {cutoff}"));
+        output::line(&format!("purged {media} expired generated media item(s)"));
     }
     Ok(ExitCode::SUCCESS)
 }

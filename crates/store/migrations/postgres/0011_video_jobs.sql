@@ -1,0 +1,29 @@
+-- Asynchronous video jobs (OpenAI's Videos API), PostgreSQL flavour. Same logical schema as
+-- migrations/sqlite/0011_video_jobs.sql. Metadata only: there is no column for the prompt,
+-- and error_code holds Veil's own stable code, never an upstream message (which may echo the
+-- prompt). charged is what the submission charged (nano-units), kept so the completion
+-- adjustment and the failure refund are computed from the job alone, exactly once (each is
+-- guarded by the status transition out of queued/in_progress). Erasing the user deletes them.
+CREATE TABLE video_jobs (
+    id TEXT PRIMARY KEY NOT NULL,
+    user_id UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    key_id UUID NOT NULL,
+    request_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    upstream_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    seconds BIGINT NOT NULL,
+    size TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress BIGINT NOT NULL,
+    error_code TEXT,
+    charged BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    completed_at BIGINT,
+    next_poll_at BIGINT NOT NULL,
+    deadline BIGINT NOT NULL
+);
+-- The poller loads unfinished jobs on start.
+CREATE INDEX video_jobs_status ON video_jobs (status);
+CREATE INDEX video_jobs_user_id ON video_jobs (user_id);
