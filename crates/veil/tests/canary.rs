@@ -1,7 +1,9 @@
 //! No content at rest, no content in logs (DESIGN §3.1), proven: unique canary strings
 //! go through every relay path — chat, streaming chat, completions, embeddings, tool
 //! arguments, upstream errors that echo the prompt, a stream that dies mid-way, a
-//! malformed body — with Veil logging at `trace`. Then every byte Veil wrote (its data
+//! malformed body, the Anthropic, Gemini and Responses formats through an Anthropic
+//! upstream and back, and a generated image kept in the media vault — with Veil logging
+//! at `trace`. Then every byte Veil wrote (its data
 //! directory, its stdout and stderr) is searched: the canaries must appear nowhere.
 // Helpers outside #[test] functions fail loudly too: this whole file is a test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
@@ -57,6 +59,14 @@ price = { input = 0.02 }
 [[model]]
 name = \"instruct\"
 price = { input = 1.5, output = 2 }
+
+[[model]]
+name = \"claude-x\"
+price = { input = 3, output = 15 }
+
+[[model]]
+name = \"image-x\"
+price = { per_image = 0.04 }
 ";
 
 /// Sends the canaries through every path; returns the canary for further searching.
@@ -68,9 +78,10 @@ async fn run_canaries(database_url: Option<&str>) -> String {
     std::fs::write(
         d.join("veil.toml"),
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"trace\"\n\n[[channel]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\", \"text-embedding-3-small\", \"instruct\"]\n{PRICES}",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[log]\nlevel = \"trace\"\n\n[[channel]]\nname = \"mock\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\", \"text-embedding-3-small\", \"instruct\", \"image-x\"]\n\n[[channel]]\nname = \"claude\"\ntype = \"anthropic\"\nbase_url = \"http://{}\"\nmodels = [\"claude-x\"]\n{PRICES}",
             database_url.map(|url| format!("\n[database]\nurl = \"{url}\"\n")).unwrap_or_default(),
-            upstream.base_url()
+            upstream.base_url(),
+            upstream.addr()
         ),
     )
     .unwrap();
@@ -128,6 +139,8 @@ async fn run_canaries(database_url: Option<&str>) -> String {
         .await
         .unwrap();
 
+    other_formats(&upstream, &client, &server.address, &secret, &canary).await;
+
     let mut server = server;
     let output = tokio::task::spawn_blocking(move || {
         let status = server.terminate();
@@ -141,8 +154,8 @@ async fn run_canaries(database_url: Option<&str>) -> String {
     let logs = veil_json(&d, &["--config", "veil.toml", "admin", "logs", "--json"]);
     assert!(logs.as_array().unwrap().len() >= 8, "calls were not recorded: {logs}");
 
-    if let Some(line) = output.lines().find(|l| l.contains(&canary)) {
-        panic!("canary in Veil's output: {line}");
+    if let Some(line) = output.lines().find(|l| l.contains(&canary) || l.contains(&secret)) {
+        panic!("canary or API key in Veil's output: {line}");
     }
     let files = walk(&d.join("veil-data"));
     assert!(files.iter().any(|f| f.ends_with(if database_url.is_some() { "master.key" } else { "veil.db" })));
@@ -151,6 +164,65 @@ async fn run_canaries(database_url: Option<&str>) -> String {
         assert!(!contains(&bytes, canary.as_bytes()), "canary found in {}", file.display());
     }
     canary
+}
+
+/// The client formats other than OpenAI Chat, an Anthropic upstream, and a generated
+/// image: content crosses two translations each way, and image bytes are kept (sealed).
+async fn other_formats(upstream: &MockUpstream, client: &reqwest::Client, address: &str, secret: &str, canary: &str) {
+    upstream.push(Reply::chat(&format!("anthropic answer {canary}")));
+    upstream.push(Reply::stream(vec!["claude ", canary, " streamed"], Duration::from_millis(5)));
+    upstream.push(Reply::tool_call("lookup", &format!("{{\"q\": \"{canary}\"}}")));
+    upstream.push(Reply::anthropic_error(400, "invalid_request_error", &format!("bad prompt {canary}")));
+    upstream.push(Reply::anthropic_overloaded_midstream(vec![canary, "cut"]));
+    upstream.push(Reply::image(format!("PNG-BYTES {canary}").as_bytes(), 1));
+
+    let messages = json!({"model": "gpt-4o-mini", "max_tokens": 50, "system": format!("sys {canary}"),
+    "metadata": {"user_id": canary},
+    "messages": [
+        {"role": "user", "content": format!("hi {canary}")},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": canary}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": format!("r {canary}")}]}
+    ]});
+    let anthropic = |path: &str, body: serde_json::Value| {
+        client.post(format!("{address}{path}")).header("x-api-key", secret).json(&body).send()
+    };
+    let answer = anthropic("/v1/messages", messages.clone()).await.unwrap().text().await.unwrap();
+    assert!(answer.contains(canary), "{answer}");
+    let mut streamed = messages;
+    streamed["model"] = json!("claude-x");
+    streamed["stream"] = json!(true);
+    assert!(anthropic("/v1/messages", streamed).await.unwrap().text().await.unwrap().contains(canary));
+
+    let gemini = json!({"contents": [{"role": "user", "parts": [{"text": format!("g {canary}")}]}],
+        "systemInstruction": {"parts": [{"text": canary}]}});
+    let url = format!("{address}/v1beta/models/claude-x:generateContent?key={secret}");
+    let answer = client.post(url).json(&gemini).send().await.unwrap().text().await.unwrap();
+    assert!(answer.contains("functionCall"), "{answer}");
+
+    let responses = json!({"model": "claude-x", "instructions": canary, "input": format!("r {canary}")});
+    let bearer = |path: &str, body: serde_json::Value| {
+        client.post(format!("{address}{path}")).bearer_auth(secret).json(&body).send()
+    };
+    assert_eq!(bearer("/v1/responses", responses.clone()).await.unwrap().status(), 400);
+    let mut streamed = responses;
+    streamed["stream"] = json!(true);
+    let died = bearer("/v1/responses", streamed).await.unwrap().text().await.unwrap();
+    assert!(died.contains("event: error"), "{died}");
+    let malformed = client
+        .post(format!("{address}/v1beta/models/claude-x:generateContent"))
+        .header("x-goog-api-key", secret)
+        .body(format!("{{\"contents\": [{canary}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+
+    let image = bearer("/v1/images/generations", json!({"model": "image-x", "prompt": format!("draw {canary}")}));
+    let image: serde_json::Value = image.await.unwrap().json().await.unwrap();
+    let url = image["data"][0]["url"].as_str().unwrap_or_else(|| panic!("no kept image: {image}"));
+    let url = if url.starts_with("http") { url.to_owned() } else { format!("{address}{url}") };
+    let kept = client.get(url).send().await.unwrap().bytes().await.unwrap();
+    assert!(contains(&kept, canary.as_bytes()), "the kept image comes back whole");
 }
 
 fn uuid_like() -> String {
