@@ -612,3 +612,49 @@ async fn embeddings_go_to_gemini_upstreams_in_openais_shape() {
     assert!(records.iter().all(|r| r.record.path == "/v1/embeddings" && r.record.status == 200));
     assert!(records.iter().all(|r| r.record.estimated && r.record.usage.input_tokens > 0), "counted locally");
 }
+
+#[tokio::test]
+async fn vendor_error_bodies_reach_the_client_with_their_message_and_status() {
+    let (app, upstream, key) = vendor_app().await;
+    let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let cases = [
+        (
+            "claude-x",
+            Reply::anthropic_error(400, "invalid_request_error", "max_tokens: too large for this model"),
+            400,
+            "max_tokens: too large for this model",
+        ),
+        (
+            "gemini-x",
+            Reply::gemini_error(400, "INVALID_ARGUMENT", "Invalid value at 'contents[0]'"),
+            400,
+            "Invalid value at 'contents[0]'",
+        ),
+        (
+            "nova-x",
+            Reply::bedrock_error(400, "ValidationException", "The model is not ready"),
+            400,
+            "The model is not ready",
+        ),
+        ("claude-x", Reply::anthropic_error(401, "authentication_error", "invalid x-api-key"), 502, "credential"),
+    ];
+    for (model, reply, status, message) in cases {
+        upstream.push(reply);
+        let response = post(&app, "/v1/chat/completions", &key, chat(model)).await;
+        assert_eq!(response.status().as_u16(), status, "{model}");
+        let body: Value = response.json().await.unwrap();
+        let text = body["error"]["message"].as_str().unwrap();
+        assert!(text.contains(message), "{model}: {text}");
+        assert!(!text.contains(ANTHROPIC_SECRET), "{text}");
+    }
+
+    // Anthropic's retry signal survives the translation: 429 with retry-after.
+    upstream.push(Reply::error_with_retry_after(
+        429,
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}),
+        7,
+    ));
+    let limited = post(&app, "/v1/chat/completions", &key, chat("claude-x")).await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "7");
+}
