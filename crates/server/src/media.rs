@@ -78,6 +78,12 @@ impl MediaVault {
     /// client fetches them from (`/v1/media/{id}?expires=…&sig=…`, relative to Veil's
     /// own origin), valid for [`MediaVault::ttl`].
     pub async fn keep(&self, owner: UserId, content_type: &str, bytes: Vec<u8>) -> Result<String, ApiError> {
+        Ok(self.keep_media(owner, content_type, bytes).await?.url)
+    }
+
+    /// [`MediaVault::keep`], also answering the media's id and expiry (for a record that
+    /// refers to the kept bytes, such as a video job).
+    pub async fn keep_media(&self, owner: UserId, content_type: &str, bytes: Vec<u8>) -> Result<Kept, ApiError> {
         let (Some(sealer), Some(signer)) = (&self.sealer, &self.signer) else {
             tracing::error!("generated media dropped: the media keys are unavailable");
             return Err(ApiError::internal());
@@ -107,7 +113,36 @@ impl MediaVault {
             tracing::warn!(error = %error, "generated media could not be stored");
             ApiError::internal()
         })?;
-        Ok(format!("/v1/media/{id}?expires={expires}&sig={}", sign(signer, id, expires)))
+        let url = format!("/v1/media/{id}?expires={expires}&sig={}", sign(signer, id, expires));
+        Ok(Kept { id, expires_at: media.expires_at, url })
+    }
+
+    /// The media `id` opened for its `owner`, without a signed URL (the caller has already
+    /// authenticated the owner, e.g. a video job's content endpoint). `Ok(None)` when it
+    /// expired, was purged or erased, or belongs to someone else (indistinguishable).
+    pub async fn open_owned(
+        &self,
+        id: Uuid,
+        owner: UserId,
+        now: Timestamp,
+    ) -> Result<Option<(String, Vec<u8>)>, ApiError> {
+        let Some(sealer) = &self.sealer else {
+            tracing::error!("kept media was refused: the media key is unavailable");
+            return Err(ApiError::internal());
+        };
+        let stored = self.store.media(id).await.map_err(|error| {
+            tracing::warn!(error = %error, "kept media could not be read");
+            ApiError::internal()
+        })?;
+        let Some(stored) = stored.filter(|stored| stored.expires_at > now && stored.user_id == owner) else {
+            return Ok(None);
+        };
+        let associated = associated_data(id, stored.user_id, &stored.content_type);
+        let bytes = sealer.open(associated.as_bytes(), &stored.nonce, &stored.ciphertext).map_err(|_| {
+            tracing::error!("kept media does not open (tampered, or sealed under another key)");
+            ApiError::internal()
+        })?;
+        Ok(Some((stored.content_type, bytes)))
     }
 
     /// The media a signed URL names, checked and opened; see the module's promises for
@@ -136,6 +171,13 @@ impl MediaVault {
         let max_age = (until - now.unix_millis()).div_euclid(1000);
         Ok(Opened { content_type: stored.content_type, max_age, bytes })
     }
+}
+
+/// Media just kept: its id, its expiry and the signed path it is served at.
+pub struct Kept {
+    pub id: Uuid,
+    pub expires_at: Timestamp,
+    pub url: String,
 }
 
 struct Opened {

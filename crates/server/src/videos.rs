@@ -1,9 +1,18 @@
 //! Asynchronous video jobs (OpenAI's Videos API): `POST /v1/videos` submits a job to an
 //! upstream and answers with Veil's own job id; `GET /v1/videos/{id}` reports its state;
-//! `GET /v1/videos/{id}/content` streams the finished video from the upstream, chunk by
-//! chunk. One background poller follows every unfinished job.
+//! `GET /v1/videos/{id}/content` serves the finished video. One background poller follows
+//! every unfinished job.
 //!
 //! Promises:
+//! - Generated media (DESIGN §2, §3.1 exception (b)): when a job completes on a channel whose
+//!   policy class is not `self-hosted`, the poller downloads the video once and keeps it
+//!   sealed in the media vault for `[privacy] media_ttl` (the job row records only the media
+//!   id and expiry). The content endpoint then serves the kept bytes, never asking the
+//!   upstream again, and answers `410 media_expired` once they expired or were purged; the
+//!   video object's `expires_at` is their expiry. The download is buffered in memory and
+//!   refused above [`MAX_KEPT_VIDEO_BYTES`]. On a self-hosted channel nothing is kept and the
+//!   content is streamed from the upstream, chunk by chunk, as it is when downloading or
+//!   keeping failed (the job completes and is billed the same either way).
 //! - Privacy: a job row is metadata (owner, key, channel, upstream id, model, length, size,
 //!   status, progress, Veil's error code, money, times); the prompt and any upstream message
 //!   are never stored or logged. The prompt passes the group's deny rules and the key's
@@ -30,6 +39,7 @@
 
 use crate::call::Call;
 use crate::error::ApiError;
+use crate::media::Kept;
 use crate::openai::body::OpenAiJson;
 use crate::openai::handlers::Authenticated;
 use crate::openai::request::RoutedRequest;
@@ -48,7 +58,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use veil_config::VideoSettings;
 use veil_domain::{
-    ChannelKind, ErrorCode, FirewallMode, LedgerEntry, LedgerKind, ModelName, Money, Timestamp, TokenUsage,
+    ChannelKind, ErrorCode, FirewallMode, LedgerEntry, LedgerKind, ModelName, Money, PolicyClass, Timestamp, TokenUsage,
 };
 use veil_providers::{UpstreamError, UpstreamVideo, UpstreamVideoStatus, VideoUpstream};
 use veil_store::{VideoFinish, VideoJob, VideoStatus};
@@ -61,6 +71,12 @@ const SIZES: [&str; 4] = ["720x1280", "1280x720", "1024x1792", "1792x1024"];
 const DEFAULT_SIZE: &str = "720x1280";
 /// At most this many channels are tried for one submission.
 const MAX_ATTEMPTS: usize = 3;
+/// The largest finished video the poller keeps (1 GiB). The download is collected in memory
+/// before it is sealed (the vault seals one blob), so this bounds the poller's memory too;
+/// a larger video is not kept and its content is streamed from the upstream instead.
+const MAX_KEPT_VIDEO_BYTES: usize = 1 << 30;
+/// The content type kept when the upstream names no `video/…` type.
+const VIDEO_CONTENT_TYPE: &str = "video/mp4";
 
 /// The poller's settings and its wake-up bell (rung when a job is submitted).
 pub struct VideoJobs {
@@ -199,6 +215,8 @@ pub async fn create(
         completed_at: None,
         next_poll_at: now.plus_millis(millis(settings.poll_interval)),
         deadline: now.plus_millis(millis(settings.timeout)),
+        media_id: None,
+        media_expires_at: None,
     };
     let ledger = hold.settle(cost, now);
     if let Err(error) = state.store.insert_video_job(&job, &ledger).await {
@@ -228,7 +246,8 @@ pub async fn retrieve(
     }
 }
 
-/// `GET /v1/videos/{id}/content`: the upstream's bytes, passed on as they arrive.
+/// `GET /v1/videos/{id}/content`: the kept bytes from the media vault when the poller kept
+/// them, otherwise the upstream's bytes, passed on as they arrive.
 pub async fn content(
     State(state): State<Arc<AppState>>,
     Authenticated(principal): Authenticated,
@@ -245,6 +264,9 @@ pub async fn content(
             "This video is not ready yet; poll GET /v1/videos/{id} until its status is `completed`."
         };
         return ApiError::new(StatusCode::CONFLICT, ErrorCode::InvalidRequestError, message).into_response();
+    }
+    if let Some(media_id) = job.media_id {
+        return kept_content(&state, &job, media_id).await;
     }
     let snapshot = state.snapshot.load_full();
     let Some(videos) = snapshot.catalogue.channel_by_name(job.channel.as_str()).map(Arc::clone) else {
@@ -275,6 +297,33 @@ pub async fn content(
             tracing::warn!(channel = job.channel.as_str(), error = %error, "the upstream video download failed");
             ApiError::from_upstream(&error).into_response()
         }
+    }
+}
+
+/// Serves a completed job's video from the media vault.
+async fn kept_content(state: &AppState, job: &VideoJob, media_id: uuid::Uuid) -> Response {
+    match state.media.open_owned(media_id, job.user_id, Timestamp::now()).await {
+        Ok(Some((content_type, bytes))) => {
+            let content_type =
+                HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static(VIDEO_CONTENT_TYPE));
+            (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("private, no-store")),
+                    (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Ok(None) => ApiError::new(
+            StatusCode::GONE,
+            ErrorCode::MediaExpired,
+            "This video's content has expired or was deleted; generate it again.",
+        )
+        .into_response(),
+        Err(error) => error.into_response(),
     }
 }
 
@@ -366,7 +415,8 @@ fn video_object(job: &VideoJob) -> Value {
         "progress": job.progress,
         "created_at": seconds(job.created_at),
         "completed_at": job.completed_at.map(seconds),
-        "expires_at": Value::Null,
+        // When the kept content expires; null when nothing was kept (streamed from upstream).
+        "expires_at": job.media_expires_at.map(seconds),
         "seconds": job.seconds.to_string(),
         "size": job.size,
         "remixed_from_video_id": Value::Null,
@@ -454,7 +504,17 @@ async fn poll_one(state: &AppState, job: &VideoJob, settings: VideoSettings) -> 
     let (status, progress) = match reply {
         Ok(video) => match video.status {
             UpstreamVideoStatus::Completed => {
-                finish(state, job, Outcome::Completed { seconds: video.seconds }, now).await;
+                // Kept before the job is marked completed, so a client that sees `completed`
+                // is served from the vault. Several instances polling the same job may each
+                // keep a copy; only the one that finishes the job records its copy, and the
+                // others expire with the media TTL.
+                let kept = match upstream.as_ref() {
+                    Some(channel) if channel.channel.policy.class() != PolicyClass::SelfHosted => {
+                        keep_content(state, job, channel.attached.videos()).await
+                    }
+                    _ => None,
+                };
+                finish(state, job, Outcome::Completed { seconds: video.seconds, kept }, Timestamp::now()).await;
                 return None;
             }
             UpstreamVideoStatus::Failed => {
@@ -487,18 +547,20 @@ enum Outcome {
     /// `seconds`: what the upstream says it produced, if it says.
     Completed {
         seconds: Option<u32>,
+        /// The video kept in the media vault, if it was.
+        kept: Option<Kept>,
     },
     Failed(ErrorCode),
 }
 
 /// Ends a job and adjusts its charge, exactly once (the store's status guard).
 async fn finish(state: &AppState, job: &VideoJob, outcome: Outcome, now: Timestamp) {
-    let (status, progress, error_code, kept) = match outcome {
-        Outcome::Completed { seconds } => {
+    let (status, progress, error_code, kept, media) = match outcome {
+        Outcome::Completed { seconds, kept: media } => {
             let produced = seconds.unwrap_or(job.seconds).min(job.seconds);
-            (VideoStatus::Completed, 100, None, prorated(job.charged, produced, job.seconds))
+            (VideoStatus::Completed, 100, None, prorated(job.charged, produced, job.seconds), media)
         }
-        Outcome::Failed(code) => (VideoStatus::Failed, job.progress, Some(code.as_str().to_owned()), Money::ZERO),
+        Outcome::Failed(code) => (VideoStatus::Failed, job.progress, Some(code.as_str().to_owned()), Money::ZERO, None),
     };
     let refund_amount = job.charged.nanos().saturating_sub(kept.nanos());
     let refund = (refund_amount > 0).then(|| LedgerEntry {
@@ -510,7 +572,15 @@ async fn finish(state: &AppState, job: &VideoJob, outcome: Outcome, now: Timesta
         request_id: Some(job.request_id.clone()),
         note: Some(format!("video job {}", job.id)),
     });
-    let finish = VideoFinish { status, progress, error_code, charged: kept, at: now };
+    let finish = VideoFinish {
+        status,
+        progress,
+        error_code,
+        charged: kept,
+        at: now,
+        media_id: media.as_ref().map(|media| media.id),
+        media_expires_at: media.as_ref().map(|media| media.expires_at),
+    };
     match state.store.finish_video_job(&job.id, &finish, refund.as_ref()).await {
         Ok(true) => {
             tracing::info!(
@@ -529,6 +599,45 @@ async fn finish(state: &AppState, job: &VideoJob, outcome: Outcome, now: Timesta
         Ok(false) => {}
         Err(error) => tracing::warn!(error = %error, "could not end a video job; will retry"),
     }
+}
+
+/// Downloads a completed job's video (bounded by [`MAX_KEPT_VIDEO_BYTES`]) and keeps it
+/// sealed for its owner. `None`, logged without content, when that fails: the content is
+/// then streamed from the upstream on request.
+async fn keep_content(state: &AppState, job: &VideoJob, videos: Option<&dyn VideoUpstream>) -> Option<Kept> {
+    let videos = videos?;
+    let channel = job.channel.as_str();
+    let (content_type, mut stream) = match videos.video_content(&job.upstream_id).await {
+        Ok(reply) => reply,
+        Err(error) => {
+            tracing::warn!(channel, error = %error, "could not download a finished video to keep it");
+            return None;
+        }
+    };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) if bytes.len().saturating_add(chunk.len()) <= MAX_KEPT_VIDEO_BYTES => {
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(_) => {
+                tracing::warn!(channel, limit = MAX_KEPT_VIDEO_BYTES, "a finished video is too large to keep");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(channel, error = %error, "the download of a finished video broke off");
+                return None;
+            }
+        }
+    }
+    let content_type = content_type
+        .as_deref()
+        .map(|value| value.split(';').next().unwrap_or_default().trim())
+        .filter(|value| value.starts_with("video/"))
+        .unwrap_or(VIDEO_CONTENT_TYPE)
+        .to_owned();
+    // `keep_media` logs its own failures (without content).
+    state.media.keep_media(job.user_id, &content_type, bytes).await.ok()
 }
 
 /// `charged × produced / asked`, rounded down (the refund rounds in the client's favour).

@@ -1439,7 +1439,7 @@ impl Store for SqliteStore {
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO video_jobs (id, user_id, key_id, request_id, channel, upstream_id, model, \
-             seconds, size, status, progress, error_code, charged, created_at, updated_at, completed_at, next_poll_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             seconds, size, status, progress, error_code, charged, created_at, updated_at, completed_at, next_poll_at, deadline, media_id, media_expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         )
             .bind(&job.id)
             .bind(id_text(job.user_id.as_uuid()))
@@ -1459,6 +1459,8 @@ impl Store for SqliteStore {
             .bind(job.completed_at.map(Timestamp::unix_millis))
             .bind(job.next_poll_at.unix_millis())
             .bind(job.deadline.unix_millis())
+            .bind(job.media_id.map(id_text))
+            .bind(job.media_expires_at.map(Timestamp::unix_millis))
             .execute(&mut *tx)
             .await
             .map_err(|error| codec::translate(error, || format!("video job {}", job.id), || format!("user {}", job.user_id)))?;
@@ -1485,7 +1487,7 @@ impl Store for SqliteStore {
     async fn video_job(&self, id: &str) -> Result<Option<crate::VideoJob>, StoreError> {
         sqlx::query(
             "SELECT id, user_id, key_id, request_id, channel, upstream_id, model, \
-             seconds, size, status, progress, error_code, charged, created_at, updated_at, completed_at, next_poll_at, deadline FROM video_jobs WHERE id = ?1",
+             seconds, size, status, progress, error_code, charged, created_at, updated_at, completed_at, next_poll_at, deadline, media_id, media_expires_at FROM video_jobs WHERE id = ?1",
         )
             .bind(id)
             .fetch_optional(&self.pool)
@@ -1498,7 +1500,7 @@ impl Store for SqliteStore {
     async fn unfinished_video_jobs(&self) -> Result<Vec<crate::VideoJob>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, user_id, key_id, request_id, channel, upstream_id, model, \
-             seconds, size, status, progress, error_code, charged, created_at, updated_at, completed_at, next_poll_at, deadline FROM video_jobs \
+             seconds, size, status, progress, error_code, charged, created_at, updated_at, completed_at, next_poll_at, deadline, media_id, media_expires_at FROM video_jobs \
              WHERE status IN ('queued', 'in_progress') ORDER BY next_poll_at, id",
         )
         .fetch_all(&self.pool)
@@ -1540,7 +1542,7 @@ impl Store for SqliteStore {
         // state also writes its refund, in the same transaction.
         let updated = sqlx::query(
             "UPDATE video_jobs SET status = ?1, progress = ?2, error_code = ?3, charged = ?4, \
-                completed_at = ?5, updated_at = ?5 \
+                completed_at = ?5, updated_at = ?5, media_id = ?7, media_expires_at = ?8 \
              WHERE id = ?6 AND status IN ('queued', 'in_progress')",
         )
         .bind(finish.status.as_str())
@@ -1549,6 +1551,8 @@ impl Store for SqliteStore {
         .bind(finish.charged.nanos())
         .bind(finish.at.unix_millis())
         .bind(id)
+        .bind(finish.media_id.map(id_text))
+        .bind(finish.media_expires_at.map(Timestamp::unix_millis))
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -7,6 +7,7 @@
 
 use crate::StoreError;
 use crate::codec::{Columns, in_table};
+use uuid::Uuid;
 use veil_domain::{ChannelName, KeyId, ModelName, Money, Timestamp, UserId};
 
 /// Where a job stands, as OpenAI's Videos API names it.
@@ -76,6 +77,10 @@ pub struct VideoJob {
     pub next_poll_at: Timestamp,
     /// After this instant an unfinished job is failed as timed out and refunded.
     pub deadline: Timestamp,
+    /// The finished video kept sealed in the media vault (a `media` row id), when one was kept.
+    pub media_id: Option<Uuid>,
+    /// When the kept video expires (the media row's `expires_at`).
+    pub media_expires_at: Option<Timestamp>,
 }
 
 /// How a job ended, for [`crate::Store::finish_video_job`].
@@ -88,6 +93,9 @@ pub struct VideoFinish {
     /// What the job costs in the end (the charge minus the refund).
     pub charged: Money,
     pub at: Timestamp,
+    /// The finished video kept in the media vault and its expiry (completed jobs only).
+    pub media_id: Option<Uuid>,
+    pub media_expires_at: Option<Timestamp>,
 }
 
 pub(crate) fn job(row: &impl Columns) -> Result<VideoJob, StoreError> {
@@ -112,6 +120,8 @@ pub(crate) fn job(row: &impl Columns) -> Result<VideoJob, StoreError> {
             completed_at: row.opt_int("completed_at")?.map(Timestamp::from_unix_millis),
             next_poll_at: Timestamp::from_unix_millis(row.int("next_poll_at")?),
             deadline: Timestamp::from_unix_millis(row.int("deadline")?),
+            media_id: row.opt_uuid("media_id")?,
+            media_expires_at: row.opt_int("media_expires_at")?.map(Timestamp::from_unix_millis),
         })
     })
 }

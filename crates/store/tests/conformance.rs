@@ -2303,6 +2303,8 @@ fn video_job(user: UserId, id: &str, charged: i64) -> veil_store::VideoJob {
         completed_at: None,
         next_poll_at: at(3_000),
         deadline: at(100_000),
+        media_id: None,
+        media_expires_at: None,
     }
 }
 
@@ -2354,6 +2356,8 @@ async fn video_jobs_round_trip_and_finish_once(db: &TestDb) {
         error_code: Some("upstream_error".into()),
         charged: Money::ZERO,
         at: at(10_000),
+        media_id: None,
+        media_expires_at: None,
     };
     let refund = video_ledger(&job, LedgerKind::Refund, 800);
     assert!(store.finish_video_job("video_a", &failed, Some(&refund)).await.unwrap());
@@ -2373,16 +2377,23 @@ async fn video_jobs_round_trip_and_finish_once(db: &TestDb) {
     assert_eq!((ended.charged, ended.completed_at), (Money::ZERO, Some(at(10_000))));
     assert_eq!(ids(store.unfinished_video_jobs().await.unwrap()), ["video_b"]);
 
-    // Completion without a refund.
+    assert_eq!((ended.media_id, ended.media_expires_at), (None, None));
+
+    // Completion without a refund, with the video kept in the media vault.
+    let media_id = uuid::Uuid::now_v7();
     let done = VideoFinish {
         status: VideoStatus::Completed,
         progress: 100,
         error_code: None,
         charged: Money::from_nanos(400),
         at: at(11_000),
+        media_id: Some(media_id),
+        media_expires_at: Some(at(50_000)),
     };
     assert!(store.finish_video_job("video_b", &done, None).await.unwrap());
     assert_eq!(store.revision().await.unwrap(), r1);
+    let completed = store.video_job("video_b").await.unwrap().unwrap();
+    assert_eq!((completed.media_id, completed.media_expires_at), (Some(media_id), Some(at(50_000))));
     assert!(store.unfinished_video_jobs().await.unwrap().is_empty());
 }
 

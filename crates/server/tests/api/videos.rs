@@ -276,3 +276,133 @@ async fn a_job_survives_a_restart_and_is_billed_once() {
     assert_eq!(ledger.iter().filter(|e| e.kind == LedgerKind::Charge).count(), 1, "charged once");
     assert_eq!(ledger.iter().filter(|e| e.kind == LedgerKind::Refund).count(), 0);
 }
+
+// --- kept content (the generated-media vault)
+
+/// A marker inside the mock's video bytes, searched for in the data directory.
+const MARKER: &[u8] = b"VIDEO-MARKER-5d1e2b-plaintext";
+
+fn marked_content() -> bytes::Bytes {
+    bytes::Bytes::from([b"\x00\x00\x00\x18ftypmp42 ".as_slice(), MARKER, b" more frames"].concat())
+}
+
+/// One channel serving `sora-2`: `extra` adds to the channel (its policy), `privacy` to `[privacy]`.
+fn vault_config(upstream: &MockUpstream, extra: &str, privacy: &str) -> String {
+    format!(
+        r#"
+[privacy]
+{privacy}
+
+[videos]
+poll_interval = "50ms"
+max_poll_interval = "50ms"
+timeout = "1m"
+
+[[channel]]
+name = "video"
+type = "openai"
+base_url = "{}"
+models = ["sora-2"]
+{extra}
+
+[[model]]
+name = "sora-2"
+price = {{ per_second = 0.1 }}
+"#,
+        upstream.base_url()
+    )
+}
+
+fn content_calls(upstream: &MockUpstream) -> usize {
+    upstream.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with("/content")).count()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn a_finished_video_is_kept_sealed_and_served_without_asking_the_upstream_again() {
+    let upstream = MockUpstream::start().await;
+    upstream.set_video_plan(VideoPlan {
+        polls_to_finish: 1,
+        outcome: VideoOutcome::Complete { content: marked_content(), seconds: None },
+    });
+    let app = spawn_app(&vault_config(&upstream, r#"operator = "openai""#, r#"media_ttl = "1h""#)).await;
+    let (_, key) = funded(&app, "alice", "10").await;
+    let id = submitted_id(submit(&app, &key, json!({"model": "sora-2", "prompt": "kept"})).await).await;
+    let job = wait_final(&app, &key, &id).await;
+    assert_eq!(job["status"], "completed");
+    assert_eq!(content_calls(&upstream), 1, "the poller downloaded the video once");
+    // `expires_at` is the kept content's expiry: about an hour from now.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expires = job["expires_at"].as_u64().expect("expires_at is set");
+    assert!((now + 3500..=now + 3600).contains(&expires), "expires_at {expires}, now {now}");
+    assert!(job.get("url").is_none(), "OpenAI's shape: no extra field");
+
+    for _ in 0..2 {
+        let content = get(&app, &key, &format!("/v1/videos/{id}/content")).await;
+        assert_eq!(content.status(), 200);
+        assert_eq!(content.headers()["content-type"], "video/mp4");
+        assert_eq!(content.bytes().await.unwrap(), marked_content());
+    }
+    assert_eq!(content_calls(&upstream), 1, "served from the vault, not the upstream");
+
+    let data = app.stop().await;
+    let mut checked = 0;
+    for entry in std::fs::read_dir(data.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!contains(&bytes, MARKER), "video bytes in plaintext in {}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the database files were read");
+}
+
+#[tokio::test]
+async fn a_kept_video_is_gone_once_it_expires() {
+    let upstream = MockUpstream::start().await;
+    upstream.set_video_plan(VideoPlan {
+        polls_to_finish: 1,
+        outcome: VideoOutcome::Complete { content: marked_content(), seconds: None },
+    });
+    let app = spawn_app(&vault_config(&upstream, "", r#"media_ttl = "2s""#)).await;
+    let (_, key) = funded(&app, "alice", "10").await;
+    let id = submitted_id(submit(&app, &key, json!({"model": "sora-2", "prompt": "brief"})).await).await;
+    let job = wait_final(&app, &key, &id).await;
+    let expires = job["expires_at"].as_u64().expect("expires_at is set");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    tokio::time::sleep(Duration::from_secs(expires.saturating_sub(now) + 1)).await;
+    let content = get(&app, &key, &format!("/v1/videos/{id}/content")).await;
+    assert_eq!(error_code(content, 410).await, "media_expired");
+    assert_eq!(content_calls(&upstream), 1, "an expired video is not fetched again");
+}
+
+#[tokio::test]
+async fn a_self_hosted_channels_video_is_not_kept_and_streams_from_the_upstream() {
+    let upstream = MockUpstream::start().await;
+    upstream.set_video_plan(VideoPlan {
+        polls_to_finish: 1,
+        outcome: VideoOutcome::Complete { content: marked_content(), seconds: None },
+    });
+    let app = spawn_app(&vault_config(&upstream, "operator = \"self\"\nretention = \"none\"", "")).await;
+    let (_, key) = funded(&app, "alice", "10").await;
+    let id = submitted_id(submit(&app, &key, json!({"model": "sora-2", "prompt": "local"})).await).await;
+    let job = wait_final(&app, &key, &id).await;
+    assert_eq!(job["status"], "completed");
+    assert_eq!(job["expires_at"], Value::Null, "nothing kept");
+    assert_eq!(content_calls(&upstream), 0, "the poller downloaded nothing");
+    let content = get(&app, &key, &format!("/v1/videos/{id}/content")).await;
+    assert_eq!(content.status(), 200);
+    assert_eq!(content.bytes().await.unwrap(), marked_content());
+    assert_eq!(content_calls(&upstream), 1, "streamed from the upstream");
+    let data = app.stop().await;
+    for entry in std::fs::read_dir(data.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            assert!(!contains(&std::fs::read(&path).unwrap(), MARKER), "nothing kept in {}", path.display());
+        }
+    }
+}

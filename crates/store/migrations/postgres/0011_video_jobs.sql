@@ -22,7 +22,12 @@ CREATE TABLE video_jobs (
     updated_at BIGINT NOT NULL,
     completed_at BIGINT,
     next_poll_at BIGINT NOT NULL,
-    deadline BIGINT NOT NULL
+    deadline BIGINT NOT NULL,
+    -- The finished video kept sealed in the media vault (media.id; no foreign key: the purge
+    -- deletes expired media on its own), and when it expires. NULL when nothing was kept
+    -- (a self-hosted channel, or keeping failed): the content is then streamed from the upstream.
+    media_id UUID,
+    media_expires_at BIGINT
 );
 -- The poller loads unfinished jobs on start.
 CREATE INDEX video_jobs_status ON video_jobs (status);

@@ -22,7 +22,12 @@ CREATE TABLE video_jobs (
     updated_at INTEGER NOT NULL,
     completed_at INTEGER,
     next_poll_at INTEGER NOT NULL,
-    deadline INTEGER NOT NULL
+    deadline INTEGER NOT NULL,
+    -- The finished video kept sealed in the media vault (media.id; no foreign key: the purge
+    -- deletes expired media on its own), and when it expires. NULL when nothing was kept
+    -- (a self-hosted channel, or keeping failed): the content is then streamed from the upstream.
+    media_id TEXT,
+    media_expires_at INTEGER
 ) STRICT;
 -- The poller loads unfinished jobs on start.
 CREATE INDEX video_jobs_status ON video_jobs (status);
