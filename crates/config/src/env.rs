@@ -11,8 +11,19 @@
 use crate::ConfigError;
 
 const SECTIONS: &[&str] = &[
-    "server", "database", "redis", "privacy", "billing", "console", "log", "group", "channel", "model", "risk",
+    "server",
+    "database",
+    "redis",
+    "privacy",
+    "billing",
+    "console",
+    "log",
+    "group",
+    "channel",
+    "model",
+    "risk",
     "videos",
+    "telemetry",
 ];
 
 pub fn apply_overrides(

@@ -7,13 +7,17 @@ mod duration;
 mod env;
 mod raw;
 mod risk;
+mod routing;
 mod settings;
+mod telemetry;
 mod videos;
 
 pub use duration::parse_duration;
 pub use raw::RawConfig;
 pub use risk::{AuthFailuresRule, BlockAction, NetworksRule, RiskAction, RiskSettings, SpendSpikeRule};
-pub use settings::{BillingDurability, Settings};
+pub use routing::{NotificationSettings, RoutingSettings};
+pub use settings::{BillingDurability, Settings, TlsFiles};
+pub use telemetry::TelemetrySettings;
 pub use videos::VideoSettings;
 
 use std::path::Path;

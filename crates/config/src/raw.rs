@@ -33,6 +33,12 @@ pub struct RawConfig {
     pub risk: RawRisk,
     #[serde(default)]
     pub videos: crate::videos::RawVideos,
+    #[serde(default)]
+    pub routing: crate::routing::RawRouting,
+    #[serde(default)]
+    pub notifications: crate::routing::RawNotifications,
+    #[serde(default)]
+    pub telemetry: crate::telemetry::RawTelemetry,
 }
 
 impl RawConfig {
@@ -69,9 +75,23 @@ pub struct RawServer {
     /// How long SIGTERM waits for in-flight calls before giving up on them.
     #[serde(default = "defaults::shutdown_grace")]
     pub shutdown_grace: String,
+    /// How long after SIGTERM new connections are still accepted while `/readyz`
+    /// answers 503, so a load balancer polling it stops sending first.
+    #[serde(default = "defaults::shutdown_delay")]
+    pub shutdown_delay: String,
     /// How often a server looks for changes made by `veil admin` or another instance.
     #[serde(default = "defaults::refresh_interval")]
     pub refresh_interval: String,
+    /// After this long without a byte on a relayed stream, an SSE comment is sent so
+    /// proxies and clients do not give up on it; "0s" turns it off.
+    #[serde(default = "defaults::stream_keepalive")]
+    pub stream_keepalive: String,
+    /// HTTP clients (so HTTP/2 connections) per upstream origin that calls are spread over.
+    #[serde(default = "defaults::upstream_connections")]
+    pub upstream_connections: u32,
+    /// PEM files (certificate chain, private key): serve HTTPS. Both or neither.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 impl Default for RawServer {
@@ -81,7 +101,12 @@ impl Default for RawServer {
             data_dir: defaults::data_dir(),
             max_body_bytes: defaults::max_body_bytes(),
             shutdown_grace: defaults::shutdown_grace(),
+            shutdown_delay: defaults::shutdown_delay(),
             refresh_interval: defaults::refresh_interval(),
+            stream_keepalive: defaults::stream_keepalive(),
+            upstream_connections: defaults::upstream_connections(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -222,6 +247,10 @@ pub struct RawChannel {
     /// Caps on what Veil sends this upstream.
     pub rpm: Option<u32>,
     pub max_concurrent: Option<u32>,
+    /// `false` skips upstream certificate verification (own endpoints only).
+    pub tls_verify: Option<bool>,
+    /// Scheduled health probes, e.g. "60s"; omit for none.
+    pub probe_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,8 +315,17 @@ mod defaults {
     pub fn shutdown_grace() -> String {
         "30s".into()
     }
+    pub fn shutdown_delay() -> String {
+        "0s".into()
+    }
     pub fn refresh_interval() -> String {
         "500ms".into()
+    }
+    pub fn stream_keepalive() -> String {
+        "15s".into()
+    }
+    pub fn upstream_connections() -> u32 {
+        4
     }
     pub fn log_retention_days() -> u32 {
         90

@@ -17,6 +17,10 @@ use veil_domain::{
 /// The name of the channel and model Veil serves when the config declares no channel.
 pub const ECHO_NAME: &str = "echo";
 pub const ECHO_MODEL: &str = "veil-echo";
+/// More clients per upstream than this only multiplies idle connections.
+const MAX_UPSTREAM_CONNECTIONS: u32 = 64;
+/// Probing more often than this would only add load to the upstream.
+const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BillingDurability {
@@ -24,6 +28,14 @@ pub enum BillingDurability {
     Batched,
     /// Each call's records are durable before its response completes.
     Strict,
+}
+
+/// `[server] tls_cert` and `tls_key`: the PEM files Veil serves HTTPS with. They are
+/// read by the server (and again whenever they change), not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -39,7 +51,16 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long connections are still accepted with `/readyz` at 503.
+    pub shutdown_delay: Duration,
     pub refresh_interval: Duration,
+    /// Silence on a relayed stream after which a keep-alive comment goes to the client;
+    /// zero: never.
+    pub stream_keepalive: Duration,
+    /// How many HTTP clients each upstream transport spreads its calls over.
+    pub upstream_connections: usize,
+    /// Serve HTTPS with these files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
     pub database_url: String,
     pub database_max_connections: u32,
     pub redis_url: Option<String>,
@@ -61,6 +82,12 @@ pub struct Settings {
     pub risk: crate::risk::RiskSettings,
     /// `[videos]`: polling and timeout of asynchronous video jobs.
     pub videos: crate::VideoSettings,
+    /// `[routing]`: channel health (error-rate window, cool-downs) and failover.
+    pub routing: crate::RoutingSettings,
+    /// `[notifications]`: the admins' webhook.
+    pub notifications: crate::NotificationSettings,
+    /// `[telemetry]`: OpenTelemetry trace export.
+    pub telemetry: crate::TelemetrySettings,
 }
 
 impl Settings {
@@ -105,6 +132,9 @@ impl Settings {
         let groups = validate_groups(&raw.group)?;
         let risk = crate::risk::validate(&raw.risk)?;
         let videos = crate::videos::validate(&raw.videos)?;
+        let routing = crate::routing::validate(&raw.routing)?;
+        let notifications = crate::routing::validate_notifications(&raw.notifications)?;
+        let telemetry = crate::telemetry::validate(&raw.telemetry)?;
         let (channels, builtin_echo) = if raw.channel.is_empty() {
             (vec![echo_channel()?], true)
         } else {
@@ -117,7 +147,23 @@ impl Settings {
             data_dir,
             max_body_bytes: usize::try_from(raw.server.max_body_bytes).unwrap_or(usize::MAX),
             shutdown_grace: duration("server.shutdown_grace", &raw.server.shutdown_grace)?,
+            shutdown_delay: duration("server.shutdown_delay", &raw.server.shutdown_delay)?,
             refresh_interval: duration("server.refresh_interval", &raw.server.refresh_interval)?,
+            stream_keepalive: duration("server.stream_keepalive", &raw.server.stream_keepalive)?,
+            upstream_connections: match raw.server.upstream_connections {
+                count @ 1..=MAX_UPSTREAM_CONNECTIONS => count as usize,
+                _ => return Err(ConfigError::invalid("server.upstream_connections", "must be from 1 to 64")),
+            },
+            tls: match (raw.server.tls_cert, raw.server.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(ConfigError::invalid("server.tls_key", "is needed with server.tls_cert"));
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::invalid("server.tls_cert", "is needed with server.tls_key"));
+                }
+            },
             database_url,
             database_max_connections: raw.database.max_connections.unwrap_or(8).max(1),
             redis_url: raw.redis.map(|r| r.url),
@@ -139,6 +185,9 @@ impl Settings {
             builtin_echo,
             risk,
             videos,
+            routing,
+            notifications,
+            telemetry,
         })
     }
 }
@@ -302,6 +351,24 @@ fn validate_channel(i: usize, c: &RawChannel) -> Result<Channel, ConfigError> {
     if weight == 0 {
         return Err(ConfigError::invalid(at("weight"), "must be at least 1 (disable a channel with enabled = false)"));
     }
+    // Turning verification off is for the operator's own endpoint on a private network;
+    // for anyone else's API it would hand the credential and the prompts to whoever sits
+    // on the path.
+    let tls_verify = c.tls_verify.unwrap_or(true);
+    if !tls_verify && operator != "self" {
+        return Err(ConfigError::invalid(
+            at("tls_verify"),
+            "may be false only for the operator's own endpoints (operator = \"self\")",
+        ));
+    }
+    let probe_interval = match &c.probe_interval {
+        None => None,
+        Some(text) => match parse_duration(text) {
+            Ok(interval) if interval >= MIN_PROBE_INTERVAL => Some(interval),
+            Ok(_) => return Err(ConfigError::invalid(at("probe_interval"), "must be at least 5s")),
+            Err(message) => return Err(ConfigError::invalid(at("probe_interval"), message)),
+        },
+    };
     Ok(Channel {
         name,
         kind,
@@ -326,6 +393,8 @@ fn validate_channel(i: usize, c: &RawChannel) -> Result<Channel, ConfigError> {
             total: timeout("total_timeout", &c.total_timeout, defaults.total)?,
         },
         limits: ChannelLimits { rpm: c.rpm, max_concurrent: c.max_concurrent },
+        tls_verify,
+        probe_interval,
         enabled: c.enabled,
         managed: true,
     })
@@ -353,6 +422,8 @@ fn echo_channel() -> Result<Channel, ConfigError> {
         },
         timeouts: Timeouts::default(),
         limits: ChannelLimits::default(),
+        tls_verify: true,
+        probe_interval: None,
         enabled: true,
         managed: true,
     })

@@ -181,6 +181,26 @@ fn wrong_values_are_named_by_their_path() {
 }
 
 #[test]
+fn tls_verification_may_be_turned_off_only_for_own_endpoints_and_probes_are_bounded() {
+    let channel = |extra: &str| {
+        format!(
+            "[[channel]]\nname = \"a\"\ntype = \"openai\"\nbase_url = \"https://10.0.0.5/v1\"\nmodels = [\"m\"]\n{extra}"
+        )
+    };
+    assert_eq!(invalid_key(load_text(&channel("tls_verify = false\n"), &[])), "channel[0].tls_verify");
+    let own = load_text(&channel("tls_verify = false\noperator = \"self\"\nprobe_interval = \"30s\"\n"), &[]).unwrap();
+    let own = own.channels.iter().find(|c| c.name.as_str() == "a").unwrap();
+    assert!(!own.tls_verify);
+    assert_eq!(own.probe_interval, Some(std::time::Duration::from_secs(30)));
+    let default = load_text(&channel(""), &[]).unwrap();
+    let default = default.channels.iter().find(|c| c.name.as_str() == "a").unwrap();
+    assert!(default.tls_verify);
+    assert_eq!(default.probe_interval, None);
+    assert_eq!(invalid_key(load_text(&channel("probe_interval = \"1s\"\n"), &[])), "channel[0].probe_interval");
+    assert_eq!(invalid_key(load_text(&channel("probe_interval = \"often\"\n"), &[])), "channel[0].probe_interval");
+}
+
+#[test]
 fn environment_overrides_the_file() {
     let s = load_text(
         DESIGN_EXAMPLE,
@@ -281,6 +301,62 @@ fn risk_errors_are_named_by_their_path() {
         ("[risk]\nauth_failures = { max = -3 }\n", "risk.auth_failures.max"),
     ];
     for (text, key) in cases {
+        assert_eq!(invalid_key(load_text(text, &[])), key, "{text}");
+    }
+}
+
+#[test]
+fn routing_and_notifications_have_defaults_and_are_validated() {
+    let defaults = load_text("", &[]).unwrap();
+    assert_eq!(defaults.routing, crate::RoutingSettings::default());
+    assert_eq!(defaults.routing.max_attempts, 3);
+    assert_eq!(defaults.notifications.webhook_url, None);
+    let set = load_text(
+        "[routing]\nerror_rate_threshold = 0.25\nmin_calls = 2\nwindow = \"10s\"\ncooldown = \"200ms\"\nmax_cooldown = \"1s\"\nmax_attempts = 4\nmax_retry_wait = \"0s\"\n\n[notifications]\nwebhook_url = \"http://127.0.0.1:9/hook\"\nwebhook_secret = \"s3cret\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(set.routing.error_rate_threshold, 0.25);
+    assert_eq!(set.routing.cooldown, std::time::Duration::from_millis(200));
+    assert_eq!(set.routing.max_retry_wait, std::time::Duration::ZERO);
+    assert_eq!(set.notifications.webhook_secret.as_deref(), Some("s3cret"));
+    for (text, key) in [
+        ("[routing]\nerror_rate_threshold = 1.5\n", "routing.error_rate_threshold"),
+        ("[routing]\nmin_calls = 0\n", "routing.min_calls"),
+        ("[routing]\ncooldown = \"5m\"\nmax_cooldown = \"1m\"\n", "routing.max_cooldown"),
+        ("[routing]\nmax_attempts = 0\n", "routing.max_attempts"),
+        ("[routing]\nwindow = \"0s\"\n", "routing.window"),
+        ("[routing]\nretries = 2\n", "routing.retries"),
+        ("[notifications]\nwebhook_url = \"ftp://x\"\n", "notifications.webhook_url"),
+        ("[notifications]\nwebhook_secret = \"s\"\n", "notifications.webhook_secret"),
+    ] {
+        assert_eq!(invalid_key(load_text(text, &[])), key, "{text}");
+    }
+}
+
+#[test]
+fn operations_settings_have_defaults_and_are_validated() {
+    let defaults = load_text("", &[]).unwrap();
+    assert_eq!(defaults.stream_keepalive, std::time::Duration::from_secs(15));
+    assert_eq!(defaults.upstream_connections, 4);
+    assert_eq!(defaults.shutdown_delay, std::time::Duration::ZERO);
+    assert_eq!(defaults.tls, None);
+    let set = load_text(
+        "[server]\nstream_keepalive = \"0s\"\nupstream_connections = 8\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        &[("VEIL_SERVER__SHUTDOWN_DELAY", "5s")],
+    )
+    .unwrap();
+    assert_eq!(set.stream_keepalive, std::time::Duration::ZERO);
+    assert_eq!(set.upstream_connections, 8);
+    assert_eq!(set.shutdown_delay, std::time::Duration::from_secs(5));
+    assert_eq!(set.tls, Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }));
+    for (text, key) in [
+        ("[server]\nupstream_connections = 0\n", "server.upstream_connections"),
+        ("[server]\nupstream_connections = 65\n", "server.upstream_connections"),
+        ("[server]\nstream_keepalive = \"soon\"\n", "server.stream_keepalive"),
+        ("[server]\ntls_cert = \"c.pem\"\n", "server.tls_key"),
+        ("[server]\ntls_key = \"k.pem\"\n", "server.tls_cert"),
+    ] {
         assert_eq!(invalid_key(load_text(text, &[])), key, "{text}");
     }
 }

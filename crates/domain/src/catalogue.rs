@@ -94,6 +94,13 @@ pub struct Channel {
     pub timeouts: Timeouts,
     /// Caps on what Veil sends this upstream (its own rate limits, or the operator's).
     pub limits: ChannelLimits,
+    /// Whether the upstream's TLS certificate is verified. Only an explicit opt-out for the
+    /// operator's own endpoints on private networks turns it off (config validation refuses
+    /// it for third-party operators).
+    pub tls_verify: bool,
+    /// How often a scheduled health probe calls the upstream; `None`: only live traffic
+    /// (and the half-open trial after a cool-down) tells how it is doing.
+    pub probe_interval: Option<Duration>,
     pub enabled: bool,
     pub managed: bool,
 }

@@ -6,7 +6,8 @@ pub enum RedactError {
     /// The text of one request is larger than [`crate::Limits::max_input_bytes`].
     #[error("text to redact exceeds the limit of {limit} bytes per request")]
     InputTooLarge { limit: usize },
-    /// One request holds more distinct values than [`crate::Limits::max_entities`].
+    /// One request holds more distinct values than [`crate::Limits::max_entities`], or text
+    /// crafted so that every round of replacing values reveals new ones.
     #[error("more than {limit} distinct values to redact in one request")]
     TooManyEntities { limit: usize },
 }

@@ -4,6 +4,8 @@
 //! shaped like a placeholder (`[EMAIL_1]`): such text is either reserved (its number is never
 //! issued) or, when that placeholder was already issued for an earlier field, replaced by a
 //! fresh placeholder of its own, so the upstream never sees one placeholder meaning two things.
+//! Redacted text holds no value the detector finds outside placeholders, also where replacing
+//! a value changed what its neighbours read as (see `Redactor::with_revealed_values`).
 //! On any error the request must be failed: part of it may already be redacted.
 
 use crate::EntityKind;
@@ -49,6 +51,45 @@ struct Replacement {
 /// ambiguous.
 const ESCAPE_RANK: u8 = u8::MAX;
 
+/// Rounds of redacting again for revealed values; real text needs at most one or two, so
+/// more means text crafted to make the firewall work without end.
+const MAX_REVEAL_ROUNDS: usize = 4;
+
+fn replacement_span(replacement: &Replacement) -> (usize, usize, u8) {
+    let rank = if replacement.escape { ESCAPE_RANK } else { replacement.kind.specificity() };
+    (replacement.start, replacement.end, rank)
+}
+
+/// A stretch of the original text copied unchanged into a preview.
+struct KeptPiece {
+    preview_start: usize,
+    original_start: usize,
+    len: usize,
+}
+
+/// `text` with `replacements` (ordered, disjoint) made, using a placeholder of the right kind
+/// (numbered 0) for each, and where the unchanged stretches of `text` are in it.
+fn preview(text: &str, replacements: &[Replacement]) -> (String, Vec<KeptPiece>) {
+    let mut preview = String::with_capacity(text.len());
+    let mut kept = Vec::with_capacity(replacements.len() + 1);
+    let mut copied = 0;
+    for replacement in replacements {
+        let Some(before) = text.get(copied..replacement.start) else {
+            continue;
+        };
+        kept.push(KeptPiece { preview_start: preview.len(), original_start: copied, len: before.len() });
+        preview.push_str(before);
+        preview.push('[');
+        preview.push_str(replacement.kind.label());
+        preview.push_str("_0]");
+        copied = replacement.end;
+    }
+    let rest = text.get(copied..).unwrap_or_default();
+    kept.push(KeptPiece { preview_start: preview.len(), original_start: copied, len: rest.len() });
+    preview.push_str(rest);
+    (preview, kept)
+}
+
 impl Redactor {
     pub fn new(detector: Arc<Detector>) -> Self {
         Self { detector, mapping: Arc::default(), reserved: HashSet::new(), bytes_seen: 0 }
@@ -90,10 +131,7 @@ impl Redactor {
         if replacements.is_empty() {
             return Ok(Cow::Borrowed(text));
         }
-        let replacements = resolve_overlaps(replacements, |replacement| {
-            let rank = if replacement.escape { ESCAPE_RANK } else { replacement.kind.specificity() };
-            (replacement.start, replacement.end, rank)
-        });
+        let replacements = self.with_revealed_values(text, resolve_overlaps(replacements, replacement_span))?;
 
         let mapping = Arc::make_mut(&mut self.mapping);
         let mut out = String::with_capacity(text.len());
@@ -117,6 +155,51 @@ impl Redactor {
         }
         out.push_str(text.get(copied..).unwrap_or_default());
         Ok(Cow::Owned(out))
+    }
+
+    /// `replacements` plus the values that replacing them reveals. A placeholder puts `[` and
+    /// `]` where the text had other characters, and detection depends on neighbours: in
+    /// `a@b.or13812345678` the number is glued to the address and no value, but next to
+    /// `[EMAIL_1]` it is a phone number that would leave unredacted. So the text is redacted
+    /// again, with stand-ins for the placeholders, until nothing new is found (values that
+    /// would straddle a placeholder are not taken: they were values of the text before).
+    /// Text that keeps revealing values after a few rounds is refused (fail closed).
+    fn with_revealed_values(
+        &self,
+        text: &str,
+        mut replacements: Vec<Replacement>,
+    ) -> Result<Vec<Replacement>, RedactError> {
+        if replacements.iter().all(|replacement| replacement.escape) {
+            // An escape swaps a placeholder for a placeholder: no neighbour changes.
+            return Ok(replacements);
+        }
+        for _ in 0..MAX_REVEAL_ROUNDS {
+            let (preview, kept) = preview(text, &replacements);
+            let mut found = Vec::new();
+            self.detector.collect(&preview, &mut found);
+            let revealed: Vec<Replacement> = found
+                .into_iter()
+                .filter_map(|finding| {
+                    let index = kept.partition_point(|piece| piece.preview_start <= finding.start).checked_sub(1)?;
+                    let piece = kept.get(index).filter(|piece| finding.end <= piece.preview_start + piece.len)?;
+                    // Inside a kept piece the preview is the text, moved by a fixed offset.
+                    let start = piece.original_start + (finding.start - piece.preview_start);
+                    Some(Replacement {
+                        kind: finding.kind,
+                        start,
+                        end: start + (finding.end - finding.start),
+                        escape: false,
+                    })
+                })
+                .collect();
+            if revealed.is_empty() {
+                return Ok(replacements);
+            }
+            // Revealed values lie outside every replacement, so none of those is dropped.
+            replacements.extend(revealed);
+            replacements = resolve_overlaps(replacements, replacement_span);
+        }
+        Err(RedactError::TooManyEntities { limit: self.detector.limits().max_entities })
     }
 
     /// Literal copies of already-issued placeholders in `text` (to be replaced), after

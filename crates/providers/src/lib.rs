@@ -21,12 +21,13 @@ mod openai;
 mod transport;
 mod vendor;
 mod videos;
+pub mod webhook;
 pub use veil_protocol::sse;
 
 pub use echo::EchoProvider;
 pub use error::{TimeoutPhase, UpstreamError};
 pub use gemini::GeminiProvider;
-pub use http::{HttpClient, HttpClientError};
+pub use http::{DEFAULT_CONNECTIONS, HttpClient, HttpClientError, Transport};
 pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiProvider};
 pub use sse::{SseEvent, SseParser};
 pub use videos::{UpstreamVideo, UpstreamVideoStatus, VideoUpstream};
@@ -180,6 +181,31 @@ pub enum UpstreamReply {
     Bytes { content_type: String, body: ByteStream },
 }
 
+impl UpstreamReply {
+    /// Waits for a stream's first event before the answer is committed to the client, so
+    /// an upstream that accepted the call and then broke, stalled past its idle timeout or
+    /// reported an error before saying anything can still be replaced by another channel.
+    /// The event is put back in front of the rest; other replies are returned as they are.
+    pub async fn started(self) -> Result<Self, UpstreamError> {
+        use futures_util::StreamExt;
+        let Self::Stream(mut events) = self else { return Ok(self) };
+        match events.next().await {
+            // Every event of a relayed stream is OpenAI JSON; a first one that is not means
+            // the upstream is broken, and nothing has been promised to the client yet.
+            Some(Ok(first))
+                if !first.is_done() && serde_json::from_str::<serde::de::IgnoredAny>(&first.data).is_err() =>
+            {
+                Err(UpstreamError::Malformed("the first stream event is not JSON"))
+            }
+            Some(Ok(first)) => {
+                Ok(Self::Stream(Box::pin(futures_util::stream::once(async { Ok(first) }).chain(events))))
+            }
+            Some(Err(error)) => Err(error),
+            None => Err(UpstreamError::Truncated),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
     async fn send(&self, request: UpstreamRequest) -> Result<UpstreamReply, UpstreamError>;
@@ -190,14 +216,14 @@ pub trait Provider: Send + Sync + 'static {
     }
 }
 
-/// The shared client, or a dedicated one when the channel sets its own connect timeout
-/// (reqwest only has a client-wide one).
+/// The pool for the channel's transport: its connect timeout (reqwest only has a
+/// client-wide one) and whether its certificate is verified. Pools are built once and
+/// shared by every channel, and every catalogue rebuild, with the same transport.
 fn client_for(channel: &Channel, shared: &HttpClient) -> HttpClient {
-    if channel.timeouts.connect == http::DEFAULT_CONNECT_TIMEOUT {
-        return shared.clone();
-    }
-    HttpClient::with_connect_timeout(channel.timeouts.connect).unwrap_or_else(|error| {
-        tracing::warn!(channel = channel.name.as_str(), error = %error, "using the default connect timeout");
+    let transport = Transport { connect_timeout: channel.timeouts.connect, tls_verify: channel.tls_verify };
+    shared.for_transport(transport).unwrap_or_else(|error| {
+        // The shared pool verifies certificates: a fallback never weakens TLS.
+        tracing::warn!(channel = channel.name.as_str(), error = %error, "using the default upstream transport");
         shared.clone()
     })
 }
@@ -237,7 +263,31 @@ pub fn provider_with(channel: &Channel, http: &HttpClient, stored: Option<Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
     use serde_json::json;
+
+    fn events(items: Vec<Result<SseEvent, UpstreamError>>) -> UpstreamReply {
+        UpstreamReply::Stream(Box::pin(futures_util::stream::iter(items)))
+    }
+
+    #[tokio::test]
+    async fn a_started_stream_keeps_its_first_event() {
+        let reply = events(vec![Ok(SseEvent::data("{}")), Ok(SseEvent::data("two")), Ok(SseEvent::done())]);
+        let Ok(UpstreamReply::Stream(stream)) = reply.started().await else { panic!("expected a stream") };
+        let data: Vec<String> = stream.map(|event| event.unwrap().data).collect().await;
+        assert_eq!(data, ["{}", "two", "[DONE]"]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_failing_before_its_first_event_is_an_error() {
+        let broken = events(vec![Err(UpstreamError::Malformed("bad event")), Ok(SseEvent::data("late"))]);
+        assert!(matches!(broken.started().await, Err(UpstreamError::Malformed("bad event"))));
+        assert!(matches!(events(Vec::new()).started().await, Err(UpstreamError::Truncated)));
+        let not_json = events(vec![Ok(SseEvent::data("{\"choices\": [oops")), Ok(SseEvent::done())]);
+        assert!(matches!(not_json.started().await, Err(UpstreamError::Malformed(_))));
+        let whole = UpstreamReply::Complete(Bytes::from_static(b"{}")).started().await;
+        assert!(matches!(whole, Ok(UpstreamReply::Complete(_))));
+    }
 
     fn request(body: serde_json::Value) -> UpstreamRequest {
         let serde_json::Value::Object(body) = body else { panic!("an object") };

@@ -431,6 +431,8 @@ mod tests {
             },
             timeouts,
             limits: Default::default(),
+            tls_verify: true,
+            probe_interval: None,
             enabled: true,
             managed: false,
         }

@@ -3,8 +3,17 @@
 //! A [`Catalogue`] is an immutable snapshot of the enabled channels and priced models;
 //! the server swaps in a new one when the store changes. [`Catalogue::candidates`]
 //! returns, in the order to try them, the channels that serve a model for a group:
-//! highest priority tier first, weighted random order inside a tier. Later stages
-//! (policy, health) only ever remove candidates, never add them.
+//! highest priority tier first, weighted random order inside a tier — or, for a call
+//! that carries a session key, the key's own weighted rendezvous order (`sticky.rs`).
+//! Later stages (policy, health) only ever remove candidates, never add them.
+//!
+//! `health.rs` keeps each channel's health (error-rate window, latency, cool-downs); it
+//! is pure state driven by the server.
+
+pub mod health;
+pub mod sticky;
+
+pub use sticky::SessionKey;
 
 use rand::Rng;
 use std::collections::HashMap;
@@ -79,11 +88,35 @@ impl<T> Catalogue<T> {
         self.channels.get(index).is_some_and(|c| c.channel.admits_group(group))
     }
 
+    /// The channels that serve `model` for `group`, highest priority first (ties in
+    /// catalogue order).
+    fn eligible(&self, model: &ModelName, group: &GroupName) -> Vec<&Arc<Candidate<T>>> {
+        let Some(indexes) = self.serving.get(model) else { return Vec::new() };
+        indexes.iter().filter_map(|&i| self.channels.get(i)).filter(|c| c.channel.admits_group(group)).collect()
+    }
+
+    /// The channels to try for `model` on behalf of the session `key`, in order: tiers by
+    /// priority, each tier in the key's weighted rendezvous order (the same every time).
+    pub fn candidates_for_session(
+        &self,
+        model: &ModelName,
+        group: &GroupName,
+        key: SessionKey,
+    ) -> Vec<Arc<Candidate<T>>> {
+        let eligible = self.eligible(model, group);
+        let mut ordered = Vec::with_capacity(eligible.len());
+        for tier in eligible.chunk_by(|a, b| a.channel.priority == b.channel.priority) {
+            let mut scored: Vec<(f64, &Arc<Candidate<T>>)> =
+                tier.iter().map(|c| (key.score(&c.channel.name, c.channel.weight), *c)).collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            ordered.extend(scored.into_iter().map(|(_, c)| Arc::clone(c)));
+        }
+        ordered
+    }
+
     /// The channels to try for `model` on behalf of `group`, in order.
     pub fn candidates(&self, model: &ModelName, group: &GroupName, rng: &mut impl Rng) -> Vec<Arc<Candidate<T>>> {
-        let Some(indexes) = self.serving.get(model) else { return Vec::new() };
-        let eligible: Vec<&Arc<Candidate<T>>> =
-            indexes.iter().filter_map(|&i| self.channels.get(i)).filter(|c| c.channel.admits_group(group)).collect();
+        let eligible = self.eligible(model, group);
         let mut ordered = Vec::with_capacity(eligible.len());
         for tier in eligible.chunk_by(|a, b| a.channel.priority == b.channel.priority) {
             let mut remaining: Vec<&Arc<Candidate<T>>> = tier.to_vec();
@@ -134,6 +167,8 @@ mod tests {
             },
             timeouts: Timeouts::default(),
             limits: Default::default(),
+            tls_verify: true,
+            probe_interval: None,
             enabled: true,
             managed: true,
         };
@@ -188,5 +223,95 @@ mod tests {
             catalogue.candidates(&ModelName::parse("other").unwrap(), &GroupName::default_group(), &mut rng).is_empty()
         );
         assert_eq!(catalogue.models_for_group(&GroupName::default_group()).len(), 1);
+    }
+
+    #[test]
+    fn a_session_keeps_its_channel_and_keeps_priority_order() {
+        let catalogue = Catalogue::new(
+            vec![
+                channel("a", 0, 1, None),
+                channel("b", 0, 1, None),
+                channel("c", 0, 1, None),
+                channel("top", 5, 1, None),
+            ],
+            vec![],
+        );
+        let model = ModelName::parse("m").unwrap();
+        let group = GroupName::default_group();
+        let key = SessionKey::from_client("session-1");
+        let first = names(&catalogue.candidates_for_session(&model, &group, key)).join(",");
+        for _ in 0..20 {
+            assert_eq!(names(&catalogue.candidates_for_session(&model, &group, key)).join(","), first);
+        }
+        assert!(first.starts_with("top,"), "{first}");
+        // Different keys spread over the tier.
+        let leaders: std::collections::HashSet<String> = (0..50)
+            .map(|i| {
+                let key = SessionKey::from_client(&format!("s-{i}"));
+                catalogue.candidates_for_session(&model, &group, key)[1].channel.name.to_string()
+            })
+            .collect();
+        assert_eq!(leaders.len(), 3, "{leaders:?}");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn tier(weights: &[u32]) -> Catalogue<()> {
+            let channels = weights.iter().enumerate().map(|(i, w)| channel(&format!("ch-{i}"), 0, *w, None)).collect();
+            Catalogue::new(channels, vec![])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(24))]
+
+            /// One key always gets the same order, and every channel appears once.
+            #[test]
+            fn the_order_is_a_deterministic_permutation(
+                weights in proptest::collection::vec(1u32..20, 1..8),
+                session in "[a-zA-Z0-9-]{1,40}",
+            ) {
+                let catalogue = tier(&weights);
+                let model = ModelName::parse("m").unwrap();
+                let group = GroupName::default_group();
+                let key = SessionKey::from_client(&session);
+                let once = names(&catalogue.candidates_for_session(&model, &group, key)).join(",");
+                let again = names(&catalogue.candidates_for_session(&model, &group, key)).join(",");
+                prop_assert_eq!(&once, &again);
+                let mut sorted: Vec<&str> = once.split(',').collect();
+                sorted.sort_unstable();
+                sorted.dedup();
+                prop_assert_eq!(sorted.len(), weights.len());
+            }
+
+            /// Across many keys, each channel leads its tier in proportion to its weight.
+            #[test]
+            fn weights_are_respected_across_keys(
+                weights in proptest::collection::vec(1u32..6, 2..5),
+                salt in 0u32..1000,
+            ) {
+                let catalogue = tier(&weights);
+                let model = ModelName::parse("m").unwrap();
+                let group = GroupName::default_group();
+                let keys = 4000u32;
+                let mut firsts = vec![0u32; weights.len()];
+                for i in 0..keys {
+                    let key = SessionKey::from_client(&format!("{salt}-{i}"));
+                    let leader = catalogue.candidates_for_session(&model, &group, key)[0].channel.name.to_string();
+                    let index: usize = leader.trim_start_matches("ch-").parse().unwrap();
+                    firsts[index] += 1;
+                }
+                let total: u32 = weights.iter().sum();
+                for (index, weight) in weights.iter().enumerate() {
+                    let expected = f64::from(keys) * f64::from(*weight) / f64::from(total);
+                    let got = f64::from(firsts[index]);
+                    // Binomial: allow five standard deviations.
+                    let p = f64::from(*weight) / f64::from(total);
+                    let slack = 5.0 * (f64::from(keys) * p * (1.0 - p)).sqrt() + 1.0;
+                    prop_assert!((got - expected).abs() <= slack, "channel {} first {} times, expected {:.0}", index, got, expected);
+                }
+            }
+        }
     }
 }

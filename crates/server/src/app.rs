@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,8 @@ pub enum StartupError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("cannot create the upstream HTTP client: {0}")]
     Http(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub struct Application {
@@ -40,14 +42,26 @@ pub struct Application {
     writer: RecordWriter,
     capture_writer: capture::CaptureWriter,
     risk_worker: crate::risk::RiskWorker,
+    /// Channel health, notifications and probes (see `health.rs`).
+    health_workers: crate::health::Workers,
     refresh_interval: Duration,
     shutdown_grace: Duration,
+    shutdown_delay: Duration,
     has_users: bool,
+    /// Set when `[server] tls_cert`/`tls_key` are: the listener serves HTTPS with them.
+    certificates: Option<Arc<crate::tls::Certificates>>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    reload: crate::reload::ReloadHandle,
 }
 
 impl Application {
     /// `master_key_env` is the value of `VEIL_MASTER_KEY`, if set.
     pub async fn build(settings: &Settings, master_key_env: Option<&str>) -> Result<Self, StartupError> {
+        // Before anything can record: the recorder is process-wide and installed once.
+        crate::metrics::install();
+        // A configured certificate that does not load stops start-up, before anything else.
+        let certificates = settings.tls.as_ref().map(crate::tls::Certificates::load).transpose()?.map(Arc::new);
+        let acceptor = certificates.as_ref().map(crate::tls::Certificates::acceptor).transpose()?;
         let store = open_store(settings).await?;
         let master = MasterKey::load_or_create(master_key_env, &settings.data_dir)?;
         let hasher = veil_secrets::key_hasher(store.as_ref(), &master).await?;
@@ -55,7 +69,8 @@ impl Application {
             .await
             .inspect_err(|error| tracing::error!(error = %error, "the redemption-code key is unavailable; redemptions will fail"))
             .ok();
-        let http = HttpClient::new().map_err(|e| StartupError::Http(e.to_string()))?;
+        let http = HttpClient::with_connections(settings.upstream_connections)
+            .map_err(|e| StartupError::Http(e.to_string()))?;
 
         // Read the revision before the snapshot, so a change racing start-up is seen
         // again by the first refresh rather than missed.
@@ -82,6 +97,8 @@ impl Application {
         }
         let (captures, capture_writer) = capture::channel(Arc::clone(&store), sealer.clone());
         let (risk, risk_worker) = crate::risk::monitor(settings.risk);
+        let (health, notifier, health_workers) = crate::health::start(settings, http.clone());
+        health.follow(&snapshot.catalogue);
 
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -94,6 +111,7 @@ impl Application {
             tracing::warn!("tokenizer warm-up did not finish");
         }
 
+        let reload = crate::reload::ReloadHandle::new(Arc::clone(&store), certificates.clone(), settings.clone());
         let state = Arc::new(AppState {
             store: Arc::clone(&store),
             http,
@@ -102,6 +120,7 @@ impl Application {
             principals: AppState::principal_cache(),
             revision: AtomicI64::new(revision),
             store_healthy: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             risk,
             records: sink,
             billing: Arc::new(veil_billing::Billing::new(Arc::clone(&store), revision)),
@@ -120,9 +139,14 @@ impl Application {
                 }
             },
             max_body_bytes: settings.max_body_bytes,
+            stream_keepalive: settings.stream_keepalive,
+            serves_tls: certificates.is_some(),
             ip_logging: settings.ip_logging,
             log_retention_days: settings.log_retention_days,
             currency: settings.currency.clone(),
+            routing: settings.routing,
+            health,
+            notifier,
         });
         Ok(Self {
             listener,
@@ -131,9 +155,14 @@ impl Application {
             writer,
             capture_writer,
             risk_worker,
+            health_workers,
             refresh_interval: settings.refresh_interval,
             shutdown_grace: settings.shutdown_grace,
+            shutdown_delay: settings.shutdown_delay,
             has_users,
+            certificates,
+            acceptor,
+            reload,
         })
     }
 
@@ -143,6 +172,22 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr.port()
+    }
+
+    /// Whether the listener serves HTTPS.
+    pub fn serves_tls(&self) -> bool {
+        self.certificates.is_some()
+    }
+
+    /// Reloads the configuration while the server runs (see `reload.rs`).
+    pub fn reload_handle(&self) -> crate::reload::ReloadHandle {
+        self.reload.clone()
+    }
+
+    /// `https://ADDRESS` or `http://ADDRESS`.
+    pub fn url(&self) -> String {
+        let scheme = if self.serves_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// Whether any account exists yet (to tell a newcomer how to create the first).
@@ -164,14 +209,35 @@ impl Application {
         ));
         // Restart survival: the poller resumes every unfinished video job from the store.
         background.spawn(crate::videos::poll_jobs(Arc::clone(&self.state), stop_background.clone()));
+        self.health_workers.spawn(&background, &self.state, &stop_background);
+        background.spawn(crate::metrics::upkeep(stop_background.clone()));
         background.spawn(jobs::retention_purge(
             Arc::clone(&self.state.store),
             self.state.log_retention_days,
             stop_background.clone(),
         ));
 
+        if let Some(certificates) = &self.certificates {
+            background.spawn(crate::tls::watch(
+                Arc::clone(certificates),
+                crate::tls::WATCH_INTERVAL,
+                stop_background.clone(),
+            ));
+        }
         let router = router::build(Arc::clone(&self.state));
-        listener::serve(self.listener, router, shutdown, self.shutdown_grace).await;
+        // Readiness goes first: a load balancer polling `/readyz` sees 503 (for
+        // `shutdown_delay` while connections are still accepted), then the listener
+        // stops accepting and drains.
+        let draining = Arc::clone(&self.state);
+        let delay = self.shutdown_delay;
+        let shutdown = async move {
+            shutdown.await;
+            draining.draining.store(true, Ordering::Release);
+            drop(draining);
+            tracing::info!(delay_ms = delay.as_millis(), "shutting down: /readyz answers 503");
+            tokio::time::sleep(delay).await;
+        };
+        listener::serve(self.listener, router, self.acceptor, shutdown, self.shutdown_grace).await;
 
         stop_background.cancel();
         // The record writer stops once the last sink is gone: the router's and the

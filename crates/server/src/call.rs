@@ -26,6 +26,8 @@ pub struct Call {
     channel_admission: Option<Admission>,
     /// Whether usage was reported (or estimated from what was delivered).
     usage_known: bool,
+    /// The request's span, told the call's outcome when it completes.
+    span: tracing::Span,
 }
 
 impl Call {
@@ -72,6 +74,7 @@ impl Call {
             reserved: None,
             channel_admission: None,
             usage_known: false,
+            span: meta.span.clone(),
         }
     }
 
@@ -83,6 +86,11 @@ impl Call {
 
     pub fn set_stream(&mut self, stream: bool) {
         self.with_record(|r| r.stream = stream);
+    }
+
+    /// How long a relayed stream may be silent toward the client before a keep-alive.
+    pub fn stream_keepalive(&self) -> std::time::Duration {
+        self.state.stream_keepalive
     }
 
     /// Records the model asked for. Only called once the name is known to the catalogue:
@@ -161,6 +169,8 @@ impl Call {
             None => Vec::new(),
         };
         self.channel_admission = None;
+        crate::metrics::record_call(&record);
+        crate::request_meta::note_call(&self.span, &record);
         self.state.records.submit(record, ledger)
     }
 

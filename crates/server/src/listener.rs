@@ -2,6 +2,10 @@
 //! [`TaskTracker`]. On shutdown the loop stops accepting, every connection is asked to
 //! finish gracefully (in-flight calls and streams run to completion), and after the
 //! grace period whatever is left is cut off, so shutdown is always bounded.
+//!
+//! With a TLS acceptor every connection is HTTPS: the handshake runs in the connection's
+//! own task (a slow client cannot hold up accepting others) within [`HANDSHAKE_TIMEOUT`],
+//! and ALPN picks HTTP/2 or HTTP/1.1.
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -12,11 +16,22 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>, grace: Duration) {
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
     let connections = TaskTracker::new();
     let graceful = GracefulShutdown::new();
     let cut_off = CancellationToken::new();
@@ -44,16 +59,35 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request)
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let watched = graceful.watch(connection);
+        // Subscribed now, before any shutdown, so a connection still in its handshake
+        // when shutdown starts is still asked to finish.
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         let cut_off = cut_off.clone();
         connections.spawn(async move {
-            tokio::select! {
-                result = watched => {
-                    if let Err(error) = result {
-                        tracing::debug!(error = %error, "connection ended with an error");
-                    }
+            let served = async move {
+                let io = match tls {
+                    None => Either::Left(stream),
+                    Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => Either::Right(tls),
+                        Ok(Err(error)) => {
+                            tracing::debug!(error = %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    },
+                };
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                if let Err(error) = watcher.watch(connection.into_owned()).await {
+                    tracing::debug!(error = %error, "connection ended with an error");
                 }
+            };
+            tokio::select! {
+                () = served => {}
                 () = cut_off.cancelled() => {}
             }
         });

@@ -51,6 +51,21 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/api/bills", Access::Key, "Bills per calendar month"),
     op("get", "/v1/dashboard/billing/subscription", Access::Key, "OpenAI legacy balance: limits"),
     op("get", "/v1/dashboard/billing/usage", Access::Key, "OpenAI legacy balance: usage in cents"),
+    op("get", "/api/channels", Access::Admin, "Every channel with its state, error rate, latency and cool-down"),
+    op("get", "/api/channels/{name}", Access::Admin, "One channel with its state, error rate, latency and cool-down"),
+    op(
+        "post",
+        "/api/channels/{name}/enable",
+        Access::Admin,
+        "Lift a channel's disabling (rejected credential or admin)",
+    ),
+    op("post", "/api/channels/{name}/disable", Access::Admin, "Take a channel out of routing until enabled"),
+    op(
+        "post",
+        "/api/channels/{name}/test",
+        Access::Admin,
+        "Probe a channel now: {\"ok\", \"latency_ms\"} or the error",
+    ),
     op("put", "/api/channels/{name}/credential", Access::Admin, "Store a channel credential, sealed: {\"api_key\"}"),
     op("delete", "/api/channels/{name}/credential", Access::Admin, "Remove a stored channel credential"),
     op("get", "/api/models", Access::Admin, "Every model with its price"),
@@ -60,6 +75,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/api/openapi.json", Access::Public, "This document"),
     op("get", "/healthz", Access::Public, "Liveness"),
     op("get", "/readyz", Access::Public, "Readiness: the store answers"),
+    op("get", "/metrics", Access::Public, "Prometheus metrics: metadata only (no content, user, key or address)"),
 ];
 
 /// `GET /api/openapi.json`

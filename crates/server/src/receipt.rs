@@ -54,6 +54,8 @@ mod tests {
             },
             timeouts: Timeouts::default(),
             limits: Default::default(),
+            tls_verify: true,
+            probe_interval: None,
             enabled: true,
             managed: true,
         };

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +28,8 @@ pub struct RecordSink {
     queue: mpsc::Sender<Settled>,
     /// Whether callers wait for the commit (strict durability).
     strict: bool,
+    /// Calls submitted and not yet written (or given up on), shared with the writer.
+    pending: Arc<AtomicUsize>,
 }
 
 /// One finished call: its record and the ledger rows that settle it.
@@ -71,7 +74,10 @@ impl RecordSink {
         } else {
             (None, Committed(None))
         };
+        // Counted before sending, so the writer never uncounts a call not yet counted.
+        self.pending.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = self.queue.try_send(Settled { record, ledger, committed }) {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
             let reason = match error {
                 mpsc::error::TrySendError::Full(_) => "queue full",
                 mpsc::error::TrySendError::Closed(_) => "writer stopped",
@@ -81,6 +87,11 @@ impl RecordSink {
         }
         waiter
     }
+
+    /// Calls whose record and settlement wait in the queue or in the batch being written.
+    pub fn depth(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
 }
 
 /// The receiving half: owned by the writer task.
@@ -88,12 +99,17 @@ pub struct RecordWriter {
     queue: mpsc::Receiver<Settled>,
     store: Arc<dyn Store>,
     window: Duration,
+    pending: Arc<AtomicUsize>,
 }
 
 /// `window` zero means strict durability: no batching delay, and callers wait for commits.
 pub fn channel(store: Arc<dyn Store>, window: Duration) -> (RecordSink, RecordWriter) {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    (RecordSink { queue: tx, strict: window.is_zero() }, RecordWriter { queue: rx, store, window })
+    let pending = Arc::new(AtomicUsize::new(0));
+    (
+        RecordSink { queue: tx, strict: window.is_zero(), pending: Arc::clone(&pending) },
+        RecordWriter { queue: rx, store, window, pending },
+    )
 }
 
 impl RecordWriter {
@@ -115,7 +131,9 @@ impl RecordWriter {
                     None => break,
                 }
             }
+            let written = batch.records.len();
             self.write(&mut batch).await;
+            self.pending.fetch_sub(written, Ordering::Relaxed);
         }
     }
 

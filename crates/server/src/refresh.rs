@@ -39,6 +39,7 @@ pub async fn refresh_once(state: &AppState) -> Result<(), veil_store::StoreError
         return Ok(());
     }
     let snapshot = Snapshot::load(state.store.as_ref(), &state.http, state.credential_sealer.as_ref()).await?;
+    state.health.follow(&snapshot.catalogue);
     state.snapshot.store(Arc::new(snapshot));
     // Credits (top-ups, redemptions, adjustments) bump the revision too.
     state.billing.apply_credits().await?;

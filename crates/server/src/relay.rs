@@ -10,7 +10,8 @@
 //! 6. firewall: strip identifiers; with `pii`, replace personal data by placeholders
 //!    (restored in the response, streaming included),
 //! 7. call upstream, failing over to the next candidate on retryable errors while
-//!    nothing has been sent to the client, skipping channels at their own limits,
+//!    nothing has been sent to the client, skipping channels at their own limits and
+//!    channels cooling down (`health.rs`), by the rules of `failover.rs`,
 //! 8. respond: a whole body, or a stream transformed event by event, with the data
 //!    receipt and rate-limit headers,
 //! 9. settle and record: exactly once on every path (see `call.rs`).
@@ -23,6 +24,7 @@ use crate::call::Call;
 use crate::capture::Capturing;
 use crate::client_ip;
 use crate::error::ApiError;
+use crate::failover::Failover;
 use crate::openai::media::{self as openai_media, MediaInbound};
 use crate::openai::request::{self, RoutedRequest};
 use crate::openai::stream::{self, ClientStream, Framing, StreamPlan};
@@ -40,10 +42,7 @@ use veil_limits::{Demand, Limiter, Limits, Scope};
 use veil_protocol::ClientFormat;
 use veil_protocol::translate::StreamTranslator;
 use veil_providers::{Endpoint, Provider, UpstreamError, UpstreamReply, UpstreamRequest};
-use veil_routing::Candidate;
-
-/// At most this many channels are tried for one call.
-const MAX_ATTEMPTS: usize = 3;
+use veil_routing::{Candidate, SessionKey};
 
 /// A call as the client made it, already in the relay's working form.
 pub struct Inbound {
@@ -125,7 +124,7 @@ async fn run(
 
     // Resolve: which channels may serve this model for this caller, policy included.
     let requirement = group.privacy.for_key(principal.key.allow_training, &principal.key.privacy);
-    let candidates = match resolve(&snapshot, &principal, &group.name, &requirement, &routed, &mut call) {
+    let candidates = match resolve(&snapshot, &principal, &group.name, &requirement, &routed, meta.session, &mut call) {
         Ok(candidates) => candidates,
         Err(error) => return fail(call, error, None).await,
     };
@@ -360,14 +359,18 @@ pub(crate) fn screen(
 pub(crate) type ChannelCandidate = Arc<Candidate<Arc<dyn Provider>>>;
 
 /// Phase 3: the channels that serve the model for this group, that the key may use, and
-/// whose data policy the caller accepts, in the order to try them. Policy is a filter on
-/// the candidates, so no retry or fallback can ever leave it.
+/// whose data policy the caller accepts, in the order to try them: the session's own
+/// order when the client sent a session id (sticky routing), else weighted random.
+/// Policy is a filter on the candidates, so no retry or fallback can ever leave it.
+/// (Health is checked per attempt, in [`call_upstream`]: a half-open channel's single
+/// trial must be claimed at the moment it is used.)
 pub(crate) fn resolve(
     snapshot: &Snapshot,
     principal: &Principal,
     group: &GroupName,
     requirement: &PrivacyRequirement,
     routed: &RoutedRequest,
+    session: Option<SessionKey>,
     call: &mut Call,
 ) -> Result<Vec<ChannelCandidate>, ApiError> {
     // A name the catalogue does not know is client text: it is not recorded.
@@ -379,7 +382,10 @@ pub(crate) fn resolve(
     {
         return Err(ApiError::model_not_found(routed.model.as_str()));
     }
-    let serving = snapshot.catalogue.candidates(&routed.model, group, &mut rand::rng());
+    let serving = match session {
+        Some(key) => snapshot.catalogue.candidates_for_session(&routed.model, group, key),
+        None => snapshot.catalogue.candidates(&routed.model, group, &mut rand::rng()),
+    };
     if serving.is_empty() {
         return Err(ApiError::model_not_found(routed.model.as_str()));
     }
@@ -405,8 +411,10 @@ pub(crate) fn resolve(
 }
 
 /// Phase 7: try the candidates in order; returns the outcome and the channel that
-/// produced it (the last one tried). A channel at its own rate or concurrency limit is
-/// skipped like a failed one; if every candidate is, the call is rate limited.
+/// produced it (the last one tried). A channel cooling down, or at its own rate or
+/// concurrency limit, is skipped; if every candidate is, the call fails with 503 (cooling)
+/// or is rate limited. Each attempt's outcome feeds the health board; when to move on,
+/// back off or wait out a `retry-after` is [`Failover`]'s to say.
 async fn call_upstream(
     state: &AppState,
     candidates: &[ChannelCandidate],
@@ -416,15 +424,27 @@ async fn call_upstream(
     files: Option<&Arc<[veil_providers::FilePart]>>,
     call: &mut Call,
 ) -> (Result<UpstreamReply, ApiError>, Option<ChannelCandidate>) {
+    let mut failover = Failover::new(&state.routing);
+    let mut queue: std::collections::VecDeque<ChannelCandidate> = candidates.iter().cloned().collect();
     let mut last_error: Option<UpstreamError> = None;
     let mut channel_refusal: Option<veil_limits::Refusal> = None;
     let mut last_tried = None;
-    let mut attempts = 0;
-    for candidate in candidates {
-        if attempts == MAX_ATTEMPTS {
-            break;
-        }
+    while failover.may_attempt() {
+        let Some(candidate) = queue.pop_front() else {
+            // Used up: a channel that asked for a short wait gets one more try.
+            let Some((candidate, ready_at)) = failover.retry_later() else { break };
+            tokio::time::sleep_until(ready_at.into()).await;
+            queue.push_back(candidate);
+            continue;
+        };
         let channel = &candidate.channel;
+        let attempt = match state.health.admit(&channel.name) {
+            Ok(attempt) => attempt,
+            Err(until) => {
+                failover.note_cooling(until);
+                continue;
+            }
+        };
         let demand = Demand {
             scope: Scope::Channel(channel.name.clone()),
             limits: Limits { rpm: channel.limits.rpm, tpm: None, max_concurrent: channel.limits.max_concurrent },
@@ -439,10 +459,13 @@ async fn call_upstream(
                 continue;
             }
         }
-        attempts += 1;
+        let pause = failover.begin_attempt();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let upstream_model = channel.upstream_model(&routed.model).clone();
         call.trying(channel.name.clone(), upstream_model.clone(), channel.policy.class());
-        last_tried = Some(Arc::clone(candidate));
+        last_tried = Some(Arc::clone(&candidate));
         let request = UpstreamRequest {
             endpoint,
             body: Arc::clone(body),
@@ -450,24 +473,30 @@ async fn call_upstream(
             stream: routed.stream,
             files: files.cloned(),
         };
-        match candidate.attached.send(request).await {
+        let started = std::time::Instant::now();
+        // A stream is committed to only once its first event arrived: until then another
+        // channel can still take over (and the latency recorded is to that first event).
+        let (result, before_first_event) = match candidate.attached.send(request).await {
+            Ok(reply) => (reply.started().await, true),
+            Err(error) => (Err(error), false),
+        };
+        attempt.finish(result.as_ref().map(|_| started.elapsed()));
+        let error = match result {
             Ok(reply) => return (Ok(reply), last_tried),
-            // A channel whose type cannot serve the endpoint never saw the call: try the
-            // next one, and answer with this refusal if none can.
-            Err(error) if error.is_retryable() || matches!(error, UpstreamError::EndpointUnsupported(_)) => {
-                tracing::warn!(channel = channel.name.as_str(), error = %error, "upstream failed; trying the next channel");
-                last_error = Some(error);
-            }
-            Err(error) => {
-                tracing::warn!(channel = channel.name.as_str(), error = %error, "upstream refused the call");
-                return (Err(ApiError::from_upstream(&error)), last_tried);
-            }
+            Err(error) => error,
+        };
+        if failover.after_failure(Arc::clone(&candidate), &error, before_first_event, channel.timeouts.total) {
+            tracing::warn!(channel = channel.name.as_str(), error = %error, "upstream failed; trying the next channel");
+            last_error = Some(error);
+        } else {
+            tracing::warn!(channel = channel.name.as_str(), error = %error, "upstream refused the call");
+            return (Err(ApiError::from_upstream(&error)), last_tried);
         }
     }
     let error = match (last_error, channel_refusal) {
         (Some(error), _) => ApiError::from_upstream(&error),
         (None, Some(refusal)) => metering::rate_limited(&refusal),
-        (None, None) => ApiError::internal(),
+        (None, None) => failover.cooling_error().unwrap_or_else(ApiError::internal),
     };
     (Err(error), last_tried)
 }

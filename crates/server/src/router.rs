@@ -1,7 +1,7 @@
 //! Route table and layer order. From the outside in: request identity and access log,
 //! body limit, then the routes. Authentication is an extractor on each relay route, so
 //! a route without it is visibly unauthenticated; the only such routes are the public
-//! transparency pages, the health checks and the fallback.
+//! transparency pages, the health checks, `/metrics` and the fallback.
 
 use crate::admin_api;
 use crate::formats;
@@ -66,6 +66,11 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/v1/dashboard/billing/usage", get(crate::reports::legacy_usage))
         .route("/dashboard/billing/subscription", get(crate::reports::legacy_subscription))
         .route("/dashboard/billing/usage", get(crate::reports::legacy_usage))
+        .route("/api/channels", get(crate::channels::list))
+        .route("/api/channels/{name}", get(crate::channels::get))
+        .route("/api/channels/{name}/enable", post(crate::channels::enable))
+        .route("/api/channels/{name}/disable", post(crate::channels::disable))
+        .route("/api/channels/{name}/test", post(crate::channels::test))
         .route(
             "/api/channels/{name}/credential",
             axum::routing::put(admin_api::set_credential).delete(admin_api::clear_credential),
@@ -80,6 +85,7 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/", get(transparency::home_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::scrape))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
@@ -92,7 +98,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
-    if state.store_healthy.load(Ordering::Acquire) {
+    if state.draining.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if state.store_healthy.load(Ordering::Acquire) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")

@@ -38,7 +38,21 @@ pub struct Snapshot {
 impl Snapshot {
     /// `credentials` opens channel credentials stored through the management API.
     pub async fn load(store: &dyn Store, http: &HttpClient, credentials: Option<&Sealer>) -> Result<Self, StoreError> {
-        let channels = store.list_channels().await?;
+        let mut channels = store.list_channels().await?;
+        // A channel disabled in `channel_states` (its credential was rejected, or an admin
+        // disabled it) is left out of routing like one the config disables.
+        let disabled: std::collections::HashSet<ChannelName> = store
+            .channel_states()
+            .await?
+            .into_iter()
+            .filter(|state| state.disabled_reason.is_some())
+            .map(|state| state.channel)
+            .collect();
+        for channel in &mut channels {
+            if disabled.contains(&channel.name) {
+                channel.enabled = false;
+            }
+        }
         let models = store.list_models().await?;
         let groups = store.list_groups().await?;
         let mut stored: HashMap<ChannelName, Option<Zeroizing<String>>> = HashMap::new();
@@ -110,6 +124,8 @@ pub struct AppState {
     pub revision: AtomicI64,
     /// Whether the last look at the store succeeded (drives `/readyz`).
     pub store_healthy: AtomicBool,
+    /// Set when shutdown starts: `/readyz` answers 503 while in-flight calls finish.
+    pub draining: AtomicBool,
     /// Risk control: anomaly rules noted on the request path (see `risk.rs`).
     pub risk: crate::risk::RiskMonitor,
     pub records: RecordSink,
@@ -132,10 +148,20 @@ pub struct AppState {
     /// call that needs it fails closed.
     pub pii: Option<Arc<veil_privacy::Detector>>,
     pub max_body_bytes: usize,
+    /// Silence on a relayed stream after which a keep-alive comment is sent; zero: never.
+    pub stream_keepalive: Duration,
+    /// Whether clients reach Veil over HTTPS (session cookies are then `Secure`).
+    pub serves_tls: bool,
     pub ip_logging: IpLogging,
     /// What the public privacy statement reports; read from the running configuration.
     pub log_retention_days: u32,
     pub currency: String,
+    /// `[routing]`: failover rules (health thresholds live in the board).
+    pub routing: veil_config::RoutingSettings,
+    /// Each channel's health on this instance (see `health.rs`).
+    pub health: crate::health::HealthBoard,
+    /// Operator notifications (webhook; see `notify.rs`).
+    pub notifier: crate::notify::Notifier,
 }
 
 impl AppState {

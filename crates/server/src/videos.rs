@@ -121,13 +121,14 @@ pub async fn create(
     // and that have a video API.
     let requirement = group.privacy.for_key(principal.key.allow_training, &principal.key.privacy);
     let routed = RoutedRequest { model: request.model.clone(), stream: false, client_wants_usage: false };
-    let candidates = match relay::resolve(&snapshot, &principal, &group.name, &requirement, &routed, &mut call) {
-        Ok(candidates) => candidates
-            .into_iter()
-            .filter(|c| matches!(c.channel.kind, ChannelKind::Openai | ChannelKind::Azure))
-            .collect::<Vec<_>>(),
-        Err(error) => return fail(call, error, None).await,
-    };
+    let candidates =
+        match relay::resolve(&snapshot, &principal, &group.name, &requirement, &routed, meta.session, &mut call) {
+            Ok(candidates) => candidates
+                .into_iter()
+                .filter(|c| matches!(c.channel.kind, ChannelKind::Openai | ChannelKind::Azure))
+                .collect::<Vec<_>>(),
+            Err(error) => return fail(call, error, None).await,
+        };
     if candidates.is_empty() {
         let error = ApiError::invalid_request(format!(
             "The model `{}` is not served by any channel with a video API.",
@@ -168,9 +169,14 @@ pub async fn create(
     for candidate in candidates.iter().take(MAX_ATTEMPTS) {
         let Some(videos) = candidate.attached.videos() else { continue };
         let channel = &candidate.channel;
+        // A channel cooling down is skipped; the submission's outcome feeds its health.
+        let Ok(attempt) = state.health.admit(&channel.name) else { continue };
         let upstream_model = channel.upstream_model(&request.model).clone();
         call.trying(channel.name.clone(), upstream_model.clone(), channel.policy.class());
-        match videos.create_video(&body, &upstream_model).await {
+        let started = std::time::Instant::now();
+        let submitted_video = videos.create_video(&body, &upstream_model).await;
+        attempt.finish(submitted_video.as_ref().map(|_| started.elapsed()));
+        match submitted_video {
             Ok(video) => {
                 submitted = Some((Arc::clone(candidate), video));
                 break;

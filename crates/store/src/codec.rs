@@ -216,6 +216,8 @@ pub(crate) struct ChannelParams<'a> {
     pub total_timeout_ms: i64,
     pub rpm: Option<i64>,
     pub max_concurrent: Option<i64>,
+    pub tls_verify: bool,
+    pub probe_interval_ms: Option<i64>,
     pub enabled: bool,
     pub managed: bool,
 }
@@ -247,6 +249,8 @@ impl<'a> ChannelParams<'a> {
             total_timeout_ms: millis(channel.timeouts.total),
             rpm: channel.limits.rpm.map(i64::from),
             max_concurrent: channel.limits.max_concurrent.map(i64::from),
+            tls_verify: channel.tls_verify,
+            probe_interval_ms: channel.probe_interval.map(millis),
             enabled: channel.enabled,
             managed: channel.managed,
         }
@@ -555,6 +559,11 @@ pub(crate) fn channel(row: &impl Columns) -> Result<Channel, StoreError> {
                 rpm: opt_narrow(row.opt_int("rpm")?, "rpm")?,
                 max_concurrent: opt_narrow(row.opt_int("max_concurrent")?, "max_concurrent")?,
             },
+            tls_verify: row.flag("tls_verify")?,
+            probe_interval: row
+                .opt_int("probe_interval_ms")?
+                .map(|ms| duration_ms(ms, "probe_interval_ms"))
+                .transpose()?,
             enabled: row.flag("enabled")?,
             managed: row.flag("managed")?,
         })

@@ -14,6 +14,7 @@
 //! ever sees their nonce and ciphertext.
 
 mod audit;
+mod channel_states;
 mod codec;
 mod error;
 mod media;
@@ -24,6 +25,7 @@ mod sqlite;
 mod videos;
 
 pub use audit::{AuditEntry, AuditVerification, GENESIS_HASH, NewAuditEntry, canonical_json, entry_hash};
+pub use channel_states::{ChannelHealthSnapshot, ChannelState, DisabledReason, HealthState};
 pub use codec::ROUTE_PATHS;
 pub use error::StoreError;
 pub use media::{NewMedia, StoredMedia};
@@ -432,6 +434,29 @@ pub trait Store: Send + Sync + 'static {
         finish: &VideoFinish,
         refund: Option<&LedgerEntry>,
     ) -> Result<bool, StoreError>;
+
+    // --- channel health (routing: durable disabling, and the latest health snapshot)
+    /// Disables a channel for `reason` at `at`, unless it is disabled already (the first
+    /// reason and time are kept). Returns whether this call disabled it; only then is the
+    /// revision bumped (servers drop the channel from routing), so of several instances
+    /// seeing the same rejection exactly one is told `true`. Fails with
+    /// [`StoreError::NotFound`] when no such channel exists.
+    async fn disable_channel(
+        &self,
+        channel: &ChannelName,
+        reason: DisabledReason,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Lifts a channel's disabling (of any reason). Returns whether it was disabled; only
+    /// then is the revision bumped. Fails with [`StoreError::NotFound`] when no such
+    /// channel exists. `channels.enabled` (the config's own switch) is not touched.
+    async fn enable_channel(&self, channel: &ChannelName) -> Result<bool, StoreError>;
+    /// Stores each snapshot as its channel's latest, unless a newer one (by `updated_at`)
+    /// is stored already. Snapshots of channels that no longer exist are skipped. Does not
+    /// bump the revision.
+    async fn save_channel_health(&self, snapshots: &[ChannelHealthSnapshot]) -> Result<(), StoreError>;
+    /// Every channel with a stored state (disabled, or with a health snapshot), by name.
+    async fn channel_states(&self) -> Result<Vec<ChannelState>, StoreError>;
 }
 
 /// Opens the store a `database.url` names: `sqlite://…` or `postgres://…`.

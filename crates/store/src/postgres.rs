@@ -614,9 +614,9 @@ impl Store for PostgresStore {
             "INSERT INTO channels (name, kind, base_url, api_key_env, models, model_mapping, \
                 priority, weight, allowed_groups, retention_days, training, region, human_review, \
                 operator, connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, \
-                total_timeout_ms, rpm, max_concurrent, enabled, managed) \
+                total_timeout_ms, rpm, max_concurrent, tls_verify, probe_interval_ms, enabled, managed) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                $18, $19, $20, $21, $22) \
+                $18, $19, $20, $21, $22, $23, $24) \
              ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, \
                 base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env, \
                 models = EXCLUDED.models, model_mapping = EXCLUDED.model_mapping, \
@@ -628,7 +628,8 @@ impl Store for PostgresStore {
                 first_byte_timeout_ms = EXCLUDED.first_byte_timeout_ms, \
                 idle_timeout_ms = EXCLUDED.idle_timeout_ms, \
                 total_timeout_ms = EXCLUDED.total_timeout_ms, rpm = EXCLUDED.rpm, \
-                max_concurrent = EXCLUDED.max_concurrent, enabled = EXCLUDED.enabled, \
+                max_concurrent = EXCLUDED.max_concurrent, tls_verify = EXCLUDED.tls_verify, \
+                probe_interval_ms = EXCLUDED.probe_interval_ms, enabled = EXCLUDED.enabled, \
                 managed = EXCLUDED.managed \
              WHERE (channels.kind, channels.base_url, channels.api_key_env, channels.models, \
                     channels.model_mapping, channels.priority, channels.weight, \
@@ -636,14 +637,16 @@ impl Store for PostgresStore {
                     channels.region, channels.human_review, channels.operator, \
                     channels.connect_timeout_ms, channels.first_byte_timeout_ms, \
                     channels.idle_timeout_ms, channels.total_timeout_ms, channels.rpm, \
-                    channels.max_concurrent, channels.enabled, channels.managed) \
+                    channels.max_concurrent, channels.tls_verify, channels.probe_interval_ms, \
+                    channels.enabled, channels.managed) \
                 IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.base_url, EXCLUDED.api_key_env, \
                     EXCLUDED.models, EXCLUDED.model_mapping, EXCLUDED.priority, EXCLUDED.weight, \
                     EXCLUDED.allowed_groups, EXCLUDED.retention_days, EXCLUDED.training, \
                     EXCLUDED.region, EXCLUDED.human_review, EXCLUDED.operator, \
                     EXCLUDED.connect_timeout_ms, EXCLUDED.first_byte_timeout_ms, \
                     EXCLUDED.idle_timeout_ms, EXCLUDED.total_timeout_ms, EXCLUDED.rpm, \
-                    EXCLUDED.max_concurrent, EXCLUDED.enabled, EXCLUDED.managed)",
+                    EXCLUDED.max_concurrent, EXCLUDED.tls_verify, EXCLUDED.probe_interval_ms, \
+                    EXCLUDED.enabled, EXCLUDED.managed)",
         )
         .bind(p.name)
         .bind(p.kind)
@@ -665,6 +668,8 @@ impl Store for PostgresStore {
         .bind(p.total_timeout_ms)
         .bind(p.rpm)
         .bind(p.max_concurrent)
+        .bind(p.tls_verify)
+        .bind(p.probe_interval_ms)
         .bind(p.enabled)
         .bind(p.managed)
         .execute(&mut *tx)
@@ -682,7 +687,7 @@ impl Store for PostgresStore {
             "SELECT name, kind, base_url, api_key_env, models, model_mapping, priority, weight, \
                 allowed_groups, retention_days, training, region, human_review, operator, \
                 connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, total_timeout_ms, \
-                rpm, max_concurrent, enabled, managed \
+                rpm, max_concurrent, tls_verify, probe_interval_ms, enabled, managed \
              FROM channels ORDER BY name COLLATE \"C\"",
         )
         .fetch_all(&self.pool)
@@ -1584,5 +1589,108 @@ impl Store for PostgresStore {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    // --- channel health
+
+    async fn disable_channel(
+        &self,
+        channel: &ChannelName,
+        reason: crate::DisabledReason,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        // The first disabling wins: a second reason (another instance, an admin) keeps it.
+        let changed = sqlx::query(
+            "INSERT INTO channel_states (channel, disabled_reason, disabled_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (channel) DO UPDATE SET disabled_reason = excluded.disabled_reason, \
+                disabled_at = excluded.disabled_at \
+             WHERE channel_states.disabled_reason IS NULL",
+        )
+        .bind(channel.as_str())
+        .bind(reason.as_str())
+        .bind(at.unix_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| codec::translate(error, || format!("channel {channel}"), || format!("channel {channel}")))?
+        .rows_affected()
+            > 0;
+        if changed {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn enable_channel(&self, channel: &ChannelName) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(
+            "UPDATE channel_states SET disabled_reason = NULL, disabled_at = NULL \
+             WHERE channel = $1 AND disabled_reason IS NOT NULL",
+        )
+        .bind(channel.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if changed {
+            bump_revision(&mut tx).await?;
+        } else {
+            let exists = sqlx::query("SELECT 1 FROM channels WHERE name = $1")
+                .bind(channel.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NotFound(format!("channel {channel}")));
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn save_channel_health(&self, snapshots: &[crate::ChannelHealthSnapshot]) -> Result<(), StoreError> {
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for snapshot in snapshots {
+            // A channel retired meanwhile is skipped rather than failing the batch; an older
+            // snapshot (another instance's, delayed) never replaces a newer one.
+            sqlx::query(
+                "INSERT INTO channel_states (channel, health_state, calls_in_window, failures_in_window, \
+                    latency_p50_ms, latency_p95_ms, cooling_until, health_updated_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM channels WHERE name = $1) \
+                 ON CONFLICT (channel) DO UPDATE SET health_state = excluded.health_state, \
+                    calls_in_window = excluded.calls_in_window, failures_in_window = excluded.failures_in_window, \
+                    latency_p50_ms = excluded.latency_p50_ms, latency_p95_ms = excluded.latency_p95_ms, \
+                    cooling_until = excluded.cooling_until, health_updated_at = excluded.health_updated_at \
+                 WHERE channel_states.health_updated_at IS NULL \
+                    OR channel_states.health_updated_at <= excluded.health_updated_at",
+            )
+            .bind(snapshot.channel.as_str())
+            .bind(snapshot.state.as_str())
+            .bind(i64::from(snapshot.calls))
+            .bind(i64::from(snapshot.failures))
+            .bind(snapshot.latency_p50_ms.map(i64::from))
+            .bind(snapshot.latency_p95_ms.map(i64::from))
+            .bind(snapshot.cooling_until.map(Timestamp::unix_millis))
+            .bind(snapshot.updated_at.unix_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn channel_states(&self) -> Result<Vec<crate::ChannelState>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT channel, disabled_reason, disabled_at, health_state, calls_in_window, failures_in_window, \
+                latency_p50_ms, latency_p95_ms, cooling_until, health_updated_at \
+             FROM channel_states ORDER BY channel COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(crate::channel_states::state).collect()
     }
 }

@@ -115,6 +115,8 @@ conformance!(
     media_goes_with_its_user,
     video_jobs_round_trip_and_finish_once,
     video_jobs_go_with_their_user,
+    channel_disabling_is_durable_and_bumps_the_revision_once,
+    channel_health_snapshots_keep_the_newest,
 );
 
 /// Raw SQL behind the store's back (tampering, inspection), on whichever backend `db` is.
@@ -268,6 +270,8 @@ fn full_channel(name: &str, managed: bool) -> Channel {
             total: Duration::from_secs(900),
         },
         limits: veil_domain::ChannelLimits { rpm: Some(120), max_concurrent: Some(8) },
+        tls_verify: false,
+        probe_interval: Some(Duration::from_secs(45)),
         enabled: false,
         managed,
     }
@@ -293,6 +297,8 @@ fn bare_channel(name: &str, managed: bool) -> Channel {
         },
         timeouts: Timeouts::default(),
         limits: Default::default(),
+        tls_verify: true,
+        probe_interval: None,
         enabled: true,
         managed,
     }
@@ -2407,4 +2413,103 @@ async fn video_jobs_go_with_their_user(db: &TestDb) {
     }
     store.erase_user(alice.id).await.unwrap();
     assert_eq!(store.video_job("video_a").await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// Channel health
+
+async fn channel_disabling_is_durable_and_bumps_the_revision_once(db: &TestDb) {
+    use veil_store::DisabledReason;
+    let store = &db.store;
+    store.upsert_channel(&bare_channel("flaky", true)).await.unwrap();
+    let name: veil_domain::ChannelName = n("flaky");
+    assert!(matches!(
+        store.disable_channel(&n("missing"), DisabledReason::Admin, at(1)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(store.enable_channel(&n("missing")).await, Err(StoreError::NotFound(_))));
+    assert!(store.channel_states().await.unwrap().is_empty());
+
+    let r0 = store.revision().await.unwrap();
+    assert!(store.disable_channel(&name, DisabledReason::CredentialRejected, at(5)).await.unwrap());
+    let r1 = store.revision().await.unwrap();
+    assert!(r1 > r0, "servers must drop the channel");
+    // A second disabling (another instance, an admin) keeps the first reason and time.
+    assert!(!store.disable_channel(&name, DisabledReason::Admin, at(9)).await.unwrap());
+    assert_eq!(store.revision().await.unwrap(), r1);
+    let states = store.channel_states().await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].channel, name);
+    assert_eq!(states[0].disabled_reason, Some(DisabledReason::CredentialRejected));
+    assert_eq!(states[0].disabled_at, Some(at(5)));
+    assert_eq!(states[0].health, None);
+
+    // Re-seeding the channel from config (enabled = true) does not re-enable it.
+    store.upsert_channel(&bare_channel("flaky", true)).await.unwrap();
+    assert_eq!(store.channel_states().await.unwrap()[0].disabled_reason, Some(DisabledReason::CredentialRejected));
+
+    assert!(store.enable_channel(&name).await.unwrap());
+    let r2 = store.revision().await.unwrap();
+    assert!(r2 > r1);
+    assert!(!store.enable_channel(&name).await.unwrap(), "enabling twice changes nothing");
+    assert_eq!(store.revision().await.unwrap(), r2);
+    assert_eq!(store.channel_states().await.unwrap()[0].disabled_reason, None);
+    assert!(store.disable_channel(&name, DisabledReason::Admin, at(20)).await.unwrap());
+    assert_eq!(store.channel_states().await.unwrap()[0].disabled_reason, Some(DisabledReason::Admin));
+
+    store.retire_managed_channels(&[]).await.unwrap();
+    assert!(store.channel_states().await.unwrap().is_empty(), "a retired channel's state goes with it");
+}
+
+async fn channel_health_snapshots_keep_the_newest(db: &TestDb) {
+    use veil_store::{ChannelHealthSnapshot, DisabledReason, HealthState};
+    let store = &db.store;
+    store.upsert_channel(&bare_channel("a", true)).await.unwrap();
+    store.upsert_channel(&bare_channel("b", true)).await.unwrap();
+    let snapshot = |channel: &str, state: HealthState, calls: u32, failures: u32, updated: i64| ChannelHealthSnapshot {
+        channel: n(channel),
+        state,
+        calls,
+        failures,
+        latency_p50_ms: Some(120),
+        latency_p95_ms: Some(480),
+        cooling_until: (state == HealthState::CoolingDown).then(|| at(updated + 30)),
+        updated_at: at(updated),
+    };
+    let r0 = store.revision().await.unwrap();
+    store
+        .save_channel_health(&[
+            snapshot("b", HealthState::CoolingDown, 8, 6, 100),
+            snapshot("a", HealthState::Healthy, 4, 1, 100),
+            // A channel that does not exist (retired meanwhile) is skipped.
+            snapshot("gone", HealthState::Healthy, 1, 0, 100),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.revision().await.unwrap(), r0, "health snapshots are not admin writes");
+    let states = store.channel_states().await.unwrap();
+    assert_eq!(states.iter().map(|s| s.channel.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    let b = states[1].health.clone().unwrap();
+    assert_eq!(b, snapshot("b", HealthState::CoolingDown, 8, 6, 100));
+    assert_eq!(b.error_rate(), 0.75);
+    assert_eq!(states[1].disabled_reason, None);
+
+    // An older snapshot never replaces a newer one; a newer one does.
+    store.save_channel_health(&[snapshot("a", HealthState::CoolingDown, 9, 9, 50)]).await.unwrap();
+    assert_eq!(store.channel_states().await.unwrap()[0].health, Some(snapshot("a", HealthState::Healthy, 4, 1, 100)));
+    let newer = ChannelHealthSnapshot {
+        latency_p50_ms: None,
+        latency_p95_ms: None,
+        ..snapshot("a", HealthState::HalfOpen, 0, 0, 200)
+    };
+    store.save_channel_health(std::slice::from_ref(&newer)).await.unwrap();
+    assert_eq!(store.channel_states().await.unwrap()[0].health, Some(newer.clone()));
+    assert_eq!(newer.error_rate(), 0.0);
+
+    // Disabling keeps the snapshot, and a snapshot keeps the disabling.
+    store.disable_channel(&n("a"), DisabledReason::Admin, at(300)).await.unwrap();
+    store.save_channel_health(&[snapshot("a", HealthState::Disabled, 0, 0, 400)]).await.unwrap();
+    let a = store.channel_states().await.unwrap().remove(0);
+    assert_eq!(a.disabled_reason, Some(DisabledReason::Admin));
+    assert_eq!(a.health.unwrap().state, HealthState::Disabled);
 }

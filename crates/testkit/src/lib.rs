@@ -8,5 +8,6 @@ mod codes;
 pub mod mock_upstream;
 pub mod postgres;
 mod spawn;
+pub mod tls;
 
 pub use spawn::{KeyOptions, TestApp, spawn_app, spawn_app_in};

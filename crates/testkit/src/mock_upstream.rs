@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 mod anthropic;
 mod bedrock;
 mod gemini;
+mod https;
 mod media;
 mod videos;
 
@@ -438,6 +439,9 @@ struct Shared {
     completed_streams: AtomicUsize,
     disconnects: AtomicUsize,
     videos: videos::Videos,
+    /// TLS connections accepted, and how many of them negotiated HTTP/2 (`https.rs`).
+    tls_connections: AtomicUsize,
+    h2_connections: AtomicUsize,
 }
 
 impl Shared {
@@ -450,6 +454,8 @@ impl Shared {
 /// The running mock. Dropping it stops accepting connections.
 pub struct MockUpstream {
     addr: SocketAddr,
+    /// `http`, or `https` for [`MockUpstream::start_https`].
+    scheme: &'static str,
     shared: Arc<Shared>,
     server: JoinHandle<()>,
 }
@@ -474,12 +480,13 @@ impl MockUpstream {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, shared, server }
+        Self { addr, scheme: "http", shared, server }
     }
 
-    /// What an SDK would use as its base URL: `http://127.0.0.1:PORT/v1`.
+    /// What an SDK would use as its base URL: `http://127.0.0.1:PORT/v1` (`https://` for
+    /// [`MockUpstream::start_https`]).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("{}://{}/v1", self.scheme, self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {

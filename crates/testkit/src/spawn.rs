@@ -18,6 +18,7 @@ pub struct TestApp {
     pub settings: Settings,
     pub data_dir: TempDir,
     hasher: KeyHasher,
+    reload: veil_server::ReloadHandle,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -57,7 +58,8 @@ pub async fn spawn_app_in(config: &str, data_dir: TempDir) -> TestApp {
     let settings = veil_config::load(Some(&path), Vec::new()).expect("test config is valid");
 
     let app = Application::build(&settings, None).await.expect("application builds");
-    let address = format!("http://{}", app.local_addr());
+    let address = app.url();
+    let reload = app.reload_handle();
     let store = veil_server::open_store(&settings).await.expect("store opens");
     let master = MasterKey::load_or_create(None, &settings.data_dir).expect("master key");
     let hasher = veil_secrets::key_hasher(store.as_ref(), &master).await.expect("key hasher");
@@ -67,12 +69,23 @@ pub async fn spawn_app_in(config: &str, data_dir: TempDir) -> TestApp {
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    TestApp { address, store, settings, data_dir, hasher, stop: Some(stop), server: Some(server) }
+    TestApp { address, store, settings, data_dir, hasher, reload, stop: Some(stop), server: Some(server) }
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// The config file the app was started with (`veil.toml` in its data directory).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("veil.toml")
+    }
+
+    /// Reloads the configuration from [`TestApp::config_path`], as SIGHUP does (no
+    /// `VEIL_…` overrides, as at start).
+    pub async fn reload(&self) -> Result<veil_server::ReloadReport, veil_server::ReloadError> {
+        self.reload.reload_with_env(Some(&self.config_path()), Vec::new()).await
     }
 
     pub async fn create_user(&self, name: &str, group: &str) -> User {

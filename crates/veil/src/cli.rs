@@ -194,10 +194,14 @@ pub struct KeyCreate {
 
 #[derive(Debug, Subcommand)]
 pub enum ChannelCommand {
-    /// List channels with their data policies.
+    /// List channels with their data policies and health (as the servers last saved it).
     List,
     /// Make one real call through a channel and report its latency or error.
     Test { name: String },
+    /// Lift a channel's disabling (a rejected credential's or an admin's).
+    Enable { name: String },
+    /// Take a channel out of routing on every server until it is enabled again.
+    Disable { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -652,3 +652,37 @@ fn admin_logs_show_cost_and_multiplier_and_filter_by_key() {
     assert!(lines[2].contains("0.000123") && lines[2].contains("x1.25"), "{table}");
     assert!(!veil(d, &["admin", "logs", "--key", "not-a-key"]).status.success());
 }
+
+#[test]
+fn channels_are_disabled_and_enabled_from_the_command_line_with_their_state_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let table = veil(d, &["admin", "channel", "list"]);
+    assert!(table.status.success());
+    let header = String::from_utf8(table.stdout).unwrap();
+    let header = header.lines().next().unwrap();
+    for column in ["STATE", "ERROR RATE", "P50"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let listed = veil_json(d, &["admin", "channel", "list", "--json"]);
+    assert_eq!(listed[0]["state"], "healthy");
+    assert_eq!(listed[0]["error_rate"], 0.0);
+    assert_eq!(listed[0]["disabled_reason"], Value::Null);
+
+    let disabled = veil_json(d, &["admin", "channel", "disable", "echo", "--json"]);
+    assert_eq!(disabled["state"], "disabled");
+    assert_eq!(disabled["disabled_reason"], "admin");
+    let table = String::from_utf8(veil(d, &["admin", "channel", "list"]).stdout).unwrap();
+    assert!(table.contains("disabled (admin)"), "{table}");
+    // Disabling twice keeps the first; enabling brings it back.
+    assert!(veil(d, &["admin", "channel", "disable", "echo"]).status.success());
+    let enabled = veil_json(d, &["admin", "channel", "enable", "echo", "--json"]);
+    assert_eq!(enabled["state"], "healthy");
+    assert_eq!(enabled["disabled_reason"], Value::Null);
+    assert!(!veil(d, &["admin", "channel", "enable", "nope"]).status.success());
+
+    let audit = veil_json(d, &["admin", "audit", "list", "--json"]);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|a| a["action"].as_str()).collect();
+    assert_eq!(actions.iter().filter(|a| **a == "channel.disable").count(), 1, "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| **a == "channel.enable").count(), 1, "{actions:?}");
+}

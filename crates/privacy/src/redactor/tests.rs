@@ -99,3 +99,20 @@ fn debug_and_errors_show_no_content() {
     let error = RedactError::InputTooLarge { limit: 5 }.to_string();
     assert!(!error.contains("john"));
 }
+
+/// Found by fuzzing (crates/fuzzing/regressions/pii_redactor/): a value glued to another is
+/// no value until its neighbour becomes a placeholder, and must not leave then.
+#[test]
+fn values_revealed_by_replacing_a_neighbour_are_replaced_too() {
+    let mut r = redactor();
+    let text = "write to carol@example.or13812345678 today";
+    let redacted = r.redact(text).unwrap().into_owned();
+    assert_eq!(redacted, "write to [EMAIL_1][PHONE_1] today");
+    assert_eq!(r.restore(&redacted), text);
+
+    let text = "at 2001:db8:85a3::8a2e:370:73FODNN7EXAMP13812345678bob@corp.io ok";
+    let redacted = r.redact(text).unwrap().into_owned();
+    assert_eq!(redacted, "at [IP_1]:[EMAIL_2] ok");
+    assert_eq!(r.restore(&redacted), text);
+    assert!(r.detector.find(&redacted).unwrap().is_empty());
+}

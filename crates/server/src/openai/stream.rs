@@ -11,6 +11,12 @@
 //! re-encoded event by event in its own format ([`ClientStream`]): each OpenAI chunk is
 //! read for usage and restored as above, then translated, so billing and the firewall
 //! see one form whatever the client speaks.
+//!
+//! A stream the upstream leaves silent for `[server] stream_keepalive` gets a keep-alive
+//! toward the client ([`KeepAlive`]), so proxies and clients with read timeouts do not cut
+//! a long think short. It is written beside the upstream events, never into them: the
+//! upstream's own idle timeout, the accounting, the PII restorer and the debug capture
+//! see only what the upstream sent.
 
 use crate::call::Call;
 use crate::capture::{CaptureSink, Capturing};
@@ -27,7 +33,9 @@ use serde_json::{Map, Value};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::Instant;
 use veil_domain::{ErrorCode, TokenUsage};
 use veil_protocol::translate::StreamTranslator;
 use veil_providers::{EventStream, SseEvent, UpstreamError};
@@ -64,7 +72,9 @@ pub enum Framing {
 
 pub fn sse_response(events: EventStream, call: Call, plan: StreamPlan) -> Response {
     let restore = plan.restore.clone().map(ChunkRestorer::new);
+    let keepalive = KeepAlive::every(call.stream_keepalive());
     let body = RelayStream {
+        keepalive,
         events,
         restore,
         call: Some(call),
@@ -98,6 +108,8 @@ enum State {
 
 struct RelayStream {
     events: EventStream,
+    /// `None` when keep-alives are turned off.
+    keepalive: Option<KeepAlive>,
     restore: Option<ChunkRestorer>,
     call: Option<Call>,
     plan: StreamPlan,
@@ -249,6 +261,20 @@ impl RelayStream {
         }
     }
 
+    /// The keep-alive to send now, if the client has heard nothing for the interval.
+    fn keepalive_due(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        let keepalive = self.keepalive.as_mut()?;
+        if keepalive.poll_due(cx).is_pending() {
+            return None;
+        }
+        if !self.is_json_array() {
+            return Some(Bytes::from_static(SSE_KEEPALIVE));
+        }
+        // Whitespace is valid JSON between an array's elements, but before its `[` a
+        // client that checks the first byte would stumble: nothing is sent until then.
+        (self.elements > 0).then_some(Bytes::from_static(JSON_ARRAY_KEEPALIVE))
+    }
+
     fn is_json_array(&self) -> bool {
         self.plan.client.as_ref().is_some_and(|c| c.framing == Framing::JsonArray)
     }
@@ -329,6 +355,51 @@ impl Drop for RelayStream {
     }
 }
 
+/// An SSE comment: every SSE parser skips lines starting with `:` (the SDKs of OpenAI,
+/// Anthropic and Google included), so it reaches no event handler.
+const SSE_KEEPALIVE: &[u8] = b": keep-alive\n\n";
+/// For Gemini's JSON-array framing, which has no comments: insignificant whitespace.
+const JSON_ARRAY_KEEPALIVE: &[u8] = b"\n";
+
+/// When the client is due a keep-alive: after `every` without a byte sent to it.
+///
+/// Sending a chunk only notes the time; the timer is re-armed when it fires early, so a
+/// busy stream costs one clock read per chunk rather than one timer reset.
+struct KeepAlive {
+    every: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    last_sent: Instant,
+}
+
+impl KeepAlive {
+    fn every(every: Duration) -> Option<Self> {
+        if every.is_zero() {
+            return None;
+        }
+        let now = Instant::now();
+        Some(Self { every, timer: Box::pin(tokio::time::sleep_until(now + every)), last_sent: now })
+    }
+
+    fn sent(&mut self) {
+        self.last_sent = Instant::now();
+    }
+
+    /// Ready once `every` has passed since the last byte; the wait then starts again.
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let due = self.last_sent + self.every;
+            let now = Instant::now();
+            if due <= now {
+                self.last_sent = now;
+                self.timer.as_mut().reset(now + self.every);
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(due);
+        }
+    }
+}
+
 fn frame(data: &str) -> Bytes {
     let mut out = Vec::with_capacity(data.len() + 8);
     out.extend_from_slice(b"data: ");
@@ -352,11 +423,20 @@ impl Stream for RelayStream {
                 State::Streaming => {}
             }
             match this.events.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Not captured: it is transport, not part of the answer.
+                    return match this.keepalive_due(cx) {
+                        Some(bytes) => Poll::Ready(Some(Ok(bytes))),
+                        None => Poll::Pending,
+                    };
+                }
                 Poll::Ready(Some(Ok(event))) => {
                     if let Some(bytes) = this.forward(event) {
                         if let Some((capture, _)) = this.plan.capture.as_mut() {
                             capture.append(&bytes);
+                        }
+                        if let Some(keepalive) = this.keepalive.as_mut() {
+                            keepalive.sent();
                         }
                         return Poll::Ready(Some(Ok(bytes)));
                     }

@@ -636,7 +636,6 @@ async fn vendor_error_bodies_reach_the_client_with_their_message_and_status() {
             400,
             "The model is not ready",
         ),
-        ("claude-x", Reply::anthropic_error(401, "authentication_error", "invalid x-api-key"), 502, "credential"),
     ];
     for (model, reply, status, message) in cases {
         upstream.push(reply);
@@ -657,4 +656,14 @@ async fn vendor_error_bodies_reach_the_client_with_their_message_and_status() {
     let limited = post(&app, "/v1/chat/completions", &key, chat("claude-x")).await;
     assert_eq!(limited.status(), 429);
     assert_eq!(limited.headers()["retry-after"], "7");
+
+    // Last, and on a channel not used above: a rejected credential disables the channel
+    // (and the 429 above cools `claude` for its retry-after). 502 naming the credential,
+    // never the upstream's own message.
+    upstream.push(Reply::gemini_error(401, "UNAUTHENTICATED", "invalid x-goog-api-key"));
+    let rejected = post(&app, "/v1/chat/completions", &key, chat("gemini-x")).await;
+    assert_eq!(rejected.status(), 502);
+    let body: Value = rejected.json().await.unwrap();
+    let text = body["error"]["message"].as_str().unwrap();
+    assert!(text.contains("credential") && !text.contains("invalid x-goog-api-key"), "{text}");
 }

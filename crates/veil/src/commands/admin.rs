@@ -8,7 +8,6 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 use veil_config::{Settings, parse_duration};
 use veil_domain::{
     ApiKey, Channel, FirewallMode, GroupName, KeyId, KeyLimits, KeyPrivacy, ModelName, Money, NewApiKey, NewUser, Role,
@@ -16,7 +15,8 @@ use veil_domain::{
 };
 use veil_secrets::{ApiKeySecret, MASTER_KEY_ENV, MasterKey};
 use veil_server::account;
-use veil_server::views::{channel_json, key_json, record_json, user_json};
+use veil_server::channels::status_json;
+use veil_server::views::{key_json, record_json, user_json};
 use veil_store::{CallRecordFilter, Store};
 
 pub async fn run(settings: &Settings, command: AdminCommand, as_json: bool) -> anyhow::Result<ExitCode> {
@@ -340,12 +340,16 @@ async fn channel(store: &dyn Store, command: ChannelCommand, as_json: bool) -> a
     let channels = store.list_channels().await?;
     match command {
         ChannelCommand::List => {
+            let states = store.channel_states().await?;
+            let state_of = |c: &Channel| states.iter().find(|s| s.channel == c.name);
+            let statuses: Vec<Value> = channels.iter().map(|c| status_json(c, state_of(c), None)).collect();
             if as_json {
-                output::json(&Value::Array(channels.iter().map(channel_json).collect()));
+                output::json(&Value::Array(statuses));
             } else {
                 let rows = channels
                     .iter()
-                    .map(|c| {
+                    .zip(&statuses)
+                    .map(|(c, status)| {
                         vec![
                             c.name.to_string(),
                             if c.kind == veil_domain::ChannelKind::Echo {
@@ -358,11 +362,32 @@ async fn channel(store: &dyn Store, command: ChannelCommand, as_json: bool) -> a
                             c.weight.to_string(),
                             c.policy.class().to_string(),
                             c.policy.retention.to_string(),
-                            if c.enabled { "enabled".into() } else { "disabled".into() },
+                            state_cell(status),
+                            match status["calls"].as_u64() {
+                                Some(calls) if calls > 0 => {
+                                    format!("{:.1}%", status["error_rate"].as_f64().unwrap_or(0.0) * 100.0)
+                                }
+                                _ => "-".into(),
+                            },
+                            status["latency_p50_ms"].as_u64().map_or_else(|| "-".into(), |ms| format!("{ms}ms")),
                         ]
                     })
                     .collect::<Vec<_>>();
-                output::table(&["NAME", "TYPE", "MODELS", "PRIORITY", "WEIGHT", "CLASS", "RETENTION", "STATE"], &rows);
+                output::table(
+                    &[
+                        "NAME",
+                        "TYPE",
+                        "MODELS",
+                        "PRIORITY",
+                        "WEIGHT",
+                        "CLASS",
+                        "RETENTION",
+                        "STATE",
+                        "ERROR RATE",
+                        "P50",
+                    ],
+                    &rows,
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -371,63 +396,95 @@ async fn channel(store: &dyn Store, command: ChannelCommand, as_json: bool) -> a
                 .into_iter()
                 .find(|c| c.name.as_str() == name)
                 .ok_or_else(|| anyhow!("no channel named '{name}'"))?;
-            let outcome = probe(&channel).await;
+            let http = veil_providers::HttpClient::new().map_err(|e| anyhow!("{e}"))?;
+            let provider = veil_providers::provider_for(&channel, &http);
+            let outcome = veil_server::probe::probe(provider.as_ref(), &channel).await;
             let ok = outcome.is_ok();
             if as_json {
                 output::json(&match &outcome {
-                    Ok(probe) => {
-                        json!({"channel": channel.name, "ok": true, "model": probe.model, "latency_ms": probe.latency_ms})
-                    }
-                    Err(error) => json!({"channel": channel.name, "ok": false, "error": error}),
+                    Ok(probe) => json!({"channel": channel.name, "ok": true, "model": probe.model,
+                        "latency_ms": u64::try_from(probe.latency.as_millis()).unwrap_or(u64::MAX)}),
+                    Err(error) => json!({"channel": channel.name, "ok": false, "error": error.describe()}),
                 });
             } else {
                 match &outcome {
                     Ok(probe) => output::line(&format!(
                         "{}: ok, {} answered in {} ms",
-                        channel.name, probe.model, probe.latency_ms
+                        channel.name,
+                        probe.model,
+                        probe.latency.as_millis()
                     )),
-                    Err(error) => output::line(&format!("{}: failed: {error}", channel.name)),
+                    Err(error) => output::line(&format!("{}: failed: {}", channel.name, error.describe())),
                 }
             }
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        ChannelCommand::Enable { name } => {
+            let channel = find_channel(&channels, &name)?;
+            let changed = store.enable_channel(&channel).await?;
+            if changed {
+                account::audit(store, account::actor_cli(), "channel.enable", None, Some(name.clone()), json!({}))
+                    .await?;
+            }
+            report_switch(store, &channels, &channel, changed, "enabled", as_json).await
+        }
+        ChannelCommand::Disable { name } => {
+            let channel = find_channel(&channels, &name)?;
+            let changed = store.disable_channel(&channel, veil_store::DisabledReason::Admin, Timestamp::now()).await?;
+            if changed {
+                account::audit(
+                    store,
+                    account::actor_cli(),
+                    "channel.disable",
+                    None,
+                    Some(name.clone()),
+                    json!({"reason": veil_store::DisabledReason::Admin.as_str()}),
+                )
+                .await?;
+            }
+            report_switch(store, &channels, &channel, changed, "disabled", as_json).await
+        }
     }
 }
 
-pub struct Probe {
-    model: String,
-    latency_ms: u64,
+/// The STATE cell: the state, with why a channel is disabled.
+fn state_cell(status: &Value) -> String {
+    let state = status["state"].as_str().unwrap_or("healthy");
+    match (state, status["disabled_reason"].as_str(), status["enabled"].as_bool()) {
+        ("disabled", Some(reason), _) => format!("disabled ({reason})"),
+        ("disabled", None, Some(false)) => "disabled (config)".into(),
+        _ => state.to_owned(),
+    }
 }
 
-/// One real, minimal call through the channel: a one-token chat completion, or an
-/// embedding for embedding models.
-async fn probe(channel: &Channel) -> Result<Probe, String> {
-    let http = veil_providers::HttpClient::new().map_err(|e| e.to_string())?;
-    let provider = veil_providers::provider_for(channel, &http);
-    let public = channel.models.first().ok_or("the channel serves no model")?;
-    let upstream = channel.upstream_model(public).clone();
-    let is_embedding = upstream.as_str().contains("embed");
-    let (endpoint, body) = if is_embedding {
-        (veil_providers::Endpoint::Embeddings, json!({"input": "ping"}))
+fn find_channel(channels: &[Channel], name: &str) -> anyhow::Result<veil_domain::ChannelName> {
+    channels
+        .iter()
+        .find(|c| c.name.as_str() == name)
+        .map(|c| c.name.clone())
+        .ok_or_else(|| anyhow!("no channel named '{name}'"))
+}
+
+/// Prints the channel's state after an enable or disable.
+async fn report_switch(
+    store: &dyn Store,
+    channels: &[Channel],
+    name: &veil_domain::ChannelName,
+    changed: bool,
+    done: &str,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let states = store.channel_states().await?;
+    let channel = channels.iter().find(|c| &c.name == name).ok_or_else(|| anyhow!("no channel named '{name}'"))?;
+    let status = status_json(channel, states.iter().find(|s| &s.channel == name), None);
+    if as_json {
+        output::json(&status);
+    } else if changed {
+        output::line(&format!("{done} {name} (running servers follow within their refresh interval)"));
     } else {
-        (
-            veil_providers::Endpoint::ChatCompletions,
-            json!({"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}),
-        )
-    };
-    let Value::Object(body) = body else { return Err("internal: probe body".into()) };
-    let started = Instant::now();
-    provider
-        .send(veil_providers::UpstreamRequest {
-            endpoint,
-            body: Arc::new(body),
-            model: upstream.clone(),
-            stream: false,
-            files: None,
-        })
-        .await
-        .map_err(|e| format!("{e}: {}", e.client_message()))?;
-    Ok(Probe { model: upstream.to_string(), latency_ms: started.elapsed().as_millis() as u64 })
+        output::line(&format!("{name} was already {done}; state: {}", state_cell(&status)));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn logs(

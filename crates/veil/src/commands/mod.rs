@@ -14,8 +14,13 @@ use std::process::ExitCode;
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = veil_config::load_from_process(cli.config.as_deref()).context("invalid configuration")?;
     match cli.command {
-        Command::Serve => serve::run(settings).await,
+        Command::Serve => serve::run(settings, cli.config.clone()).await,
         Command::CheckConfig => {
+            // The certificate files are part of the configuration: a path that does not
+            // load fails here, not at start-up.
+            if let Some(files) = &settings.tls {
+                veil_server::tls::check(files).context("invalid configuration")?;
+            }
             if cli.json {
                 output::json(&json!({
                     "valid": true,

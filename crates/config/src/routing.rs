@@ -1,0 +1,140 @@
+//! `[routing]` (channel health and failover) and `[notifications]` (where admins are told
+//! about channel trouble), validated. Every field is optional.
+//!
+//! ```toml
+//! [routing]
+//! error_rate_threshold = 0.5  # a channel failing at least this share of its calls cools down
+//! min_calls = 5               # … once it made at least this many calls within `window`
+//! window = "60s"              # the sliding window the error rate is measured over
+//! cooldown = "30s"            # the first cool-down; each failed half-open trial doubles it
+//! max_cooldown = "10m"        # up to this (also caps a 429's retry-after)
+//! max_attempts = 3            # channels (or retries of one) tried for one call
+//! max_retry_wait = "2s"       # the longest retry-after Veil waits out itself before retrying
+//!
+//! [notifications]
+//! webhook_url = "https://ops.example.com/hooks/veil"   # JSON events about channels
+//! webhook_secret = "…"        # optional: HMAC-SHA256 of the body in `veil-signature: sha256=<hex>`
+//! ```
+
+use crate::ConfigError;
+use crate::duration::parse_duration;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub error_rate_threshold: Option<f64>,
+    pub min_calls: Option<u32>,
+    pub window: Option<String>,
+    pub cooldown: Option<String>,
+    pub max_cooldown: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub max_retry_wait: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotifications {
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+}
+
+/// How channel health is judged and how a call fails over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoutingSettings {
+    /// Share of failed calls (0–1] within `window` that cools a channel down.
+    pub error_rate_threshold: f64,
+    /// Calls within `window` before the error rate counts at all.
+    pub min_calls: u32,
+    pub window: Duration,
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+    /// Upstream attempts for one call, retries of one channel included (at least 1).
+    pub max_attempts: u32,
+    /// The longest `retry-after` Veil waits out before retrying the same channel; a
+    /// longer one is passed on to the client.
+    pub max_retry_wait: Duration,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        Self {
+            error_rate_threshold: 0.5,
+            min_calls: 5,
+            window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(600),
+            max_attempts: 3,
+            max_retry_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where admin notifications go; nothing is sent without a webhook URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationSettings {
+    pub webhook_url: Option<String>,
+    /// Signs each body (HMAC-SHA256) so the receiver can tell it came from Veil.
+    pub webhook_secret: Option<String>,
+}
+
+/// More attempts than this only multiply the load on upstreams that are failing.
+const MAX_ATTEMPTS: u32 = 10;
+
+pub(crate) fn validate(raw: &RawRouting) -> Result<RoutingSettings, ConfigError> {
+    let defaults = RoutingSettings::default();
+    let duration = |key: &str, value: &Option<String>, default: Duration| match value {
+        None => Ok(default),
+        Some(text) => match parse_duration(text) {
+            Ok(duration) if !duration.is_zero() => Ok(duration),
+            Ok(_) => Err(ConfigError::invalid(key, "must be longer than zero")),
+            Err(message) => Err(ConfigError::invalid(key, message)),
+        },
+    };
+    let error_rate_threshold = raw.error_rate_threshold.unwrap_or(defaults.error_rate_threshold);
+    if !(error_rate_threshold > 0.0 && error_rate_threshold <= 1.0) {
+        return Err(ConfigError::invalid("routing.error_rate_threshold", "must be above 0 and at most 1"));
+    }
+    let min_calls = raw.min_calls.unwrap_or(defaults.min_calls);
+    if min_calls == 0 {
+        return Err(ConfigError::invalid("routing.min_calls", "must be at least 1"));
+    }
+    let window = duration("routing.window", &raw.window, defaults.window)?;
+    let cooldown = duration("routing.cooldown", &raw.cooldown, defaults.cooldown)?;
+    let max_cooldown = duration("routing.max_cooldown", &raw.max_cooldown, defaults.max_cooldown)?;
+    if max_cooldown < cooldown {
+        return Err(ConfigError::invalid("routing.max_cooldown", "must not be shorter than routing.cooldown"));
+    }
+    let max_attempts = raw.max_attempts.unwrap_or(defaults.max_attempts);
+    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+        return Err(ConfigError::invalid("routing.max_attempts", format!("must be between 1 and {MAX_ATTEMPTS}")));
+    }
+    let max_retry_wait = match &raw.max_retry_wait {
+        None => defaults.max_retry_wait,
+        // Zero is allowed: never wait, always pass retry-after on.
+        Some(text) => parse_duration(text).map_err(|m| ConfigError::invalid("routing.max_retry_wait", m))?,
+    };
+    Ok(RoutingSettings {
+        error_rate_threshold,
+        min_calls,
+        window,
+        cooldown,
+        max_cooldown,
+        max_attempts,
+        max_retry_wait,
+    })
+}
+
+pub(crate) fn validate_notifications(raw: &RawNotifications) -> Result<NotificationSettings, ConfigError> {
+    let webhook_url = match raw.webhook_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(url) if url.starts_with("https://") || url.starts_with("http://") => Some(url.to_owned()),
+        Some(_) => return Err(ConfigError::invalid("notifications.webhook_url", "must be an http(s):// URL")),
+    };
+    let webhook_secret = raw.webhook_secret.clone().filter(|secret| !secret.is_empty());
+    if webhook_secret.is_some() && webhook_url.is_none() {
+        return Err(ConfigError::invalid("notifications.webhook_secret", "needs notifications.webhook_url"));
+    }
+    Ok(NotificationSettings { webhook_url, webhook_secret })
+}
