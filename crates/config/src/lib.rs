@@ -59,6 +59,16 @@ pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>
     settings::Settings::from_raw(raw)
 }
 
+/// One channel from a `[[channel]]` table in any serde format (the management API's JSON),
+/// through the file's own checks and defaults. Unknown keys are refused; an error's key
+/// names the field (`base_url`, `tls_verify`, `model_mapping.NAME`, or an unknown key).
+/// The channel is not `managed`: only the file's own channels are.
+pub fn channel_from<'de, D: serde::Deserializer<'de>>(table: D) -> Result<veil_domain::Channel, ConfigError> {
+    let raw = raw::RawChannel::from_deserializer(table)?;
+    let channel = settings::validate_channel("", &raw)?;
+    Ok(veil_domain::Channel { managed: false, ..channel })
+}
+
 /// Loads from the process environment.
 pub fn load_from_process(file: Option<&Path>) -> Result<Settings, ConfigError> {
     load(file, std::env::vars())

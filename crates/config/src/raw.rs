@@ -43,22 +43,38 @@ pub struct RawConfig {
 
 impl RawConfig {
     pub fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
-        let value = toml::Value::Table(table);
-        serde_path_to_error::deserialize(value).map_err(|error| {
-            let path = error.path().to_string();
-            let message = error.inner().to_string();
-            // The path includes an unknown field's name, except at the top level.
-            let key = match unknown_field(&message) {
-                Some(field) if path == "." => field.to_owned(),
-                _ => path,
-            };
-            ConfigError::Invalid { key, message: message.split(" at line").next().unwrap_or(&message).to_owned() }
-        })
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(keyed_error)
     }
+}
+
+impl RawChannel {
+    /// One `[[channel]]` table from any serde format (the management API sends JSON),
+    /// as strictly as the file: an error's key is the field's path inside the table.
+    pub fn from_deserializer<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Self, ConfigError> {
+        serde_path_to_error::deserialize(input).map_err(keyed_error)
+    }
+}
+
+/// Serde's error with the key it is about: its path, or an unknown field's own name.
+fn keyed_error<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> ConfigError {
+    let path = error.path().to_string();
+    let message = error.inner().to_string();
+    // The path includes an unknown field's name, except at the top level; a missing
+    // field's name never.
+    let key = match unknown_field(&message).or_else(|| missing_field(&message)) {
+        Some(field) if path == "." => field.to_owned(),
+        _ => path,
+    };
+    ConfigError::Invalid { key, message: message.split(" at line").next().unwrap_or(&message).to_owned() }
 }
 
 fn unknown_field(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
     rest.split('`').next()
 }
 

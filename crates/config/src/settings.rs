@@ -280,7 +280,7 @@ fn validate_channels(raw: &[RawChannel]) -> Result<Vec<Channel>, ConfigError> {
     raw.iter()
         .enumerate()
         .map(|(i, c)| {
-            let channel = validate_channel(i, c)?;
+            let channel = validate_channel(&format!("channel[{i}]."), c)?;
             if !seen.insert(channel.name.clone()) {
                 return Err(ConfigError::invalid(
                     format!("channel[{i}].name"),
@@ -292,8 +292,10 @@ fn validate_channels(raw: &[RawChannel]) -> Result<Vec<Channel>, ConfigError> {
         .collect()
 }
 
-fn validate_channel(i: usize, c: &RawChannel) -> Result<Channel, ConfigError> {
-    let at = |field: &str| format!("channel[{i}].{field}");
+/// One channel, as the file declares it and as the management API creates it: same
+/// checks, same defaults. Error keys are `{prefix}{field}`.
+pub(crate) fn validate_channel(prefix: &str, c: &RawChannel) -> Result<Channel, ConfigError> {
+    let at = |field: &str| format!("{prefix}{field}");
     let name = ChannelName::parse(&c.name).map_err(|e| ConfigError::invalid(at("name"), e.to_string()))?;
     let kind = ChannelKind::parse(&c.kind).ok_or_else(|| {
         ConfigError::invalid(

@@ -360,3 +360,46 @@ fn operations_settings_have_defaults_and_are_validated() {
         assert_eq!(invalid_key(load_text(text, &[])), key, "{text}");
     }
 }
+
+fn one_channel(text: &str) -> Result<veil_domain::Channel, ConfigError> {
+    channel_from(text.parse::<toml::Table>().map(toml::Value::Table).unwrap())
+}
+
+fn channel_error_key(result: Result<veil_domain::Channel, ConfigError>) -> String {
+    match result {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected an invalid-key error, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_channel_gets_the_files_checks_and_defaults_and_is_not_managed() {
+    let channel =
+        one_channel("name = \"api\"\ntype = \"openai\"\nbase_url = \"https://x.test/v1/\"\nmodels = [\"m\"]\n")
+            .unwrap();
+    let from_file = load_text(
+        "[[channel]]\nname = \"api\"\ntype = \"openai\"\nbase_url = \"https://x.test/v1/\"\nmodels = [\"m\"]\n",
+        &[],
+    )
+    .unwrap()
+    .channels
+    .remove(0);
+    assert!(!channel.managed && from_file.managed);
+    assert_eq!(veil_domain::Channel { managed: true, ..channel }, from_file);
+
+    let base = "name = \"api\"\ntype = \"openai\"\nbase_url = \"https://x.test\"\nmodels = [\"m\"]\n";
+    assert_eq!(channel_error_key(one_channel(&format!("{base}colour = \"red\"\n"))), "colour");
+    assert_eq!(channel_error_key(one_channel(&format!("{base}weight = \"heavy\"\n"))), "weight");
+    assert_eq!(channel_error_key(one_channel(&format!("{base}weight = 0\n"))), "weight");
+    assert_eq!(channel_error_key(one_channel(&format!("{base}tls_verify = false\n"))), "tls_verify");
+    assert_eq!(channel_error_key(one_channel(&format!("{base}model_mapping = {{ x = \"y\" }}\n"))), "model_mapping.x");
+    assert_eq!(
+        channel_error_key(one_channel("name = \"api\"\ntype = \"openai\"\nbase_url = \"ftp://x\"\nmodels = [\"m\"]\n")),
+        "base_url"
+    );
+}
+
+#[test]
+fn a_channel_missing_a_required_field_names_it() {
+    assert_eq!(channel_error_key(one_channel("name = \"api\"\nbase_url = \"https://x.test\"\n")), "type");
+}

@@ -28,11 +28,14 @@ pub enum ErrorCode {
     PermissionDenied,
     /// A generated-media URL past its expiry, or whose media was purged.
     MediaExpired,
+    /// The change collides with what exists: a name taken, or an item the config file
+    /// owns (it is changed there).
+    Conflict,
     InternalError,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::InvalidApiKey,
         Self::ModelNotFound,
         Self::InvalidRequestError,
@@ -50,6 +53,7 @@ impl ErrorCode {
         Self::NotFound,
         Self::PermissionDenied,
         Self::MediaExpired,
+        Self::Conflict,
         Self::InternalError,
     ];
 
@@ -72,6 +76,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::PermissionDenied => "permission_denied",
             Self::MediaExpired => "media_expired",
+            Self::Conflict => "conflict",
             Self::InternalError => "internal_error",
         }
     }

@@ -63,6 +63,11 @@ pub fn parse_request(body: &Value) -> Result<ChatRequest, ProtocolError> {
         }
         Some(_) => return Err(ProtocolError::at("input", "input must be a string or an array of input items")),
     }
+    // An empty conversation (`input: []`, or only items that carry nothing) is refused here,
+    // in the client's terms, rather than by the upstream translation.
+    if request.messages.is_empty() && request.system.is_empty() {
+        return Err(ProtocolError::at("input", "input must hold at least one message"));
+    }
     request.tools = parse_tools(field(body, "tools"))?;
     request.tool_choice = parse_tool_choice(field(body, "tool_choice"), &mut request.tools)?;
     request.parallel_tool_calls = bool_field(body, "parallel_tool_calls")?;
@@ -1643,6 +1648,12 @@ mod tests {
         assert!(error.message.contains("input[0].call_id"), "{}", error.message);
         assert_eq!(error_at(json!({"input": "Hi"})).param, Some("model"));
         assert_eq!(error_at(json!({"model": "m"})).param, Some("input"));
+        // Found by fuzzing: an empty input became a working body the relay itself refused.
+        assert_eq!(error_at(json!({"model": "m", "input": []})).param, Some("input"));
+        assert_eq!(
+            error_at(json!({"model": "m", "input": [{"type": "reasoning", "summary": []}]})).param,
+            Some("input")
+        );
         assert_eq!(error_at(json!({"model": "m", "input": "Hi", "temperature": "hot"})).param, Some("temperature"));
         assert_eq!(
             error_at(json!({"model": "m", "input": "Hi", "max_output_tokens": -1})).param,

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use veil_domain::{ChannelName, ErrorCode, Role};
 use veil_store::SealedCredential;
+use zeroize::Zeroizing;
 
 pub(crate) fn require_admin(principal: &Principal) -> Result<(), ApiError> {
     match principal.user.role {
@@ -44,15 +45,34 @@ pub async fn set_credential(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&principal)?;
     let channel = ChannelName::parse(&name).map_err(|_| no_channel())?;
-    let secret = match body.get("api_key") {
-        Some(Value::String(secret)) if !secret.trim().is_empty() && secret.len() <= 4096 => secret.trim().to_owned(),
-        _ => return Err(ApiError::invalid_request("`api_key` must be a non-empty string.").with_param("api_key")),
-    };
-    let sealer = state.credential_sealer.as_ref().ok_or_else(ApiError::internal)?;
-    let (nonce, ciphertext) =
-        sealer.seal(&credential_aad(&channel), secret.as_bytes()).ok_or_else(ApiError::internal)?;
-    let sealed = SealedCredential { channel: channel.clone(), nonce, ciphertext };
+    let secret = body
+        .get("api_key")
+        .and_then(credential_secret)
+        .ok_or_else(|| ApiError::invalid_request(format!("`api_key` {CREDENTIAL_RULE}.")).with_param("api_key"))?;
+    let sealed = seal_credential(&state, &channel, &secret).ok_or_else(ApiError::internal)?;
     change(&state, &principal, &channel, Some(sealed), "channel.credential.set").await
+}
+
+/// What [`credential_secret`] accepts, for error messages.
+pub(crate) const CREDENTIAL_RULE: &str = "must be a non-empty string of at most 4096 bytes";
+
+/// A channel credential as a request carries it (`api_key`), trimmed; `None` when it is
+/// not a non-empty string of at most 4096 bytes.
+pub(crate) fn credential_secret(value: &Value) -> Option<Zeroizing<String>> {
+    match value {
+        Value::String(secret) if !secret.trim().is_empty() && secret.len() <= 4096 => {
+            Some(Zeroizing::new(secret.trim().to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// Seals a channel credential for the store: it opens only for this channel, under this
+/// installation's key. `None` when this server has no sealer or sealing failed.
+pub(crate) fn seal_credential(state: &AppState, channel: &ChannelName, secret: &str) -> Option<SealedCredential> {
+    let sealer = state.credential_sealer.as_ref()?;
+    let (nonce, ciphertext) = sealer.seal(&credential_aad(channel), secret.as_bytes())?;
+    Some(SealedCredential { channel: channel.clone(), nonce, ciphertext })
 }
 
 /// `DELETE /api/channels/{name}/credential`: back to the channel's `api_key_env`.

@@ -72,6 +72,7 @@ fn store_error(error: StoreError) -> ApiError {
 async fn statuses(state: &AppState) -> Result<Vec<(ChannelName, Value)>, ApiError> {
     let channels = state.store.list_channels().await.map_err(internal)?;
     let stored = state.store.channel_states().await.map_err(internal)?;
+    let credentials = state.store.channel_credentials().await.map_err(internal)?;
     let snapshot = state.snapshot.load_full();
     Ok(channels
         .iter()
@@ -80,12 +81,15 @@ async fn statuses(state: &AppState) -> Result<Vec<(ChannelName, Value)>, ApiErro
             // Only a channel this server routes to has a live view worth more than the stored one.
             let live =
                 snapshot.catalogue.channel_by_name(channel.name.as_str()).map(|_| state.health.snapshot(&channel.name));
-            (channel.name.clone(), status_json(channel, kept, live.as_ref()))
+            let mut value = status_json(channel, kept, live.as_ref());
+            // Whether one is stored, never what it is.
+            value["has_stored_credential"] = Value::Bool(credentials.iter().any(|c| c.channel == channel.name));
+            (channel.name.clone(), value)
         })
         .collect())
 }
 
-async fn status(state: &AppState, name: &ChannelName) -> Result<Value, ApiError> {
+pub(crate) async fn status(state: &AppState, name: &ChannelName) -> Result<Value, ApiError> {
     statuses(state).await?.into_iter().find(|(n, _)| n == name).map(|(_, value)| value).ok_or_else(no_channel)
 }
 

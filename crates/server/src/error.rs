@@ -11,6 +11,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::borrow::Cow;
 use std::time::Duration;
 use veil_domain::ErrorCode;
 use veil_protocol::{ClientFormat, ErrorInfo};
@@ -21,7 +22,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
-    pub param: Option<&'static str>,
+    /// The request field the error is about (a fixed name, or one the client sent).
+    pub param: Option<Cow<'static, str>>,
     pub retry_after: Option<Duration>,
     /// Further headers the client needs to react, e.g. OpenAI's `x-ratelimit-*`.
     pub headers: Vec<(&'static str, String)>,
@@ -32,8 +34,8 @@ impl ApiError {
         Self { status, code, message: message.into(), param: None, retry_after: None, headers: Vec::new() }
     }
 
-    pub fn with_param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
         self
     }
 
@@ -131,7 +133,7 @@ impl ApiError {
             code: self.code.as_str().to_owned(),
             openai_type: self.openai_type().to_owned(),
             message: self.message.clone(),
-            param: self.param.map(str::to_owned),
+            param: self.param.as_deref().map(str::to_owned),
         }
     }
 }

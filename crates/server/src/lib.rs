@@ -15,6 +15,7 @@ mod app;
 mod auth;
 mod call;
 mod capture;
+mod channel_admin;
 pub mod channels;
 pub mod client_ip;
 mod error;

@@ -52,7 +52,20 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/v1/dashboard/billing/subscription", Access::Key, "OpenAI legacy balance: limits"),
     op("get", "/v1/dashboard/billing/usage", Access::Key, "OpenAI legacy balance: usage in cents"),
     op("get", "/api/channels", Access::Admin, "Every channel with its state, error rate, latency and cool-down"),
+    op(
+        "post",
+        "/api/channels",
+        Access::Admin,
+        "Create a channel: the keys of a [[channel]] table, optional \"api_key\"",
+    ),
     op("get", "/api/channels/{name}", Access::Admin, "One channel with its state, error rate, latency and cool-down"),
+    op(
+        "put",
+        "/api/channels/{name}",
+        Access::Admin,
+        "Replace a channel made through the API (409 for one the config file declares)",
+    ),
+    op("delete", "/api/channels/{name}", Access::Admin, "Delete a channel made through the API, with its credential"),
     op(
         "post",
         "/api/channels/{name}/enable",

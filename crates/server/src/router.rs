@@ -66,8 +66,11 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/v1/dashboard/billing/usage", get(crate::reports::legacy_usage))
         .route("/dashboard/billing/subscription", get(crate::reports::legacy_subscription))
         .route("/dashboard/billing/usage", get(crate::reports::legacy_usage))
-        .route("/api/channels", get(crate::channels::list))
-        .route("/api/channels/{name}", get(crate::channels::get))
+        .route("/api/channels", get(crate::channels::list).post(crate::channel_admin::create))
+        .route(
+            "/api/channels/{name}",
+            get(crate::channels::get).put(crate::channel_admin::replace).delete(crate::channel_admin::delete),
+        )
         .route("/api/channels/{name}/enable", post(crate::channels::enable))
         .route("/api/channels/{name}/disable", post(crate::channels::disable))
         .route("/api/channels/{name}/test", post(crate::channels::test))

@@ -61,9 +61,30 @@ pub fn channel_json(c: &Channel) -> Value {
         "region": c.policy.region,
         "human_review": c.policy.human_review,
         "operator": c.policy.operator,
+        "connect_timeout": duration_text(c.timeouts.connect),
+        "first_byte_timeout": duration_text(c.timeouts.first_byte),
+        "idle_timeout": duration_text(c.timeouts.idle),
+        "total_timeout": duration_text(c.timeouts.total),
+        "rpm": c.limits.rpm,
+        "max_concurrent": c.limits.max_concurrent,
+        "tls_verify": c.tls_verify,
+        "probe_interval": c.probe_interval.map(duration_text),
         "enabled": c.enabled,
         "managed": c.managed,
     })
+}
+
+/// A duration as the config file writes it (`500ms`, `30s`, `5m`, `1h`, `7d`): the
+/// largest unit that shows it exactly.
+fn duration_text(duration: std::time::Duration) -> String {
+    if duration.subsec_millis() != 0 || duration.as_secs() == 0 {
+        return format!("{}ms", duration.as_millis());
+    }
+    let seconds = duration.as_secs();
+    match [(86_400, "d"), (3_600, "h"), (60, "m")].into_iter().find(|(unit, _)| seconds.is_multiple_of(*unit)) {
+        Some((unit, suffix)) => format!("{}{suffix}", seconds / unit),
+        None => format!("{seconds}s"),
+    }
 }
 
 /// A call record with the field names of DESIGN §3.5.
@@ -101,4 +122,21 @@ pub fn record_json(stored: &StoredCallRecord) -> Value {
         "estimated": r.estimated,
         "channels_tried": r.channels_tried,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_text;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_the_config_writes_them() {
+        assert_eq!(duration_text(Duration::from_millis(1_500)), "1500ms");
+        assert_eq!(duration_text(Duration::ZERO), "0ms");
+        assert_eq!(duration_text(Duration::from_secs(30)), "30s");
+        assert_eq!(duration_text(Duration::from_secs(90)), "90s");
+        assert_eq!(duration_text(Duration::from_secs(300)), "5m");
+        assert_eq!(duration_text(Duration::from_secs(7_200)), "2h");
+        assert_eq!(duration_text(Duration::from_secs(172_800)), "2d");
+    }
 }

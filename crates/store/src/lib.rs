@@ -75,6 +75,27 @@ pub struct SealedCredential {
     pub ciphertext: Vec<u8>,
 }
 
+/// How the management API writes a channel of its own (`managed = false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiChannelWrite {
+    /// A new channel: an existing name is refused.
+    Create,
+    /// The whole channel, replaced: a missing or config-managed channel is refused.
+    Replace,
+}
+
+/// What came of a management-API change to a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiChannelOutcome {
+    Done,
+    /// Creating: a channel of that name exists already.
+    Exists,
+    /// Replacing or deleting: no such channel.
+    Missing,
+    /// Replacing or deleting: the config file declares this channel; it is changed there.
+    Managed,
+}
+
 /// A user with the balance derived from their ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {
@@ -264,6 +285,19 @@ pub trait Store: Send + Sync + 'static {
     async fn list_channels(&self) -> Result<Vec<Channel>, StoreError>;
     /// Deletes config-managed channels whose names are not in `keep`.
     async fn retire_managed_channels(&self, keep: &[ChannelName]) -> Result<u64, StoreError>;
+    /// Creates or replaces a channel of the management API (the caller passes it with
+    /// `managed = false`) and, when given, its sealed credential, in one transaction; without
+    /// one a replaced channel keeps the credential it had. Refusals ([`ApiChannelOutcome`])
+    /// write nothing; a write bumps the revision.
+    async fn write_api_channel(
+        &self,
+        channel: &Channel,
+        credential: Option<SealedCredential>,
+        write: ApiChannelWrite,
+    ) -> Result<ApiChannelOutcome, StoreError>;
+    /// Deletes a channel that is not config-managed, with its credential and state; bumps
+    /// the revision. A managed or missing channel is refused and nothing changes.
+    async fn delete_api_channel(&self, name: &ChannelName) -> Result<ApiChannelOutcome, StoreError>;
     /// Inserts or replaces by name; bumps the revision only when something changed.
     async fn upsert_model(&self, model: &Model) -> Result<(), StoreError>;
     async fn list_models(&self) -> Result<Vec<Model>, StoreError>;

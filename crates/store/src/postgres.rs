@@ -5,9 +5,9 @@
 use crate::audit::{AuditRow, ChainWalk, GENESIS_HASH};
 use crate::codec::{self, CallRecordParams, ChannelParams, Columns, GroupParams, KeyParams, LedgerParams, ModelParams};
 use crate::{
-    AccountTotals, AuditEntry, AuditVerification, CallRecordFilter, DailyUsage, ErasureReport, KeyTotals, LedgerCredit,
-    NewAuditEntry, NewCapture, SealedCredential, Store, StoreError, StoredCallRecord, StoredCapture, UserSummary,
-    WrappedSecret,
+    AccountTotals, ApiChannelOutcome, ApiChannelWrite, AuditEntry, AuditVerification, CallRecordFilter, DailyUsage,
+    ErasureReport, KeyTotals, LedgerCredit, NewAuditEntry, NewCapture, SealedCredential, Store, StoreError,
+    StoredCallRecord, StoredCapture, UserSummary, WrappedSecret,
 };
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -145,6 +145,98 @@ async fn insert_credit(conn: &mut PgConnection, entry: &LedgerEntry) -> Result<i
 
 fn texts<T: std::fmt::Display>(items: &[T]) -> Vec<String> {
     items.iter().map(ToString::to_string).collect()
+}
+
+/// Inserts or replaces a channel by name; how many rows changed (0: it was stored as is).
+async fn upsert_channel_row(conn: &mut PgConnection, channel: &Channel) -> Result<u64, StoreError> {
+    let p = ChannelParams::new(channel);
+    let changed = sqlx::query(
+        "INSERT INTO channels (name, kind, base_url, api_key_env, models, model_mapping, \
+            priority, weight, allowed_groups, retention_days, training, region, human_review, \
+            operator, connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, \
+            total_timeout_ms, rpm, max_concurrent, tls_verify, probe_interval_ms, enabled, managed) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+            $18, $19, $20, $21, $22, $23, $24) \
+         ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, \
+            base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env, \
+            models = EXCLUDED.models, model_mapping = EXCLUDED.model_mapping, \
+            priority = EXCLUDED.priority, weight = EXCLUDED.weight, \
+            allowed_groups = EXCLUDED.allowed_groups, \
+            retention_days = EXCLUDED.retention_days, training = EXCLUDED.training, \
+            region = EXCLUDED.region, human_review = EXCLUDED.human_review, \
+            operator = EXCLUDED.operator, connect_timeout_ms = EXCLUDED.connect_timeout_ms, \
+            first_byte_timeout_ms = EXCLUDED.first_byte_timeout_ms, \
+            idle_timeout_ms = EXCLUDED.idle_timeout_ms, \
+            total_timeout_ms = EXCLUDED.total_timeout_ms, rpm = EXCLUDED.rpm, \
+            max_concurrent = EXCLUDED.max_concurrent, tls_verify = EXCLUDED.tls_verify, \
+            probe_interval_ms = EXCLUDED.probe_interval_ms, enabled = EXCLUDED.enabled, \
+            managed = EXCLUDED.managed \
+         WHERE (channels.kind, channels.base_url, channels.api_key_env, channels.models, \
+                channels.model_mapping, channels.priority, channels.weight, \
+                channels.allowed_groups, channels.retention_days, channels.training, \
+                channels.region, channels.human_review, channels.operator, \
+                channels.connect_timeout_ms, channels.first_byte_timeout_ms, \
+                channels.idle_timeout_ms, channels.total_timeout_ms, channels.rpm, \
+                channels.max_concurrent, channels.tls_verify, channels.probe_interval_ms, \
+                channels.enabled, channels.managed) \
+            IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.base_url, EXCLUDED.api_key_env, \
+                EXCLUDED.models, EXCLUDED.model_mapping, EXCLUDED.priority, EXCLUDED.weight, \
+                EXCLUDED.allowed_groups, EXCLUDED.retention_days, EXCLUDED.training, \
+                EXCLUDED.region, EXCLUDED.human_review, EXCLUDED.operator, \
+                EXCLUDED.connect_timeout_ms, EXCLUDED.first_byte_timeout_ms, \
+                EXCLUDED.idle_timeout_ms, EXCLUDED.total_timeout_ms, EXCLUDED.rpm, \
+                EXCLUDED.max_concurrent, EXCLUDED.tls_verify, EXCLUDED.probe_interval_ms, \
+                EXCLUDED.enabled, EXCLUDED.managed)",
+    )
+    .bind(p.name)
+    .bind(p.kind)
+    .bind(p.base_url)
+    .bind(p.api_key_env)
+    .bind(p.models)
+    .bind(p.model_mapping)
+    .bind(p.priority)
+    .bind(p.weight)
+    .bind(p.allowed_groups)
+    .bind(p.retention_days)
+    .bind(p.training)
+    .bind(p.region)
+    .bind(p.human_review)
+    .bind(p.operator)
+    .bind(p.connect_timeout_ms)
+    .bind(p.first_byte_timeout_ms)
+    .bind(p.idle_timeout_ms)
+    .bind(p.total_timeout_ms)
+    .bind(p.rpm)
+    .bind(p.max_concurrent)
+    .bind(p.tls_verify)
+    .bind(p.probe_interval_ms)
+    .bind(p.enabled)
+    .bind(p.managed)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(changed)
+}
+
+/// Stores a channel's sealed credential, replacing the one it had.
+async fn store_credential_row(conn: &mut PgConnection, sealed: &SealedCredential) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO channel_credentials (channel, nonce, ciphertext) VALUES ($1, $2, $3) \
+         ON CONFLICT (channel) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext",
+    )
+    .bind(sealed.channel.as_str())
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether a channel of that name exists, and if so whether the config file manages it.
+async fn channel_managed(conn: &mut PgConnection, name: &ChannelName) -> Result<Option<bool>, StoreError> {
+    let row =
+        sqlx::query("SELECT managed FROM channels WHERE name = $1").bind(name.as_str()).fetch_optional(conn).await?;
+    row.map(|row| row.flag("managed")).transpose()
 }
 
 #[async_trait]
@@ -504,17 +596,7 @@ impl Store for PostgresStore {
             return Ok(false);
         }
         match sealed {
-            Some(sealed) => {
-                sqlx::query(
-                    "INSERT INTO channel_credentials (channel, nonce, ciphertext) VALUES ($1, $2, $3) \
-                     ON CONFLICT (channel) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext",
-                )
-                .bind(channel.as_str())
-                .bind(sealed.nonce)
-                .bind(sealed.ciphertext)
-                .execute(&mut *tx)
-                .await?;
-            }
+            Some(sealed) => store_credential_row(&mut tx, &sealed).await?,
             None => {
                 sqlx::query("DELETE FROM channel_credentials WHERE channel = $1")
                     .bind(channel.as_str())
@@ -608,73 +690,8 @@ impl Store for PostgresStore {
     }
 
     async fn upsert_channel(&self, channel: &Channel) -> Result<(), StoreError> {
-        let p = ChannelParams::new(channel);
         let mut tx = self.write().await?;
-        let changed = sqlx::query(
-            "INSERT INTO channels (name, kind, base_url, api_key_env, models, model_mapping, \
-                priority, weight, allowed_groups, retention_days, training, region, human_review, \
-                operator, connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms, \
-                total_timeout_ms, rpm, max_concurrent, tls_verify, probe_interval_ms, enabled, managed) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                $18, $19, $20, $21, $22, $23, $24) \
-             ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, \
-                base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env, \
-                models = EXCLUDED.models, model_mapping = EXCLUDED.model_mapping, \
-                priority = EXCLUDED.priority, weight = EXCLUDED.weight, \
-                allowed_groups = EXCLUDED.allowed_groups, \
-                retention_days = EXCLUDED.retention_days, training = EXCLUDED.training, \
-                region = EXCLUDED.region, human_review = EXCLUDED.human_review, \
-                operator = EXCLUDED.operator, connect_timeout_ms = EXCLUDED.connect_timeout_ms, \
-                first_byte_timeout_ms = EXCLUDED.first_byte_timeout_ms, \
-                idle_timeout_ms = EXCLUDED.idle_timeout_ms, \
-                total_timeout_ms = EXCLUDED.total_timeout_ms, rpm = EXCLUDED.rpm, \
-                max_concurrent = EXCLUDED.max_concurrent, tls_verify = EXCLUDED.tls_verify, \
-                probe_interval_ms = EXCLUDED.probe_interval_ms, enabled = EXCLUDED.enabled, \
-                managed = EXCLUDED.managed \
-             WHERE (channels.kind, channels.base_url, channels.api_key_env, channels.models, \
-                    channels.model_mapping, channels.priority, channels.weight, \
-                    channels.allowed_groups, channels.retention_days, channels.training, \
-                    channels.region, channels.human_review, channels.operator, \
-                    channels.connect_timeout_ms, channels.first_byte_timeout_ms, \
-                    channels.idle_timeout_ms, channels.total_timeout_ms, channels.rpm, \
-                    channels.max_concurrent, channels.tls_verify, channels.probe_interval_ms, \
-                    channels.enabled, channels.managed) \
-                IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.base_url, EXCLUDED.api_key_env, \
-                    EXCLUDED.models, EXCLUDED.model_mapping, EXCLUDED.priority, EXCLUDED.weight, \
-                    EXCLUDED.allowed_groups, EXCLUDED.retention_days, EXCLUDED.training, \
-                    EXCLUDED.region, EXCLUDED.human_review, EXCLUDED.operator, \
-                    EXCLUDED.connect_timeout_ms, EXCLUDED.first_byte_timeout_ms, \
-                    EXCLUDED.idle_timeout_ms, EXCLUDED.total_timeout_ms, EXCLUDED.rpm, \
-                    EXCLUDED.max_concurrent, EXCLUDED.tls_verify, EXCLUDED.probe_interval_ms, \
-                    EXCLUDED.enabled, EXCLUDED.managed)",
-        )
-        .bind(p.name)
-        .bind(p.kind)
-        .bind(p.base_url)
-        .bind(p.api_key_env)
-        .bind(p.models)
-        .bind(p.model_mapping)
-        .bind(p.priority)
-        .bind(p.weight)
-        .bind(p.allowed_groups)
-        .bind(p.retention_days)
-        .bind(p.training)
-        .bind(p.region)
-        .bind(p.human_review)
-        .bind(p.operator)
-        .bind(p.connect_timeout_ms)
-        .bind(p.first_byte_timeout_ms)
-        .bind(p.idle_timeout_ms)
-        .bind(p.total_timeout_ms)
-        .bind(p.rpm)
-        .bind(p.max_concurrent)
-        .bind(p.tls_verify)
-        .bind(p.probe_interval_ms)
-        .bind(p.enabled)
-        .bind(p.managed)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let changed = upsert_channel_row(&mut tx, channel).await?;
         if changed > 0 {
             bump_revision(&mut tx).await?;
         }
@@ -699,6 +716,52 @@ impl Store for PostgresStore {
 
     async fn retire_managed_channels(&self, keep: &[ChannelName]) -> Result<u64, StoreError> {
         self.delete_bumping("DELETE FROM channels WHERE managed AND name <> ALL($1::TEXT[])", texts(keep)).await
+    }
+
+    async fn write_api_channel(
+        &self,
+        channel: &Channel,
+        credential: Option<SealedCredential>,
+        write: ApiChannelWrite,
+    ) -> Result<ApiChannelOutcome, StoreError> {
+        let mut tx = self.write().await?;
+        // Bumping first takes the revision row's lock: concurrent writers queue here, so what
+        // is checked below still holds at commit. A refusal rolls the bump back.
+        bump_revision(&mut tx).await?;
+        let refusal = match (write, channel_managed(&mut tx, &channel.name).await?) {
+            (ApiChannelWrite::Create, Some(_)) => Some(ApiChannelOutcome::Exists),
+            (ApiChannelWrite::Replace, None) => Some(ApiChannelOutcome::Missing),
+            (ApiChannelWrite::Replace, Some(true)) => Some(ApiChannelOutcome::Managed),
+            (ApiChannelWrite::Create, None) | (ApiChannelWrite::Replace, Some(false)) => None,
+        };
+        if let Some(refusal) = refusal {
+            tx.rollback().await?;
+            return Ok(refusal);
+        }
+        upsert_channel_row(&mut tx, channel).await?;
+        if let Some(sealed) = credential {
+            store_credential_row(&mut tx, &sealed).await?;
+        }
+        tx.commit().await?;
+        Ok(ApiChannelOutcome::Done)
+    }
+
+    async fn delete_api_channel(&self, name: &ChannelName) -> Result<ApiChannelOutcome, StoreError> {
+        let mut tx = self.write().await?;
+        bump_revision(&mut tx).await?;
+        let refusal = match channel_managed(&mut tx, name).await? {
+            None => Some(ApiChannelOutcome::Missing),
+            Some(true) => Some(ApiChannelOutcome::Managed),
+            Some(false) => None,
+        };
+        if let Some(refusal) = refusal {
+            tx.rollback().await?;
+            return Ok(refusal);
+        }
+        // The credential and the channel_states row go with it (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM channels WHERE name = $1").bind(name.as_str()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(ApiChannelOutcome::Done)
     }
 
     async fn upsert_model(&self, model: &Model) -> Result<(), StoreError> {

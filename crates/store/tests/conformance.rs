@@ -101,6 +101,7 @@ conformance!(
     captures_list_newest_unexpired_and_purge,
     captures_go_with_their_key_and_user,
     channel_credentials_are_kept_sealed_and_go_with_their_channel,
+    api_channels_are_created_replaced_and_deleted_but_never_managed_ones,
     ledger_credits_are_found_by_revision,
     settlements_land_with_their_records,
     account_and_key_totals,
@@ -1626,6 +1627,50 @@ async fn channel_credentials_are_kept_sealed_and_go_with_their_channel(db: &Test
     store.set_channel_credential(&name, Some(sealed)).await.unwrap();
     store.retire_managed_channels(&[]).await.unwrap();
     assert!(store.channel_credentials().await.unwrap().is_empty(), "a retired channel's credential must go with it");
+}
+
+async fn api_channels_are_created_replaced_and_deleted_but_never_managed_ones(db: &TestDb) {
+    use veil_store::{ApiChannelOutcome as Outcome, ApiChannelWrite as Write, DisabledReason, SealedCredential};
+    let store = &db.store;
+    store.upsert_channel(&bare_channel("from-file", true)).await.unwrap();
+    let name: veil_domain::ChannelName = n("by-api");
+    let sealed = SealedCredential { channel: name.clone(), nonce: vec![2; 24], ciphertext: vec![1, 2, 3] };
+    let created = full_channel("by-api", false);
+
+    let r0 = store.revision().await.unwrap();
+    assert_eq!(store.write_api_channel(&created, Some(sealed.clone()), Write::Create).await.unwrap(), Outcome::Done);
+    let r1 = store.revision().await.unwrap();
+    assert!(r1 > r0, "servers must pick the new channel up");
+    assert_eq!(store.channel_credentials().await.unwrap(), vec![sealed.clone()]);
+    // Refusals write nothing, not even a revision.
+    let other = bare_channel("by-api", false);
+    assert_eq!(store.write_api_channel(&other, None, Write::Create).await.unwrap(), Outcome::Exists);
+    let file_over = bare_channel("from-file", false);
+    assert_eq!(store.write_api_channel(&file_over, None, Write::Create).await.unwrap(), Outcome::Exists);
+    assert_eq!(store.write_api_channel(&file_over, None, Write::Replace).await.unwrap(), Outcome::Managed);
+    let missing = bare_channel("missing", false);
+    assert_eq!(store.write_api_channel(&missing, None, Write::Replace).await.unwrap(), Outcome::Missing);
+    assert_eq!(store.delete_api_channel(&n("from-file")).await.unwrap(), Outcome::Managed);
+    assert_eq!(store.delete_api_channel(&n("missing")).await.unwrap(), Outcome::Missing);
+    assert_eq!(store.revision().await.unwrap(), r1);
+    assert_eq!(store.list_channels().await.unwrap(), vec![created, bare_channel("from-file", true)]);
+
+    // Replacing without a credential keeps the stored one.
+    assert_eq!(store.write_api_channel(&other, None, Write::Replace).await.unwrap(), Outcome::Done);
+    assert!(store.revision().await.unwrap() > r1);
+    assert_eq!(store.list_channels().await.unwrap(), vec![other, bare_channel("from-file", true)]);
+    assert_eq!(store.channel_credentials().await.unwrap(), vec![sealed]);
+    // The file's seeding retires only managed channels.
+    store.retire_managed_channels(&[n("from-file")]).await.unwrap();
+    assert_eq!(store.list_channels().await.unwrap().len(), 2);
+
+    store.disable_channel(&name, DisabledReason::Admin, at(3)).await.unwrap();
+    let r2 = store.revision().await.unwrap();
+    assert_eq!(store.delete_api_channel(&name).await.unwrap(), Outcome::Done);
+    assert!(store.revision().await.unwrap() > r2);
+    assert_eq!(store.list_channels().await.unwrap(), vec![bare_channel("from-file", true)]);
+    assert!(store.channel_credentials().await.unwrap().is_empty(), "the credential goes with its channel");
+    assert!(store.channel_states().await.unwrap().is_empty(), "the state goes with its channel");
 }
 
 // ---------------------------------------------------------------------------------------

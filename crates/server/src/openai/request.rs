@@ -133,7 +133,7 @@ mod tests {
         ];
         for (endpoint, value, param) in cases {
             let error = validate(endpoint, &body(value.clone())).unwrap_err();
-            assert_eq!(error.param, Some(param), "{value}");
+            assert_eq!(error.param.as_deref(), Some(param), "{value}");
             assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST, "{value}");
         }
         let odd_name = validate(Endpoint::ChatCompletions, &body(json!({"model": "no such model!", "messages": [{}]})));

@@ -6,6 +6,7 @@
 mod account;
 mod billing;
 mod capture;
+mod channels_api;
 mod errors;
 mod faults;
 mod formats;
