@@ -6,10 +6,12 @@ pub enum RedactError {
     /// The text of one request is larger than [`crate::Limits::max_input_bytes`].
     #[error("text to redact exceeds the limit of {limit} bytes per request")]
     InputTooLarge { limit: usize },
-    /// One request holds more distinct values than [`crate::Limits::max_entities`], or text
-    /// crafted so that every round of replacing values reveals new ones.
+    /// One request holds more distinct values than [`crate::Limits::max_entities`].
     #[error("more than {limit} distinct values to redact in one request")]
     TooManyEntities { limit: usize },
+    /// Text crafted so that every round of replacing values reveals new ones.
+    #[error("replacing values kept revealing new ones after {rounds} rounds")]
+    KeepsRevealing { rounds: usize },
 }
 
 /// The detector's patterns failed to compile (a programming error, reported at start-up).

@@ -199,7 +199,7 @@ impl Redactor {
             replacements.extend(revealed);
             replacements = resolve_overlaps(replacements, replacement_span);
         }
-        Err(RedactError::TooManyEntities { limit: self.detector.limits().max_entities })
+        Err(RedactError::KeepsRevealing { rounds: MAX_REVEAL_ROUNDS })
     }
 
     /// Literal copies of already-issued placeholders in `text` (to be replaced), after

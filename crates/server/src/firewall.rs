@@ -75,6 +75,9 @@ pub fn apply_pii(
         Err(veil_privacy::RedactError::TooManyEntities { .. }) => Err(ApiError::invalid_request(
             "The request holds too many personal-data values for the firewall to replace.",
         )),
+        Err(veil_privacy::RedactError::KeepsRevealing { .. }) => Err(ApiError::invalid_request(
+            "The request holds personal data run together in a way the firewall cannot separate safely.",
+        )),
     }
 }
 
