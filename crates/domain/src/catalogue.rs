@@ -286,3 +286,35 @@ mod tests {
         assert_eq!(Pricing::Priced(gpt4o_mini()).billable(), Some(gpt4o_mini()));
     }
 }
+
+/// A channel's routing health: what the health board decides and what servers report to the
+/// store (and `veil admin` shows). The wire names are the management API's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthState {
+    Healthy,
+    CoolingDown,
+    HalfOpen,
+    /// Its credential was rejected, or an admin disabled it.
+    Disabled,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::CoolingDown => "cooling_down",
+            Self::HalfOpen => "half_open",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "healthy" => Some(Self::Healthy),
+            "cooling_down" => Some(Self::CoolingDown),
+            "half_open" => Some(Self::HalfOpen),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}

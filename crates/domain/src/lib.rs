@@ -16,7 +16,7 @@ pub mod record;
 pub mod time;
 
 pub use account::{ApiKey, Group, KeyLimits, LedgerEntry, LedgerKind, NewApiKey, NewUser, Role, User};
-pub use catalogue::{Channel, ChannelKind, ChannelLimits, Model, Price, Pricing, Timeouts};
+pub use catalogue::{Channel, ChannelKind, ChannelLimits, HealthState, Model, Price, Pricing, Timeouts};
 pub use error_code::ErrorCode;
 pub use money::{Money, MoneyError, Multiplier};
 pub use names::{ChannelName, GroupName, KeyId, ModelName, NameError, RequestId, UserId, UserName};

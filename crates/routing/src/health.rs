@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
-use veil_domain::ChannelName;
+use veil_domain::{ChannelName, HealthState};
 
 /// Time buckets per window: outcomes are forgotten a tenth of a window at a time.
 const BUCKETS: u32 = 10;
@@ -96,37 +96,6 @@ enum State {
     },
 }
 
-/// A channel's state as shown to operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateKind {
-    Healthy,
-    CoolingDown,
-    HalfOpen,
-    /// Its credential was rejected (until the store's disabling takes over).
-    Disabled,
-}
-
-impl StateKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::CoolingDown => "cooling_down",
-            Self::HalfOpen => "half_open",
-            Self::Disabled => "disabled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "healthy" => Some(Self::Healthy),
-            "cooling_down" => Some(Self::CoolingDown),
-            "half_open" => Some(Self::HalfOpen),
-            "disabled" => Some(Self::Disabled),
-            _ => None,
-        }
-    }
-}
-
 /// Whether a call may go to a channel now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -157,7 +126,7 @@ pub enum Transition {
 /// A channel's health at one instant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthView {
-    pub state: StateKind,
+    pub state: HealthState,
     pub cooling_until: Option<Instant>,
     /// Failed share of the calls in the window; 0 without calls.
     pub error_rate: f64,
@@ -170,7 +139,7 @@ pub struct HealthView {
 impl HealthView {
     pub fn healthy() -> Self {
         Self {
-            state: StateKind::Healthy,
+            state: HealthState::Healthy,
             cooling_until: None,
             error_rate: 0.0,
             calls: 0,
@@ -299,14 +268,14 @@ impl ChannelHealth {
     pub fn view(&self, policy: &HealthPolicy, now: Instant) -> HealthView {
         let (calls, failures) = self.totals(now, policy);
         let state = match self.state {
-            _ if self.disabled => StateKind::Disabled,
-            State::Healthy => StateKind::Healthy,
+            _ if self.disabled => HealthState::Disabled,
+            State::Healthy => HealthState::Healthy,
             State::CoolingDown { until, cause } if until <= now => match cause {
-                Cause::Errors => StateKind::HalfOpen,
-                Cause::RateLimited => StateKind::Healthy,
+                Cause::Errors => HealthState::HalfOpen,
+                Cause::RateLimited => HealthState::Healthy,
             },
-            State::CoolingDown { .. } => StateKind::CoolingDown,
-            State::HalfOpen { .. } => StateKind::HalfOpen,
+            State::CoolingDown { .. } => HealthState::CoolingDown,
+            State::HalfOpen { .. } => HealthState::HalfOpen,
         };
         let cooling_until = match self.state {
             State::CoolingDown { until, .. } if until > now => Some(until),
@@ -516,7 +485,7 @@ mod tests {
         let tripped = h.record(&p, Outcome::Failure, t0 + ms(3));
         assert!(matches!(tripped, Some(Transition::CooledDown { until, .. }) if until == t0 + ms(3) + p.cooldown));
         assert_eq!(h.admit(&p, t0 + ms(4)), Admission::Refused { until: Some(t0 + ms(3) + p.cooldown) });
-        assert_eq!(h.view(&p, t0 + ms(4)).state, StateKind::CoolingDown);
+        assert_eq!(h.view(&p, t0 + ms(4)).state, HealthState::CoolingDown);
     }
 
     #[test]
@@ -529,7 +498,7 @@ mod tests {
             assert_eq!(h.record(&p, outcome, t0 + ms(i)), None);
         }
         let view = h.view(&p, t0 + ms(20));
-        assert_eq!(view.state, StateKind::Healthy);
+        assert_eq!(view.state, HealthState::Healthy);
         assert_eq!((view.calls, view.failures), (20, 6));
         assert!((view.error_rate - 0.3).abs() < 1e-9);
     }
@@ -560,13 +529,13 @@ mod tests {
             h.record(&p, Outcome::Failure, t0 + ms(i));
         }
         let after = t0 + Duration::from_secs(3);
-        assert_eq!(h.view(&p, after).state, StateKind::HalfOpen);
+        assert_eq!(h.view(&p, after).state, HealthState::HalfOpen);
         assert_eq!(h.admit(&p, after), Admission::Trial);
         assert_eq!(h.admit(&p, after + ms(1)), Admission::Refused { until: None }, "one trial at a time");
         assert_eq!(h.record(&p, ok(), after + ms(5)), Some(Transition::Recovered));
         assert_eq!(h.admit(&p, after + ms(6)), Admission::Open);
         let view = h.view(&p, after + ms(6));
-        assert_eq!((view.state, view.calls), (StateKind::Healthy, 0), "a clean slate");
+        assert_eq!((view.state, view.calls), (HealthState::Healthy, 0), "a clean slate");
     }
 
     #[test]
@@ -678,7 +647,7 @@ mod tests {
         assert!(board.disable(&name));
         assert!(!board.disable(&name), "already marked");
         assert_eq!(board.admit(&name, now), Admission::Refused { until: None });
-        assert_eq!(board.view(&name, now).state, StateKind::Disabled);
+        assert_eq!(board.view(&name, now).state, HealthState::Disabled);
         board.reset(&name);
         assert_eq!(board.admit(&name, now), Admission::Open);
         board.disable(&name);

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use veil_config::{RoutingSettings, Settings};
 use veil_domain::{ChannelName, Timestamp};
 use veil_providers::{HttpClient, UpstreamError};
-use veil_routing::health::{Admission, Board, HealthPolicy, HealthView, Outcome, StateKind, Transition};
+use veil_routing::health::{Admission, Board, HealthPolicy, HealthView, Outcome, Transition};
 use veil_store::{ChannelHealthSnapshot, DisabledReason, HealthState, StoreError};
 
 /// Health events waiting for the worker; more are dropped with a warning (the board
@@ -279,15 +279,6 @@ fn timestamp_at(instant: Instant, now: Instant) -> Timestamp {
     Timestamp::now().plus_millis(ahead)
 }
 
-pub fn state_of(kind: StateKind) -> HealthState {
-    match kind {
-        StateKind::Healthy => HealthState::Healthy,
-        StateKind::CoolingDown => HealthState::CoolingDown,
-        StateKind::HalfOpen => HealthState::HalfOpen,
-        StateKind::Disabled => HealthState::Disabled,
-    }
-}
-
 fn millis(duration: Option<Duration>) -> Option<u32> {
     duration.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
 }
@@ -295,7 +286,7 @@ fn millis(duration: Option<Duration>) -> Option<u32> {
 fn snapshot_of(channel: &ChannelName, view: &HealthView, now: Instant, wall: Timestamp) -> ChannelHealthSnapshot {
     ChannelHealthSnapshot {
         channel: channel.clone(),
-        state: state_of(view.state),
+        state: view.state,
         calls: view.calls,
         failures: view.failures,
         latency_p50_ms: millis(view.latency_p50),
@@ -448,7 +439,7 @@ mod tests {
         let attempt = board.admit(&name).unwrap();
         attempt.finish(Err(&status(401, None)));
         assert!(board.admit(&name).is_err(), "no further call goes to it");
-        assert_eq!(board.view(&name).state, StateKind::Disabled);
+        assert_eq!(board.view(&name).state, HealthState::Disabled);
         board.record_probe(&name, Err(&status(401, None)));
         assert_eq!(
             worker.events.try_recv().unwrap(),
@@ -477,6 +468,6 @@ mod tests {
         drop(trial);
         board.admit(&name).unwrap().finish(Ok(Duration::from_millis(3)));
         assert_eq!(worker.events.try_recv().unwrap(), HealthEvent::Recovered { channel: name.clone() });
-        assert_eq!(board.view(&name).state, StateKind::Healthy);
+        assert_eq!(board.view(&name).state, HealthState::Healthy);
     }
 }

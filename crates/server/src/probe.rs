@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use veil_domain::HealthState;
 use veil_domain::{Channel, ChannelName, ModelName};
 use veil_providers::{Endpoint, Provider, UpstreamError, UpstreamRequest};
-use veil_routing::health::StateKind;
 
 /// How often the prober looks for channels due a probe.
 const TICK: Duration = Duration::from_millis(250);
@@ -109,7 +109,7 @@ pub(crate) async fn schedule(state: Arc<AppState>, stop: CancellationToken) {
             let Some(interval) = candidate.channel.probe_interval else { continue };
             let name = &candidate.channel.name;
             // A cool-down just ended: the probe is the half-open trial, so it goes now.
-            let awaiting_trial = state.health.view(name).state == StateKind::HalfOpen;
+            let awaiting_trial = state.health.view(name).state == HealthState::HalfOpen;
             let next = next_due.entry(name.clone()).or_insert(now);
             if now >= *next || awaiting_trial {
                 *next = now + interval;

@@ -9,7 +9,7 @@
 
 use crate::StoreError;
 use crate::codec::{Columns, corrupt, in_table};
-use veil_domain::{ChannelName, Timestamp};
+use veil_domain::{ChannelName, HealthState, Timestamp};
 
 /// Why a channel is disabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,36 +32,6 @@ impl DisabledReason {
         match text {
             "credential_rejected" => Some(Self::CredentialRejected),
             "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
-}
-
-/// A channel's health as a server last saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthState {
-    Healthy,
-    CoolingDown,
-    HalfOpen,
-    Disabled,
-}
-
-impl HealthState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::CoolingDown => "cooling_down",
-            Self::HalfOpen => "half_open",
-            Self::Disabled => "disabled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "healthy" => Some(Self::Healthy),
-            "cooling_down" => Some(Self::CoolingDown),
-            "half_open" => Some(Self::HalfOpen),
-            "disabled" => Some(Self::Disabled),
             _ => None,
         }
     }

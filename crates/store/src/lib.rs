@@ -25,7 +25,7 @@ mod sqlite;
 mod videos;
 
 pub use audit::{AuditEntry, AuditVerification, GENESIS_HASH, NewAuditEntry, canonical_json, entry_hash};
-pub use channel_states::{ChannelHealthSnapshot, ChannelState, DisabledReason, HealthState};
+pub use channel_states::{ChannelHealthSnapshot, ChannelState, DisabledReason};
 pub use codec::ROUTE_PATHS;
 pub use error::StoreError;
 pub use media::{NewMedia, StoredMedia};
@@ -33,6 +33,7 @@ pub use postgres::PostgresStore;
 pub use redemption::{NewRedemptionCode, Redemption, StoredRedemptionCode};
 pub use reports::{MonthlyBill, UsageDay};
 pub use sqlite::SqliteStore;
+pub use veil_domain::HealthState;
 pub use videos::{VideoFinish, VideoJob, VideoStatus};
 
 use async_trait::async_trait;

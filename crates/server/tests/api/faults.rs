@@ -6,7 +6,6 @@
 //! tried.
 
 use crate::helpers::*;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,19 +174,7 @@ async fn send(scene: &Scene, stream: bool) -> Received {
     if !is_stream {
         return Received { status, body: Some(response.json().await.expect("JSON body")), events: Vec::new() };
     }
-    let mut events = Vec::new();
-    let mut buffer = String::new();
-    let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let Ok(chunk) = chunk else { break };
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = event.trim_end().strip_prefix("data: ") {
-                events.push(data.to_owned());
-            }
-        }
-    }
+    let events = read_events(response).await.into_iter().map(|(_, data)| data).collect();
     Received { status, body: None, events }
 }
 

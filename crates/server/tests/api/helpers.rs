@@ -93,3 +93,24 @@ pub async fn admin(app: &TestApp) -> String {
         .unwrap();
     app.create_key(&user, veil_testkit::KeyOptions::default()).await.0
 }
+
+/// Reads an SSE response to its end (or until the connection breaks), returning each
+/// `data:` payload with the time it arrived.
+pub async fn read_events(response: reqwest::Response) -> Vec<(std::time::Instant, String)> {
+    use futures_util::StreamExt;
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else { break };
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = event.trim_end().strip_prefix("data: ") {
+                events.push((std::time::Instant::now(), data.to_owned()));
+            }
+        }
+    }
+    events
+}

@@ -13,25 +13,6 @@ fn stream_body(include_usage: bool) -> Value {
     body
 }
 
-/// Reads an SSE response, returning each `data:` payload with the time it arrived.
-async fn read_events(response: reqwest::Response) -> Vec<(Instant, String)> {
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut events = Vec::new();
-    let mut buffer = String::new();
-    let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let Ok(chunk) = chunk else { break };
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = event.trim_end().strip_prefix("data: ") {
-                events.push((Instant::now(), data.to_owned()));
-            }
-        }
-    }
-    events
-}
-
 fn content(events: &[(Instant, String)]) -> String {
     events
         .iter()
