@@ -16,7 +16,7 @@ pub use duration::parse_duration;
 pub use raw::RawConfig;
 pub use risk::{AuthFailuresRule, BlockAction, NetworksRule, RiskAction, RiskSettings, SpendSpikeRule};
 pub use routing::{NotificationSettings, RoutingSettings};
-pub use settings::{BillingDurability, Settings, TlsFiles};
+pub use settings::{BillingDurability, LimitsOnFailure, Settings, TlsFiles};
 pub use telemetry::TelemetrySettings;
 pub use videos::VideoSettings;
 

@@ -139,6 +139,10 @@ pub struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     pub url: String,
+    /// Instances sharing a Redis and this prefix share rate limits; default `veil`.
+    pub key_prefix: Option<String>,
+    /// `closed` (default): refuse calls while Redis is unreachable; `open`: admit them.
+    pub limits_on_failure: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

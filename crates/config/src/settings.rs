@@ -32,6 +32,16 @@ pub enum BillingDurability {
 
 /// `[server] tls_cert` and `tls_key`: the PEM files Veil serves HTTPS with. They are
 /// read by the server (and again whenever they change), not here.
+/// `[redis] limits_on_failure`: what a call gets while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitsOnFailure {
+    /// Refuse (503): no limit is exceeded during an outage.
+    #[default]
+    Closed,
+    /// Admit without rate limits until Redis is back.
+    Open,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
@@ -64,6 +74,9 @@ pub struct Settings {
     pub database_url: String,
     pub database_max_connections: u32,
     pub redis_url: Option<String>,
+    /// `[redis] key_prefix`: instances sharing it (and the Redis) share rate limits.
+    pub redis_key_prefix: String,
+    pub limits_on_failure: LimitsOnFailure,
     pub log_retention_days: u32,
     pub ip_logging: IpLogging,
     pub media_ttl: Duration,
@@ -166,6 +179,16 @@ impl Settings {
             },
             database_url,
             database_max_connections: raw.database.max_connections.unwrap_or(8).max(1),
+            redis_key_prefix: match raw.redis.as_ref().and_then(|r| r.key_prefix.clone()) {
+                None => "veil".to_owned(),
+                Some(prefix) if !prefix.is_empty() && !prefix.contains(['{', '}']) => prefix,
+                Some(_) => return Err(ConfigError::invalid("redis.key_prefix", "must be non-empty, without braces")),
+            },
+            limits_on_failure: match raw.redis.as_ref().and_then(|r| r.limits_on_failure.as_deref()) {
+                None | Some("closed") => LimitsOnFailure::Closed,
+                Some("open") => LimitsOnFailure::Open,
+                Some(_) => return Err(ConfigError::invalid("redis.limits_on_failure", "must be closed or open")),
+            },
             redis_url: raw.redis.map(|r| r.url),
             log_retention_days: raw.privacy.log_retention_days,
             ip_logging,

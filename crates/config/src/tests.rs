@@ -403,3 +403,20 @@ fn one_channel_gets_the_files_checks_and_defaults_and_is_not_managed() {
 fn a_channel_missing_a_required_field_names_it() {
     assert_eq!(channel_error_key(one_channel("name = \"api\"\nbase_url = \"https://x.test\"\n")), "type");
 }
+
+#[test]
+fn redis_settings_default_to_closed_with_the_veil_prefix_and_reject_bad_values() {
+    let s = load_text("[redis]\nurl = \"redis://127.0.0.1:6379\"\n", &[]).unwrap();
+    assert_eq!(s.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+    assert_eq!((s.redis_key_prefix.as_str(), s.limits_on_failure), ("veil", LimitsOnFailure::Closed));
+    let s = load_text(
+        "[redis]\nurl = \"redis://r\"\nkey_prefix = \"blue\"\n",
+        &[("VEIL_REDIS__LIMITS_ON_FAILURE", "open")],
+    )
+    .unwrap();
+    assert_eq!((s.redis_key_prefix.as_str(), s.limits_on_failure), ("blue", LimitsOnFailure::Open));
+    let bad = load_text("[redis]\nurl = \"redis://r\"\nlimits_on_failure = \"maybe\"\n", &[]);
+    assert_eq!(invalid_key(bad), "redis.limits_on_failure");
+    let bad = load_text("[redis]\nurl = \"redis://r\"\nkey_prefix = \"{x}\"\n", &[]);
+    assert_eq!(invalid_key(bad), "redis.key_prefix");
+}

@@ -97,6 +97,10 @@ pub enum Resource {
     Requests,
     Tokens,
     Concurrency,
+    /// No limit refused: a shared backend could not be asked, and the operator chose to
+    /// refuse calls rather than admit them unchecked ("fail closed"). Not the caller's
+    /// fault, so the server answers it as a service error, not as a rate limit.
+    Unavailable,
 }
 
 impl Resource {
@@ -105,6 +109,7 @@ impl Resource {
             Self::Requests => "requests",
             Self::Tokens => "tokens",
             Self::Concurrency => "concurrency",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -121,9 +126,10 @@ impl fmt::Display for Resource {
 /// is how long until the call as a whole would be admitted (if nothing else happens).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{scope_kind} {resource} limit reached{}",
-    if *never_fits { ", and this call can never fit it".to_owned() }
-    else { format!("; retry in {}s", retry_after_header(*retry_after)) }
+    "{}",
+    if *resource == Resource::Unavailable { "rate limiting is unavailable".to_owned() }
+    else if *never_fits { format!("{scope_kind} {resource} limit reached, and this call can never fit it") }
+    else { format!("{scope_kind} {resource} limit reached; retry in {}s", retry_after_header(*retry_after)) }
 )]
 pub struct Refusal {
     /// [`Scope::kind`] of the refusing scope.
@@ -135,6 +141,24 @@ pub struct Refusal {
     pub never_fits: bool,
     /// The state as it was, since a refusal takes nothing.
     pub headers: RateHeaders,
+}
+
+impl Refusal {
+    /// The limiter's backend cannot be reached and calls fail closed ([`Resource::Unavailable`]).
+    pub fn unavailable() -> Self {
+        Self {
+            scope_kind: "limiter",
+            resource: Resource::Unavailable,
+            retry_after: CONCURRENCY_RETRY,
+            never_fits: false,
+            headers: RateHeaders::default(),
+        }
+    }
+
+    /// Whether this refusal is [`Refusal::unavailable`] rather than a limit reached.
+    pub fn is_unavailable(&self) -> bool {
+        self.resource == Resource::Unavailable
+    }
 }
 
 /// `retry_after` when a concurrency limit is full. Leases come back when calls end, which
@@ -153,6 +177,10 @@ pub trait Limiter: Send + Sync + 'static {
     /// count, reserved against every `tpm` limit (reserve, then reconcile). Demands whose
     /// limits are all `None` are skipped.
     async fn admit(&self, demands: &[Demand], tokens: u64) -> Result<Admission, Refusal>;
+
+    /// Drops state that is back at rest. The server calls it about once a minute; backends
+    /// whose state expires by itself (Redis keys have a time-to-live) need not do anything.
+    fn prune(&self) {}
 }
 
 /// A backend's hold on an admitted call. Dropping it releases the concurrency leases;

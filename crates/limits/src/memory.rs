@@ -354,6 +354,10 @@ impl Limiter for InMemoryLimiter {
     async fn admit(&self, demands: &[Demand], tokens: u64) -> Result<Admission, Refusal> {
         self.admit_now(demands, tokens)
     }
+
+    fn prune(&self) {
+        InMemoryLimiter::prune(self);
+    }
 }
 
 /// What an admitted call holds: its leases and token reservations, and the shared state to

@@ -33,6 +33,10 @@ pub enum StartupError {
     Http(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// `[redis] url` is set but Redis cannot be reached at start (in either failure mode:
+    /// a misconfigured URL should not pass for an outage).
+    #[error("cannot use Redis for rate limits")]
+    Redis(#[from] veil_cluster::ClusterError),
 }
 
 pub struct Application {
@@ -52,6 +56,8 @@ pub struct Application {
     certificates: Option<Arc<crate::tls::Certificates>>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     reload: crate::reload::ReloadHandle,
+    /// Applies the shared limiter's reconciles and lease releases (with `[redis]`).
+    limiter_worker: Option<veil_cluster::LimiterWorker>,
 }
 
 impl Application {
@@ -63,6 +69,7 @@ impl Application {
         let certificates = settings.tls.as_ref().map(crate::tls::Certificates::load).transpose()?.map(Arc::new);
         let acceptor = certificates.as_ref().map(crate::tls::Certificates::acceptor).transpose()?;
         let store = open_store(settings).await?;
+        let (limiter, limiter_worker) = build_limiter(settings).await?;
         let master = MasterKey::load_or_create(master_key_env, &settings.data_dir)?;
         let hasher = veil_secrets::key_hasher(store.as_ref(), &master).await?;
         let code_hasher = veil_secrets::code_hasher(store.as_ref(), &master)
@@ -124,7 +131,7 @@ impl Application {
             risk,
             records: sink,
             billing: Arc::new(veil_billing::Billing::new(Arc::clone(&store), revision)),
-            limiter: Arc::new(veil_limits::InMemoryLimiter::new()),
+            limiter,
             captures,
             redemptions: crate::redeem::Redemptions::new(code_hasher),
             sealer,
@@ -163,6 +170,7 @@ impl Application {
             certificates,
             acceptor,
             reload,
+            limiter_worker,
         })
     }
 
@@ -211,6 +219,9 @@ impl Application {
         background.spawn(crate::videos::poll_jobs(Arc::clone(&self.state), stop_background.clone()));
         self.health_workers.spawn(&background, &self.state, &stop_background);
         background.spawn(crate::metrics::upkeep(stop_background.clone()));
+        if let Some(worker) = self.limiter_worker {
+            background.spawn(worker.run(stop_background.clone()));
+        }
         background.spawn(jobs::retention_purge(
             Arc::clone(&self.state.store),
             self.state.log_retention_days,
@@ -253,6 +264,28 @@ impl Application {
         background.wait().await;
         tracing::info!("stopped");
     }
+}
+
+/// The shared (Redis) limiter when `[redis] url` is set, with the worker that applies its
+/// reconciles and releases; else the in-memory one.
+async fn build_limiter(
+    settings: &Settings,
+) -> Result<(Arc<dyn veil_limits::Limiter>, Option<veil_cluster::LimiterWorker>), StartupError> {
+    let Some(url) = settings.redis_url.as_deref() else {
+        return Ok((Arc::new(veil_limits::InMemoryLimiter::new()), None));
+    };
+    veil_cluster::describe_metrics();
+    let conn = veil_cluster::connect(url).await?;
+    let options = veil_cluster::RedisLimiterOptions {
+        key_prefix: settings.redis_key_prefix.clone(),
+        on_failure: match settings.limits_on_failure {
+            veil_config::LimitsOnFailure::Closed => veil_cluster::FailurePolicy::Closed,
+            veil_config::LimitsOnFailure::Open => veil_cluster::FailurePolicy::Open,
+        },
+        ..veil_cluster::RedisLimiterOptions::default()
+    };
+    let (limiter, worker) = veil_cluster::RedisLimiter::new(conn, options);
+    Ok((Arc::new(limiter), Some(worker)))
 }
 
 /// Opens the store, applies migrations and the config file's declarations. Shared by

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 use veil_billing::{Hold, HoldRequest, Refusal, SpendCaps};
 use veil_domain::{ErrorCode, Group, Model, Multiplier, Price, Pricing, Timestamp};
-use veil_limits::{Admission, Demand, Limiter, Limits, Scope};
+use veil_limits::{Admission, Demand, Limits, Scope};
 use veil_providers::Endpoint;
 
 /// What a call reserved; settled by the call when it ends.
@@ -134,11 +134,22 @@ fn max_output_tokens(endpoint: Endpoint, body: &Map<String, Value>, model: &Mode
 }
 
 /// `429 rate_limit_exceeded` with the headers OpenAI sends, so SDKs back off correctly.
+/// A shared limiter that cannot be reached while failing closed is not the caller's
+/// fault: `503 internal_error` "rate limiting is unavailable", with a short retry-after.
 pub fn rate_limited(refusal: &veil_limits::Refusal) -> ApiError {
     let what = match refusal.resource {
         veil_limits::Resource::Requests => "requests per minute",
         veil_limits::Resource::Tokens => "tokens per minute",
         veil_limits::Resource::Concurrency => "concurrent requests",
+        veil_limits::Resource::Unavailable => {
+            let mut error = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::InternalError,
+                "Rate limiting is unavailable; please try again shortly.",
+            );
+            error.retry_after = Some(refusal.retry_after);
+            return error;
+        }
     };
     let message = if refusal.never_fits {
         format!("Request too large for the {what} limit on this {}. Send a smaller request.", refusal.scope_kind)

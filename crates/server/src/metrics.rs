@@ -21,6 +21,7 @@
 //! | `veil_channel_enabled` | gauge | `channel` (the serving snapshot, at scrape time) |
 //! | `veil_record_queue_depth` | gauge | — (this server's calls waiting to be written, at scrape time) |
 //! | `veil_build_info` | gauge | `version` |
+//! | `veil_redis_up`, `veil_limits_fail_open_total`, `veil_limits_fail_closed_total`, `veil_limits_dropped_total` | gauge, counters | — (with `[redis]`; see `veil-cluster`) |
 //!
 //! The recorder is global (one per process, installed once); several applications in one
 //! process — as in the tests — share its counters. Scrape-time gauges are rendered from the

@@ -38,7 +38,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use veil_domain::{ErrorCode, FirewallMode, GroupName, Pricing, PrivacyRequirement, Timestamp, TokenUsage};
-use veil_limits::{Demand, Limiter, Limits, Scope};
+use veil_limits::{Demand, Limits, Scope};
 use veil_protocol::ClientFormat;
 use veil_protocol::translate::StreamTranslator;
 use veil_providers::{Endpoint, Provider, UpstreamError, UpstreamReply, UpstreamRequest};

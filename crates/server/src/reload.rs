@@ -121,6 +121,8 @@ fn restart_only_changes(started: &Settings, now: &Settings) -> Vec<&'static str>
         ("database.url", started.database_url != now.database_url),
         ("database.max_connections", started.database_max_connections != now.database_max_connections),
         ("redis.url", started.redis_url != now.redis_url),
+        ("redis.key_prefix", started.redis_key_prefix != now.redis_key_prefix),
+        ("redis.limits_on_failure", started.limits_on_failure != now.limits_on_failure),
         ("server.tls_cert", started.tls.as_ref().map(|t| &t.cert) != now.tls.as_ref().map(|t| &t.cert)),
         ("server.tls_key", started.tls.as_ref().map(|t| &t.key) != now.tls.as_ref().map(|t| &t.key)),
         ("server.max_body_bytes", started.max_body_bytes != now.max_body_bytes),

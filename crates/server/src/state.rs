@@ -131,8 +131,9 @@ pub struct AppState {
     pub records: RecordSink,
     /// Balances, holds and spend of the accounts in use (see `veil-billing`).
     pub billing: Arc<veil_billing::Billing>,
-    /// Requests, tokens and concurrency per key, user and channel.
-    pub limiter: Arc<veil_limits::InMemoryLimiter>,
+    /// Requests, tokens and concurrency per key, user and channel: in memory, or shared
+    /// through Redis when `[redis] url` is set (see `app::build_limiter`).
+    pub limiter: Arc<dyn veil_limits::Limiter>,
     pub captures: crate::capture::CaptureSink,
     /// Redemption codes: the installation's code hasher and the per-user guess throttle.
     pub redemptions: crate::redeem::Redemptions,

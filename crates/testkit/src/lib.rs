@@ -7,6 +7,7 @@
 mod codes;
 pub mod mock_upstream;
 pub mod postgres;
+pub mod redis;
 mod spawn;
 pub mod tls;
 

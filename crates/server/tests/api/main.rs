@@ -7,6 +7,7 @@ mod account;
 mod billing;
 mod capture;
 mod channels_api;
+mod cluster;
 mod errors;
 mod faults;
 mod formats;
