@@ -3,7 +3,9 @@
 //! This crate owns the Redis connection and everything Veil stores there. For now that is
 //! [`RedisLimiter`]: the rate limits of `veil-limits` (requests and tokens per minute,
 //! concurrent calls) shared by every instance that points at the same Redis and key prefix,
-//! with the same contract as the in-memory limiter (see the `veil-limits` crate docs).
+//! with the same contract as the in-memory limiter (see the `veil-limits` crate docs), and
+//! [`ChangeFeed`]: store changes announced to every instance over pub/sub, and
+//! [`Leadership`]: the lease that lets one instance at a time run background jobs.
 //!
 //! Promises:
 //! - Every decision is one atomic Lua script on the Redis server's clock, so instances
@@ -18,7 +20,12 @@
 //! Standalone Redis only for now: a cluster URL is refused at start. All keys share one
 //! `{prefix}` hash tag so that one call's keys would sit in one slot under a cluster.
 
+mod changes;
+mod lease;
 mod limiter;
+
+pub use changes::{ChangeFeed, channel_name};
+pub use lease::Leadership;
 
 pub use limiter::{FailurePolicy, LimiterWorker, RedisLimiter, RedisLimiterOptions, TestClock};
 

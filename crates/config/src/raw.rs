@@ -143,6 +143,8 @@ pub struct RawRedis {
     pub key_prefix: Option<String>,
     /// `closed` (default): refuse calls while Redis is unreachable; `open`: admit them.
     pub limits_on_failure: Option<String>,
+    /// How long a dead instance keeps the background-job lease; default `30s`.
+    pub job_lease_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +156,9 @@ pub struct RawPrivacy {
     pub ip_logging: String,
     #[serde(default = "defaults::media_ttl")]
     pub media_ttl: String,
+    /// Undocumented: how often the retention, capture and media purge runs (default 10m);
+    /// tests shorten it.
+    pub purge_interval: Option<String>,
 }
 
 impl Default for RawPrivacy {
@@ -162,6 +167,7 @@ impl Default for RawPrivacy {
             log_retention_days: defaults::log_retention_days(),
             ip_logging: defaults::ip_logging(),
             media_ttl: defaults::media_ttl(),
+            purge_interval: None,
         }
     }
 }

@@ -77,7 +77,12 @@ pub struct Settings {
     /// `[redis] key_prefix`: instances sharing it (and the Redis) share rate limits.
     pub redis_key_prefix: String,
     pub limits_on_failure: LimitsOnFailure,
+    /// `[redis] job_lease_ttl` (default 30 s): how soon another instance takes over the
+    /// background jobs after their runner dies.
+    pub job_lease_ttl: Duration,
     pub log_retention_days: u32,
+    /// `[privacy] purge_interval` (undocumented, default 10 minutes): the purge job's beat.
+    pub purge_interval: Duration,
     pub ip_logging: IpLogging,
     pub media_ttl: Duration,
     pub currency: String,
@@ -184,6 +189,13 @@ impl Settings {
                 Some(prefix) if !prefix.is_empty() && !prefix.contains(['{', '}']) => prefix,
                 Some(_) => return Err(ConfigError::invalid("redis.key_prefix", "must be non-empty, without braces")),
             },
+            job_lease_ttl: match raw.redis.as_ref().and_then(|r| r.job_lease_ttl.as_deref()) {
+                None => Duration::from_secs(30),
+                Some(value) => match duration("redis.job_lease_ttl", value)? {
+                    ttl if ttl >= Duration::from_millis(300) => ttl,
+                    _ => return Err(ConfigError::invalid("redis.job_lease_ttl", "must be at least 300ms")),
+                },
+            },
             limits_on_failure: match raw.redis.as_ref().and_then(|r| r.limits_on_failure.as_deref()) {
                 None | Some("closed") => LimitsOnFailure::Closed,
                 Some("open") => LimitsOnFailure::Open,
@@ -191,6 +203,10 @@ impl Settings {
             },
             redis_url: raw.redis.map(|r| r.url),
             log_retention_days: raw.privacy.log_retention_days,
+            purge_interval: match raw.privacy.purge_interval.as_deref() {
+                Some(value) => duration("privacy.purge_interval", value)?,
+                None => Duration::from_secs(600),
+            },
             ip_logging,
             media_ttl: duration("privacy.media_ttl", &raw.privacy.media_ttl)?,
             currency: raw.billing.currency,

@@ -58,6 +58,9 @@ pub struct Application {
     reload: crate::reload::ReloadHandle,
     /// Applies the shared limiter's reconciles and lease releases (with `[redis]`).
     limiter_worker: Option<veil_cluster::LimiterWorker>,
+    /// With `[redis]`: the lease that makes this instance the one running background jobs.
+    job_leadership: Option<Arc<veil_cluster::Leadership>>,
+    purge_interval: Duration,
 }
 
 impl Application {
@@ -70,6 +73,19 @@ impl Application {
         let acceptor = certificates.as_ref().map(crate::tls::Certificates::acceptor).transpose()?;
         let store = open_store(settings).await?;
         let (limiter, limiter_worker) = build_limiter(settings).await?;
+        let changes = match settings.redis_url.as_deref() {
+            Some(url) => Some(Arc::new(veil_cluster::ChangeFeed::connect(url, &settings.redis_key_prefix).await?)),
+            None => None,
+        };
+        let job_leadership = match settings.redis_url.as_deref() {
+            Some(url) => Some(Arc::new(veil_cluster::Leadership::new(
+                veil_cluster::connect(url).await?,
+                &settings.redis_key_prefix,
+                "jobs",
+                settings.job_lease_ttl,
+            ))),
+            None => None,
+        };
         let master = MasterKey::load_or_create(master_key_env, &settings.data_dir)?;
         let hasher = veil_secrets::key_hasher(store.as_ref(), &master).await?;
         let code_hasher = veil_secrets::code_hasher(store.as_ref(), &master)
@@ -154,6 +170,7 @@ impl Application {
             routing: settings.routing,
             health,
             notifier,
+            changes,
         });
         Ok(Self {
             listener,
@@ -171,6 +188,8 @@ impl Application {
             acceptor,
             reload,
             limiter_worker,
+            job_leadership,
+            purge_interval: settings.purge_interval,
         })
     }
 
@@ -215,18 +234,37 @@ impl Application {
             self.refresh_interval,
             stop_background.clone(),
         ));
+        if let Some(changes) = &self.state.changes {
+            background.spawn(refresh::follow_announcements(
+                Arc::clone(&self.state),
+                Arc::clone(changes),
+                stop_background.clone(),
+            ));
+        }
         // Restart survival: the poller resumes every unfinished video job from the store.
-        background.spawn(crate::videos::poll_jobs(Arc::clone(&self.state), stop_background.clone()));
+        background.spawn(crate::videos::poll_jobs(
+            Arc::clone(&self.state),
+            self.job_leadership.clone(),
+            stop_background.clone(),
+        ));
         self.health_workers.spawn(&background, &self.state, &stop_background);
         background.spawn(crate::metrics::upkeep(stop_background.clone()));
         if let Some(worker) = self.limiter_worker {
             background.spawn(worker.run(stop_background.clone()));
         }
-        background.spawn(jobs::retention_purge(
-            Arc::clone(&self.state.store),
-            self.state.log_retention_days,
-            stop_background.clone(),
-        ));
+        if let Some(leadership) = &self.job_leadership {
+            let leadership = Arc::clone(leadership);
+            let stop = stop_background.clone();
+            // Released on stop, so another instance takes over at its next beat.
+            background.spawn(async move { leadership.run(stop).await });
+        }
+        let purge = jobs::PurgeJob {
+            store: Arc::clone(&self.state.store),
+            retention_days: self.state.log_retention_days,
+            every: self.purge_interval,
+            leadership: self.job_leadership.clone(),
+        };
+        background.spawn(jobs::retention_purge(purge, stop_background.clone()));
 
         if let Some(certificates) = &self.certificates {
             background.spawn(crate::tls::watch(

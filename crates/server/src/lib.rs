@@ -55,4 +55,5 @@ pub mod views;
 pub use app::{Application, StartupError, open_store};
 pub use error::ApiError;
 pub use listener::shutdown_signal;
+pub use refresh::announce_store_changes;
 pub use reload::{ReloadError, ReloadHandle, ReloadReport};

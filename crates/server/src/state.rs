@@ -163,6 +163,9 @@ pub struct AppState {
     pub health: crate::health::HealthBoard,
     /// Operator notifications (webhook; see `notify.rs`).
     pub notifier: crate::notify::Notifier,
+    /// With `[redis] url`: announces this instance's store changes to the others and
+    /// hears theirs (see `refresh.rs`).
+    pub changes: Option<Arc<veil_cluster::ChangeFeed>>,
 }
 
 impl AppState {

@@ -1,7 +1,7 @@
 //! Asynchronous video jobs (OpenAI's Videos API): `POST /v1/videos` submits a job to an
 //! upstream and answers with Veil's own job id; `GET /v1/videos/{id}` reports its state;
 //! `GET /v1/videos/{id}/content` serves the finished video. One background poller follows
-//! every unfinished job.
+//! every unfinished job (with `[redis] url`: on the instance holding the jobs lease only).
 //!
 //! Promises:
 //! - Generated media (DESIGN §2, §3.1 exception (b)): when a job completes on a channel whose
@@ -455,12 +455,20 @@ fn millis(duration: Duration) -> i64 {
 // The poller
 
 /// Follows every unfinished job until it ends; owned by the app's task tracker.
-pub async fn poll_jobs(state: Arc<AppState>, stop: CancellationToken) {
+/// With `leadership` (Redis configured), only the instance holding the jobs lease polls;
+/// the others wake on the same beat and poll once they hold it.
+pub async fn poll_jobs(
+    state: Arc<AppState>,
+    leadership: Option<Arc<veil_cluster::Leadership>>,
+    stop: CancellationToken,
+) {
     let settings = state.videos.settings;
     loop {
         let now = Timestamp::now();
         let mut next_wake = now.plus_millis(millis(settings.max_poll_interval));
-        match state.store.unfinished_video_jobs().await {
+        let leading = leadership.as_ref().is_none_or(|lease| lease.is_leader());
+        let unfinished = if leading { state.store.unfinished_video_jobs().await } else { Ok(Vec::new()) };
+        match unfinished {
             Ok(jobs) => {
                 for job in jobs {
                     if stop.is_cancelled() {

@@ -21,6 +21,19 @@ use veil_store::{CallRecordFilter, Store};
 
 pub async fn run(settings: &Settings, command: AdminCommand, as_json: bool) -> anyhow::Result<ExitCode> {
     let store = veil_server::open_store(settings).await.context("cannot open the store")?;
+    let result = dispatch(settings, &store, command, as_json).await;
+    // Running instances hear of the change now rather than at their next poll.
+    veil_server::announce_store_changes(settings, store.as_ref()).await;
+    result
+}
+
+async fn dispatch(
+    settings: &Settings,
+    store: &std::sync::Arc<dyn Store>,
+    command: AdminCommand,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = std::sync::Arc::clone(store);
     match command {
         AdminCommand::User { command } => user(store.as_ref(), command, as_json).await,
         AdminCommand::Key { command } => key(settings, store, command, as_json).await,

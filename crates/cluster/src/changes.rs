@@ -1,0 +1,116 @@
+//! Change announcements between instances: the cache-coherence half of the cluster.
+//!
+//! Every instance caches keys, users, channels, models and prices, stamped with the store
+//! revision they were read at. When an instance changes the store it publishes the new
+//! revision on the Redis pub/sub channel `{key_prefix}:changes`; every instance listens
+//! there on a dedicated connection and refreshes at once, so a change reaches all of them
+//! within a round trip rather than a poll interval.
+//!
+//! Promises:
+//! - The payload is the revision number only: no identifier, no content.
+//! - A revision is announced at most once per instance, and never re-announced after it was
+//!   heard from another instance, so announcements do not echo around the cluster.
+//! - The listener reconnects with backoff (100 ms doubling to 5 s) and, after each
+//!   (re)connection, asks for one refresh, because announcements sent while it was away
+//!   are lost; the store-revision poll remains the backstop for anything missed.
+//! - Announcing never fails a caller: a lost announcement only delays the others until
+//!   their next poll.
+
+use crate::{COMMAND_TIMEOUT, ClusterError};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LONGEST_RETRY: Duration = Duration::from_secs(5);
+
+/// Publishes this instance's store changes and follows everyone else's.
+pub struct ChangeFeed {
+    client: redis::Client,
+    publisher: ConnectionManager,
+    channel: String,
+    /// The newest revision announced by, or heard from, any instance.
+    known: AtomicI64,
+}
+
+impl ChangeFeed {
+    /// Connects the publishing side; the listening side connects in [`follow`](Self::follow).
+    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, ClusterError> {
+        let publisher = crate::connect(url).await?;
+        let client = redis::Client::open(url).map_err(|e| ClusterError::Url(e.to_string()))?;
+        Ok(Self { client, publisher, channel: channel_name(key_prefix), known: AtomicI64::new(0) })
+    }
+
+    /// Tells the other instances that the store is at `revision`, unless it is already known.
+    pub async fn announce(&self, revision: i64) {
+        if self.known.fetch_max(revision, Ordering::AcqRel) >= revision {
+            return;
+        }
+        let mut conn = self.publisher.clone();
+        let published = tokio::time::timeout(COMMAND_TIMEOUT, conn.publish::<_, _, i64>(&self.channel, revision)).await;
+        match published {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(error = %error, "could not announce a store change; others will poll"),
+            Err(_) => tracing::warn!("announcing a store change timed out; others will poll"),
+        }
+    }
+
+    /// Listens for announcements until `stop`, calling `on_change` with each announced
+    /// revision (already marked known), and with `None` after every (re)connection.
+    pub async fn follow<F, Fut>(&self, on_change: F, stop: CancellationToken)
+    where
+        F: Fn(Option<i64>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut retry = FIRST_RETRY;
+        loop {
+            let subscribed = tokio::select! {
+                () = stop.cancelled() => return,
+                subscribed = self.subscribe() => subscribed,
+            };
+            match subscribed {
+                Ok(pubsub) => {
+                    retry = FIRST_RETRY;
+                    on_change(None).await;
+                    let mut messages = pubsub.into_on_message();
+                    loop {
+                        let message = tokio::select! {
+                            () = stop.cancelled() => return,
+                            message = messages.next() => message,
+                        };
+                        let Some(message) = message else { break };
+                        match message.get_payload::<i64>() {
+                            Ok(revision) => {
+                                self.known.fetch_max(revision, Ordering::AcqRel);
+                                on_change(Some(revision)).await;
+                            }
+                            Err(_) => tracing::warn!("ignored a malformed store-change announcement"),
+                        }
+                    }
+                    tracing::warn!("lost the store-change feed; reconnecting");
+                }
+                Err(error) => tracing::warn!(error = %error, "cannot subscribe to store changes; retrying"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(LONGEST_RETRY);
+        }
+    }
+
+    async fn subscribe(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(&self.channel).await?;
+        Ok(pubsub)
+    }
+}
+
+/// `{key_prefix}:changes`.
+pub fn channel_name(key_prefix: &str) -> String {
+    format!("{key_prefix}:changes")
+}
