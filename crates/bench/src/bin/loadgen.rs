@@ -4,12 +4,15 @@
 //! Requests are sent at planned times (constant arrival rate, `--rate` per second) by a pacing thread
 //! that sleeps with the OS's high-resolution timer, whatever the state of earlier requests; latency is
 //! measured from the *planned* send time, so a stall in the harness or the server is never hidden
-//! (no coordinated omission). Streams also record the time to the first body byte. Requests planned
-//! during `--warmup` are sent but not recorded. In-flight requests are bounded by `--concurrency-cap`
-//! (a request that would exceed it is dropped and counted as an error), each request by `--timeout`,
-//! and the whole run by warm-up + duration + timeout.
+//! (no coordinated omission). Streams also record the time to the first body byte and the gaps
+//! between SSE events as they arrive (an event that arrives in the same read as the one before it
+//! has a gap of 0). Requests planned during `--warmup` are sent but not recorded. In-flight
+//! requests are bounded by `--concurrency-cap` (a request that would exceed it is dropped and
+//! counted as an error), each request by `--timeout`, the recorded requests by `--requests` (when
+//! given), and the whole run by warm-up + duration + timeout.
 //!
-//! Prints one JSON line with the achieved rate, errors and latency percentiles (ms).
+//! Prints one JSON line: planned and achieved rate, errors, and percentiles (p50, p90, p99, p99.9,
+//! max, in ms) of latency, and for streams of time to first byte and inter-event gap.
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -43,6 +46,13 @@ struct Args {
     /// Ask for a stream (with `stream_options.include_usage`).
     #[arg(long)]
     stream: bool,
+    /// Recorded requests: when given, the recorded part of the run lasts `requests / rate`
+    /// seconds instead of `--duration`.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Extra request header, `Name: value` (repeatable), e.g. a gateway's routing headers.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
     /// Most requests in flight; a request planned beyond it is dropped and counted as an error.
     #[arg(long, default_value_t = 4096)]
     concurrency_cap: usize,
@@ -65,6 +75,8 @@ const MAX_DURATION: f64 = 600.0;
 const MAX_WARMUP: f64 = 120.0;
 const MAX_REQUESTS: f64 = 10_000_000.0;
 const MAX_CAP: usize = 50_000;
+/// Inter-event gaps kept for the percentiles; later ones are dropped (counted in the output).
+const MAX_GAP_SAMPLES: usize = 5_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Failure {
@@ -97,6 +109,8 @@ struct Sample {
     send_lag: Duration,
     /// Planned time to the first body byte.
     ttfb: Option<Duration>,
+    /// Time between consecutive SSE events of a stream, in µs, as they were read.
+    gaps: Vec<u32>,
     /// Planned time to the end of the response.
     latency: Duration,
     done: Instant,
@@ -134,30 +148,67 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     if args.concurrency_cap == 0 || args.concurrency_cap > MAX_CAP {
         bail!("--concurrency-cap must be in [1, {MAX_CAP}]");
     }
+    if args.requests == Some(0) {
+        bail!("--requests must be at least 1");
+    }
     if args.rate * (args.duration + args.warmup) > MAX_REQUESTS {
         bail!("rate × (duration + warmup) exceeds {MAX_REQUESTS} requests");
     }
     Ok(())
 }
 
-async fn one_request(
+/// What every request of a run shares.
+#[derive(Clone)]
+struct RequestPlan {
     client: reqwest::Client,
     url: reqwest::Url,
-    auth: Option<HeaderValue>,
+    headers: reqwest::header::HeaderMap,
     body: Bytes,
     stream: bool,
     timeout: Duration,
-    planned: Instant,
-) -> Sample {
+}
+
+/// Counts SSE event ends (`\n\n`, or `\r\n\r\n`) in a body read, carrying the last byte(s) of the
+/// previous read so a delimiter split across reads is still seen.
+#[derive(Default)]
+struct EventCounter {
+    carry: Vec<u8>,
+}
+
+impl EventCounter {
+    fn count(&mut self, chunk: &[u8]) -> usize {
+        self.carry.extend_from_slice(chunk);
+        let mut events = 0;
+        let mut from = 0;
+        while let Some(at) = find_event_end(&self.carry[from..]) {
+            events += 1;
+            from += at;
+        }
+        // Keep only what could start a delimiter that ends in the next read.
+        let keep_from = self.carry.len().saturating_sub(3).max(from);
+        self.carry.drain(..keep_from);
+        events
+    }
+}
+
+/// Offset just past the first blank line (event end) in `bytes`.
+fn find_event_end(bytes: &[u8]) -> Option<usize> {
+    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+async fn one_request(plan: RequestPlan, planned: Instant) -> Sample {
+    let RequestPlan { client, url, headers, body, stream, timeout } = plan;
     let started = Instant::now();
     let send_lag = started.saturating_duration_since(planned);
     let mut ttfb = None;
+    let mut gaps: Vec<u32> = Vec::new();
     let work = async {
-        let mut request =
-            client.post(url).header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body);
-        if let Some(auth) = auth {
-            request = request.header(AUTHORIZATION, auth);
-        }
+        let request = client.post(url).headers(headers).body(body);
         let mut response = request.send().await.map_err(|e| {
             let kind = if e.is_connect() { Failure::Connect } else { Failure::Other };
             (kind, chain(&e))
@@ -170,15 +221,28 @@ async fn one_request(
         // Keep the last bytes to check that a stream ended with [DONE].
         let mut tail: Vec<u8> = Vec::new();
         let mut total = 0usize;
+        let mut counter = EventCounter::default();
+        let mut last_event: Option<Instant> = None;
         while let Some(chunk) = response.chunk().await.map_err(|e| (Failure::Body, chain(&e)))? {
             if chunk.is_empty() {
                 continue;
             }
+            let now = Instant::now();
             if ttfb.is_none() {
-                ttfb = Some(planned.elapsed());
+                ttfb = Some(now.saturating_duration_since(planned));
             }
             total += chunk.len();
             if stream {
+                let events = counter.count(&chunk);
+                if events > 0 {
+                    // The first event of a stream has no gap (its wait is the time to first byte).
+                    if let Some(last) = last_event {
+                        gaps.push(u32::try_from(now.saturating_duration_since(last).as_micros()).unwrap_or(u32::MAX));
+                    }
+                    // The other events of this read came with it: no gap between them.
+                    gaps.extend(std::iter::repeat_n(0, events - 1));
+                    last_event = Some(now);
+                }
                 tail.extend_from_slice(&chunk);
                 if tail.len() > 64 {
                     tail.drain(..tail.len() - 64);
@@ -198,7 +262,7 @@ async fn one_request(
         Err(_) => Err((Failure::Timeout, format!("no complete answer within {timeout:?}"))),
     };
     let done = Instant::now();
-    Sample { planned, send_lag, ttfb, latency: done.saturating_duration_since(planned), done, outcome }
+    Sample { planned, send_lag, ttfb, gaps, latency: done.saturating_duration_since(planned), done, outcome }
 }
 
 /// An error and its causes on one line.
@@ -248,18 +312,36 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
+/// The request headers: JSON content, the bearer key, and the `--header` extras.
+fn request_headers(args: &Args) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(key) = &args.key {
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}")).context("the key is not a valid header")?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    for header in &args.headers {
+        let (name, value) =
+            header.split_once(':').with_context(|| format!("--header {header:?} is not `Name: value`"))?;
+        let name = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+            .with_context(|| format!("bad header name in {header:?}"))?;
+        let value = HeaderValue::from_str(value.trim()).with_context(|| format!("bad header value in {header:?}"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+async fn run(mut args: Args) -> anyhow::Result<serde_json::Value> {
     let url = reqwest::Url::parse(&args.url).with_context(|| format!("bad --url {}", args.url))?;
     check_loopback(&url)?;
+    if let Some(requests) = args.requests
+        && args.rate > 0.0
+    {
+        args.duration = requests as f64 / args.rate;
+    }
     validate(&args)?;
-    let auth = match &args.key {
-        Some(key) => {
-            let mut value = HeaderValue::from_str(&format!("Bearer {key}")).context("the key is not a valid header")?;
-            value.set_sensitive(true);
-            Some(value)
-        }
-        None => None,
-    };
+    let headers = request_headers(&args)?;
     let mut request = json!({
         "model": args.model,
         "messages": [{"role": "user", "content": "Say hello in a few words."}],
@@ -282,8 +364,12 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         .build()
         .context("cannot build the HTTP client")?;
     let timeout = Duration::from_secs_f64(args.timeout);
+    let plan = RequestPlan { client, url: url.clone(), headers, body, stream: args.stream, timeout };
 
-    let total = (args.rate * (args.warmup + args.duration)).floor() as u64;
+    let total = match args.requests {
+        Some(requests) => (args.rate * args.warmup).ceil() as u64 + requests,
+        None => (args.rate * (args.warmup + args.duration)).floor() as u64,
+    };
     let interval = 1.0 / args.rate;
     let start = Instant::now() + Duration::from_millis(20);
     let record_from = start + Duration::from_secs_f64(args.warmup);
@@ -320,21 +406,14 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 planned,
                 send_lag: now.saturating_duration_since(planned),
                 ttfb: None,
+                gaps: Vec::new(),
                 latency: Duration::ZERO,
                 done: now,
                 outcome: Err((Failure::OverCap, format!("{} requests already in flight", tasks.len()))),
             });
             continue;
         }
-        tasks.spawn(one_request(
-            client.clone(),
-            url.clone(),
-            auth.clone(),
-            body.clone(),
-            args.stream,
-            timeout,
-            planned,
-        ));
+        tasks.spawn(one_request(plan.clone(), planned));
         max_in_flight = max_in_flight.max(tasks.len());
     }
     // Every task ends within its timeout; allow a little more, then abandon the rest.
@@ -358,6 +437,7 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     let mut errors: BTreeMap<Failure, u64> = BTreeMap::new();
     let mut error_samples: BTreeMap<String, String> = BTreeMap::new();
     let (mut latency, mut ttfb, mut lag) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut gaps, mut gaps_dropped, mut events) = (Vec::new(), 0usize, 0usize);
     let (mut first_done, mut last_done): (Option<Instant>, Option<Instant>) = (None, None);
     for sample in &recorded {
         lag.push(micros(sample.send_lag));
@@ -366,6 +446,12 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 latency.push(micros(sample.latency));
                 if let Some(t) = sample.ttfb {
                     ttfb.push(micros(t));
+                }
+                if !sample.gaps.is_empty() {
+                    events += sample.gaps.len() + 1;
+                    let room = MAX_GAP_SAMPLES.saturating_sub(gaps.len()).min(sample.gaps.len());
+                    gaps.extend(sample.gaps.iter().take(room).map(|us| u64::from(*us)));
+                    gaps_dropped += sample.gaps.len() - room;
                 }
                 first_done = Some(first_done.map_or(sample.done, |t| t.min(sample.done)));
                 last_done = Some(last_done.map_or(sample.done, |t| t.max(sample.done)));
@@ -391,6 +477,7 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         "url": url.as_str(),
         "stream": args.stream,
         "rate": args.rate,
+        "planned_rate": args.rate,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "offered": offered,
@@ -410,6 +497,9 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         && let Some(object) = out.as_object_mut()
     {
         object.insert("ttfb_ms".into(), summary(ttfb));
+        object.insert("gap_ms".into(), summary(gaps));
+        object.insert("events".into(), json!(events));
+        object.insert("gaps_dropped".into(), json!(gaps_dropped));
     }
     Ok(out)
 }

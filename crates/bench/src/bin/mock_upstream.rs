@@ -6,22 +6,30 @@
 //! * stream: `--chunks` `chat.completion.chunk` events `--chunk-gap-ms` apart, a finish chunk, a usage
 //!   chunk when the request set `stream_options.include_usage`, then `data: [DONE]`.
 //!
-//! Every response is rendered once at start-up; a request costs a small JSON scan of its body (to see
-//! `stream` and `include_usage`) and a reference-counted copy of the bytes. `GET /healthz` answers 200.
+//! The same under `/s/{scenario}/v1/chat/completions`, where `{scenario}` overrides the command-line
+//! shape for that request: `-`-separated `c<chunks>`, `g<gap µs>`, `l<latency µs>`, e.g.
+//! `/s/c20-g5000/v1` as a channel's base URL. One mock process can so serve every benchmark case,
+//! each through its own base URL, and a gateway's channels tell the cases apart.
+//!
+//! Every response is rendered once (at start-up, or on first use of a stream length) and kept; a
+//! request costs a small JSON scan of its body (to see `stream` and `include_usage`) and a
+//! reference-counted copy of the bytes. `GET /healthz` answers 200.
 
 use anyhow::Context;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use clap::Parser;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -60,12 +68,62 @@ struct StreamParts {
     whole: Bytes,
 }
 
-struct Mock {
+/// The shape of one answer: delay, stream length and pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scenario {
     latency: Duration,
     gap: Duration,
+    chunks: u32,
+}
+
+impl Scenario {
+    /// Applies a `c20-g5000-l60000` path segment on top of `self`.
+    fn with_overrides(mut self, spec: &str) -> Option<Self> {
+        for part in spec.split('-').filter(|p| !p.is_empty()) {
+            let (kind, value) = part.split_at(1);
+            let value: u64 = value.parse().ok()?;
+            match kind {
+                "c" => self.chunks = u32::try_from(value).ok()?,
+                "g" => self.gap = Duration::from_micros(value),
+                "l" => self.latency = Duration::from_micros(value),
+                _ => return None,
+            }
+        }
+        self.check().ok()?;
+        Some(self)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.latency > Duration::from_secs(600) || self.gap > Duration::from_secs(60) || self.chunks > 100_000 {
+            anyhow::bail!("limits: latency ≤ 600 s, chunk gap ≤ 60 s, chunks ≤ 100000");
+        }
+        Ok(())
+    }
+}
+
+/// Distinct stream lengths rendered at most (each kept for the life of the process).
+const MAX_RENDERED_LENGTHS: usize = 64;
+
+struct Mock {
+    default: Scenario,
     completion: Bytes,
-    stream_plain: Arc<StreamParts>,
-    stream_usage: Arc<StreamParts>,
+    /// Rendered streams by (chunks, include_usage).
+    streams: Mutex<HashMap<(u32, bool), Arc<StreamParts>>>,
+}
+
+impl Mock {
+    fn stream(&self, chunks: u32, include_usage: bool) -> Option<Arc<StreamParts>> {
+        let mut streams = self.streams.lock().ok()?;
+        if let Some(parts) = streams.get(&(chunks, include_usage)) {
+            return Some(parts.clone());
+        }
+        if streams.len() >= MAX_RENDERED_LENGTHS {
+            return None;
+        }
+        let parts = Arc::new(render_stream(chunks, include_usage).ok()?);
+        streams.insert((chunks, include_usage), parts.clone());
+        Some(parts)
+    }
 }
 
 #[derive(Deserialize)]
@@ -175,30 +233,43 @@ fn with_type(body: Body, content_type: &'static str) -> Response {
     response
 }
 
-async fn chat(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
-    let flags: RequestFlags = match serde_json::from_slice(&body) {
-        Ok(flags) => flags,
-        Err(_) => {
-            let mut response = with_type(
-                Body::from(r#"{"error":{"message":"invalid JSON body","type":"invalid_request_error"}}"#),
-                "application/json",
-            );
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            return response;
-        }
+fn bad_request(message: &'static str) -> Response {
+    let body = format!(r#"{{"error":{{"message":"{message}","type":"invalid_request_error"}}}}"#);
+    let mut response = with_type(Body::from(body), "application/json");
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response
+}
+
+async fn chat_default(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
+    let scenario = mock.default;
+    answer(&mock, scenario, &body).await
+}
+
+async fn chat_scenario(State(mock): State<Arc<Mock>>, Path(spec): Path<String>, body: Bytes) -> Response {
+    match mock.default.with_overrides(&spec) {
+        Some(scenario) => answer(&mock, scenario, &body).await,
+        None => bad_request("bad scenario: use c<chunks>-g<gap us>-l<latency us>"),
+    }
+}
+
+async fn answer(mock: &Mock, scenario: Scenario, body: &[u8]) -> Response {
+    let Ok(flags) = serde_json::from_slice::<RequestFlags>(body) else {
+        return bad_request("invalid JSON body");
     };
-    if !mock.latency.is_zero() {
-        tokio::time::sleep(mock.latency).await;
+    if !scenario.latency.is_zero() {
+        tokio::time::sleep(scenario.latency).await;
     }
     if !flags.stream.unwrap_or(false) {
         return with_type(Body::from(mock.completion.clone()), "application/json");
     }
     let include_usage = flags.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-    let parts = if include_usage { mock.stream_usage.clone() } else { mock.stream_plain.clone() };
-    let body = if mock.gap.is_zero() {
+    let Some(parts) = mock.stream(scenario.chunks, include_usage) else {
+        return bad_request("too many distinct stream lengths");
+    };
+    let body = if scenario.gap.is_zero() {
         Body::from(parts.whole.clone())
     } else {
-        let gap = mock.gap;
+        let gap = scenario.gap;
         // Chunk i is due `i × gap` after the first one and the tail `chunks × gap` after it, on a fixed
         // schedule, so the timer's 1 ms ticks do not add up over the stream.
         let start = tokio::time::Instant::now();
@@ -225,19 +296,17 @@ async fn chat(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
 async fn serve(args: Args) -> anyhow::Result<()> {
     let latency = args.latency_us.map_or(Duration::from_millis(args.latency_ms), Duration::from_micros);
     let gap = args.chunk_gap_us.map_or(Duration::from_millis(args.chunk_gap_ms), Duration::from_micros);
-    if latency > Duration::from_secs(600) || gap > Duration::from_secs(60) || args.chunks > 100_000 {
-        anyhow::bail!("limits: latency ≤ 600 s, chunk gap ≤ 60 s, chunks ≤ 100000");
+    let default = Scenario { latency, gap, chunks: args.chunks };
+    default.check()?;
+    let mock = Arc::new(Mock { default, completion: render_completion()?, streams: Mutex::new(HashMap::new()) });
+    for include_usage in [false, true] {
+        mock.stream(args.chunks, include_usage).context("cannot render the default stream")?;
     }
-    let mock = Arc::new(Mock {
-        latency,
-        gap,
-        completion: render_completion()?,
-        stream_plain: Arc::new(render_stream(args.chunks, false)?),
-        stream_usage: Arc::new(render_stream(args.chunks, true)?),
-    });
     let app = Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/chat/completions", post(chat))
+        .route("/v1/chat/completions", post(chat_default))
+        .route("/chat/completions", post(chat_default))
+        .route("/s/{scenario}/v1/chat/completions", post(chat_scenario))
+        .route("/s/{scenario}/chat/completions", post(chat_scenario))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(mock.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -252,6 +321,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    // Without TCP_NODELAY, a stream's small writes meet the client's delayed ACKs and stall ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("server failed")
 }
 
