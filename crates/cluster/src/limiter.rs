@@ -27,10 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use veil_limits::{
-    Admission, CONCURRENCY_RETRY, Demand, Limiter, ManualClock, NEVER_FITS_RETRY, RateHeaders, Refusal, Reservation,
-    Resource, Scope,
-};
+use veil_limits::verdict::{Blocker, Level, Tightest, Wait};
+use veil_limits::{Admission, CONCURRENCY_RETRY, Demand, Limiter, ManualClock, Refusal, Reservation, Resource, Scope};
 
 /// A [`ManualClock`] standing in for the Redis server's clock, so tests never sleep.
 pub type TestClock = ManualClock;
@@ -268,13 +266,13 @@ impl Limiter for RedisLimiter {
             let kind = demand.scope.kind();
             let (bucket, lease_key) = self.keys(&demand.scope);
             if demand.limits.rpm.is_some() {
-                Tightest::offer(&mut before.requests, Level::from_row(&row[3..6]));
-                Tightest::offer(&mut after.requests, Level::from_row(&row[9..12]));
+                Tightest::offer(&mut before.requests, level_from_row(&row[3..6]));
+                Tightest::offer(&mut after.requests, level_from_row(&row[9..12]));
                 Blocker::note(&mut blocker, bucket_wait(row[0]), kind, Resource::Requests);
             }
             if let Some(tpm) = demand.limits.tpm {
-                Tightest::offer(&mut before.tokens, Level::from_row(&row[6..9]));
-                Tightest::offer(&mut after.tokens, Level::from_row(&row[12..15]));
+                Tightest::offer(&mut before.tokens, level_from_row(&row[6..9]));
+                Tightest::offer(&mut after.tokens, level_from_row(&row[12..15]));
                 Blocker::note(&mut blocker, bucket_wait(row[1]), kind, Resource::Tokens);
                 reserved.push((bucket, tpm));
             }
@@ -437,83 +435,16 @@ async fn timed<T>(command: impl Future<Output = redis::RedisResult<T>>) -> redis
         .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))))
 }
 
-// Headers and refusals, chosen exactly as the in-memory limiter chooses them.
+// Headers and refusals come from `veil_limits::verdict`, so they are chosen exactly as the
+// in-memory limiter chooses them.
 
-/// Ordered so that the longest wait wins when several limits refuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Wait {
-    Now,
-    After(Duration),
-    Never,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Level {
-    limit: u32,
-    remaining: u32,
-    reset: Duration,
-}
-
-impl Level {
-    /// From the script's `limit, remaining, reset µs`.
-    fn from_row(row: &[i64]) -> Self {
-        let count = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
-        let reset = row.get(2).copied().unwrap_or(0);
-        Self {
-            limit: count(row.first().copied().unwrap_or(0)),
-            remaining: count(row.get(1).copied().unwrap_or(0)),
-            reset: Duration::from_micros(reset.max(0).unsigned_abs()),
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Tightest {
-    requests: Option<Level>,
-    tokens: Option<Level>,
-}
-
-impl Tightest {
-    fn offer(slot: &mut Option<Level>, level: Level) {
-        // Fewest remaining wins; on a tie, the one that takes longer to reset.
-        let tighter = |a: &Level, b: &Level| (a.remaining, b.reset) < (b.remaining, a.reset);
-        if slot.as_ref().is_none_or(|current| tighter(&level, current)) {
-            *slot = Some(level);
-        }
-    }
-
-    fn headers(&self) -> RateHeaders {
-        RateHeaders {
-            limit_requests: self.requests.map(|l| l.limit),
-            remaining_requests: self.requests.map(|l| l.remaining),
-            reset_requests: self.requests.map(|l| l.reset),
-            limit_tokens: self.tokens.map(|l| l.limit),
-            remaining_tokens: self.tokens.map(|l| l.remaining),
-            reset_tokens: self.tokens.map(|l| l.reset),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Blocker {
-    wait: Wait,
-    scope_kind: &'static str,
-    resource: Resource,
-}
-
-impl Blocker {
-    fn note(slot: &mut Option<Blocker>, wait: Wait, scope_kind: &'static str, resource: Resource) {
-        if wait != Wait::Now && slot.as_ref().is_none_or(|current| wait > current.wait) {
-            *slot = Some(Blocker { wait, scope_kind, resource });
-        }
-    }
-
-    fn refusal(self, headers: RateHeaders) -> Refusal {
-        let (retry_after, never_fits) = match self.wait {
-            Wait::Now => (Duration::ZERO, false),
-            Wait::After(wait) => (wait, false),
-            Wait::Never => (NEVER_FITS_RETRY, true),
-        };
-        Refusal { scope_kind: self.scope_kind, resource: self.resource, retry_after, never_fits, headers }
+/// A scope's level from the script's `limit, remaining, reset µs`.
+fn level_from_row(row: &[i64]) -> Level {
+    let count = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+    let reset = row.get(2).copied().unwrap_or(0);
+    Level {
+        limit: count(row.first().copied().unwrap_or(0)),
+        remaining: count(row.get(1).copied().unwrap_or(0)),
+        reset: Duration::from_micros(reset.max(0).unsigned_abs()),
     }
 }

@@ -30,6 +30,7 @@
 mod clock;
 mod headers;
 mod memory;
+pub mod verdict;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use headers::{RateHeaders, retry_after_header};

@@ -7,10 +7,8 @@
 //! with the TAT kept as the backlog it implies (`tat − now = used / rpm`): a call is
 //! admitted when `used + UNIT ≤ rpm · UNIT`, i.e. when `tat + 60 s / rpm − now ≤ 60 s`.
 
-use crate::{
-    Admission, CONCURRENCY_RETRY, Clock, Demand, Limiter, NEVER_FITS_RETRY, RateHeaders, Refusal, Reservation,
-    Resource, Scope, SystemClock,
-};
+use crate::verdict::{Blocker, Level, Tightest, Wait};
+use crate::{Admission, CONCURRENCY_RETRY, Clock, Demand, Limiter, Refusal, Reservation, Resource, Scope, SystemClock};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -32,14 +30,6 @@ fn drain_time(units: u128, rate: u32) -> Duration {
         rate => units.div_ceil(u128::from(rate)),
     };
     Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
-}
-
-/// Ordered so that the longest wait wins when several limits refuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Wait {
-    Now,
-    After(Duration),
-    Never,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -122,65 +112,6 @@ impl Entry {
     /// Indistinguishable from a missing entry, so dropping it changes no decision.
     fn is_resting(&self) -> bool {
         self.requests.used == 0 && self.tokens.used == 0 && self.in_flight == 0
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Level {
-    limit: u32,
-    remaining: u32,
-    reset: Duration,
-}
-
-/// The tightest scope seen so far, separately for requests and tokens.
-#[derive(Debug, Default)]
-struct Tightest {
-    requests: Option<Level>,
-    tokens: Option<Level>,
-}
-
-impl Tightest {
-    fn offer(slot: &mut Option<Level>, level: Level) {
-        // Fewest remaining wins; on a tie, the one that takes longer to reset.
-        let tighter = |a: &Level, b: &Level| (a.remaining, b.reset) < (b.remaining, a.reset);
-        if slot.as_ref().is_none_or(|current| tighter(&level, current)) {
-            *slot = Some(level);
-        }
-    }
-
-    fn headers(&self) -> RateHeaders {
-        RateHeaders {
-            limit_requests: self.requests.map(|l| l.limit),
-            remaining_requests: self.requests.map(|l| l.remaining),
-            reset_requests: self.requests.map(|l| l.reset),
-            limit_tokens: self.tokens.map(|l| l.limit),
-            remaining_tokens: self.tokens.map(|l| l.remaining),
-            reset_tokens: self.tokens.map(|l| l.reset),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Blocker {
-    wait: Wait,
-    scope_kind: &'static str,
-    resource: Resource,
-}
-
-impl Blocker {
-    fn note(slot: &mut Option<Blocker>, wait: Wait, scope_kind: &'static str, resource: Resource) {
-        if slot.as_ref().is_none_or(|current| wait > current.wait) {
-            *slot = Some(Blocker { wait, scope_kind, resource });
-        }
-    }
-
-    fn refusal(self, headers: RateHeaders) -> Refusal {
-        let (retry_after, never_fits) = match self.wait {
-            Wait::Now => (Duration::ZERO, false),
-            Wait::After(wait) => (wait, false),
-            Wait::Never => (NEVER_FITS_RETRY, true),
-        };
-        Refusal { scope_kind: self.scope_kind, resource: self.resource, retry_after, never_fits, headers }
     }
 }
 

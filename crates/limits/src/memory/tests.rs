@@ -1,5 +1,5 @@
 use super::*;
-use crate::{Limits, ManualClock};
+use crate::{Limits, ManualClock, RateHeaders};
 use veil_domain::{ChannelName, KeyId, UserId};
 
 const SEC: Duration = Duration::from_secs(1);
