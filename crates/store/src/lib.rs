@@ -97,6 +97,30 @@ pub enum ApiChannelOutcome {
     Managed,
 }
 
+impl ApiChannelWrite {
+    /// Why this write may not happen to a channel whose `managed` flag is `existing`
+    /// (`None`: no such channel); `None` when it may. Shared by both backends.
+    pub(crate) fn refusal(self, existing: Option<bool>) -> Option<ApiChannelOutcome> {
+        match (self, existing) {
+            (Self::Create, Some(_)) => Some(ApiChannelOutcome::Exists),
+            (Self::Replace, None) => Some(ApiChannelOutcome::Missing),
+            (Self::Replace, Some(true)) => Some(ApiChannelOutcome::Managed),
+            (Self::Create, None) | (Self::Replace, Some(false)) => None,
+        }
+    }
+}
+
+impl ApiChannelOutcome {
+    /// Why a channel whose `managed` flag is `existing` may not be deleted through the API.
+    pub(crate) fn delete_refusal(existing: Option<bool>) -> Option<Self> {
+        match existing {
+            None => Some(Self::Missing),
+            Some(true) => Some(Self::Managed),
+            Some(false) => None,
+        }
+    }
+}
+
 /// A user with the balance derived from their ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {

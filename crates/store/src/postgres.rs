@@ -728,12 +728,7 @@ impl Store for PostgresStore {
         // Bumping first takes the revision row's lock: concurrent writers queue here, so what
         // is checked below still holds at commit. A refusal rolls the bump back.
         bump_revision(&mut tx).await?;
-        let refusal = match (write, channel_managed(&mut tx, &channel.name).await?) {
-            (ApiChannelWrite::Create, Some(_)) => Some(ApiChannelOutcome::Exists),
-            (ApiChannelWrite::Replace, None) => Some(ApiChannelOutcome::Missing),
-            (ApiChannelWrite::Replace, Some(true)) => Some(ApiChannelOutcome::Managed),
-            (ApiChannelWrite::Create, None) | (ApiChannelWrite::Replace, Some(false)) => None,
-        };
+        let refusal = write.refusal(channel_managed(&mut tx, &channel.name).await?);
         if let Some(refusal) = refusal {
             tx.rollback().await?;
             return Ok(refusal);
@@ -749,11 +744,7 @@ impl Store for PostgresStore {
     async fn delete_api_channel(&self, name: &ChannelName) -> Result<ApiChannelOutcome, StoreError> {
         let mut tx = self.write().await?;
         bump_revision(&mut tx).await?;
-        let refusal = match channel_managed(&mut tx, name).await? {
-            None => Some(ApiChannelOutcome::Missing),
-            Some(true) => Some(ApiChannelOutcome::Managed),
-            Some(false) => None,
-        };
+        let refusal = ApiChannelOutcome::delete_refusal(channel_managed(&mut tx, name).await?);
         if let Some(refusal) = refusal {
             tx.rollback().await?;
             return Ok(refusal);
