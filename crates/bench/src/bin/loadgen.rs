@@ -11,6 +11,14 @@
 //! counted as an error), each request by `--timeout`, the recorded requests by `--requests` (when
 //! given), and the whole run by warm-up + duration + timeout.
 //!
+//! Connections are kept alive and opened on demand (one per request in flight at most). The pool
+//! reuses the most recently freed connection first, so at modest concurrency one or two connections
+//! carry nearly every request. `--clients N` spreads requests round robin over N independent
+//! connection pools instead (request i goes to pool i mod N; each pool still opens connections on
+//! demand, so the send times stay open-loop): with N well above the requests in flight, each pool
+//! holds about one connection and each connection carries 1/N of the load, which is what a
+//! per-connection round-robin balancer in front of several servers needs to split the load evenly.
+//!
 //! Prints one JSON line: planned and achieved rate, errors, and percentiles (p50, p90, p99, p99.9,
 //! max, in ms) of latency, and for streams of time to first byte and inter-event gap.
 
@@ -65,6 +73,9 @@ struct Args {
     /// Free-form label copied into the output line.
     #[arg(long)]
     label: Option<String>,
+    /// Independent connection pools that requests are spread over, round robin.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
     /// Runtime worker threads; 1 uses a single-threaded runtime (cheapest on a shared core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -75,6 +86,7 @@ const MAX_DURATION: f64 = 600.0;
 const MAX_WARMUP: f64 = 120.0;
 const MAX_REQUESTS: f64 = 10_000_000.0;
 const MAX_CAP: usize = 50_000;
+const MAX_CLIENTS: usize = 1024;
 /// Inter-event gaps kept for the percentiles; later ones are dropped (counted in the output).
 const MAX_GAP_SAMPLES: usize = 5_000_000;
 
@@ -147,6 +159,9 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     }
     if args.concurrency_cap == 0 || args.concurrency_cap > MAX_CAP {
         bail!("--concurrency-cap must be in [1, {MAX_CAP}]");
+    }
+    if args.clients == 0 || args.clients > MAX_CLIENTS {
+        bail!("--clients must be in [1, {MAX_CLIENTS}]");
     }
     if args.requests == Some(0) {
         bail!("--requests must be at least 1");
@@ -354,17 +369,22 @@ async fn run(mut args: Args) -> anyhow::Result<serde_json::Value> {
         object.insert("stream_options".into(), json!({"include_usage": true}));
     }
     let body = Bytes::from(serde_json::to_vec(&request)?);
-    let client = reqwest::Client::builder()
-        .http1_only()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(args.concurrency_cap)
-        .pool_idle_timeout(Duration::from_secs(120))
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let clients = (0..args.clients)
+        .map(|_| {
+            reqwest::Client::builder()
+                .http1_only()
+                .no_proxy()
+                .tcp_nodelay(true)
+                .pool_max_idle_per_host(args.concurrency_cap)
+                .pool_idle_timeout(Duration::from_secs(120))
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .context("cannot build the HTTP client")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let first_client = clients.first().context("no HTTP client")?.clone();
     let timeout = Duration::from_secs_f64(args.timeout);
-    let plan = RequestPlan { client, url: url.clone(), headers, body, stream: args.stream, timeout };
+    let plan = RequestPlan { client: first_client, url: url.clone(), headers, body, stream: args.stream, timeout };
 
     let total = match args.requests {
         Some(requests) => (args.rate * args.warmup).ceil() as u64 + requests,
@@ -396,6 +416,7 @@ async fn run(mut args: Args) -> anyhow::Result<serde_json::Value> {
     let mut samples: Vec<Sample> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let mut max_in_flight = 0usize;
     let mut join_errors = 0u64;
+    let mut next_client = clients.iter().cycle();
     while let Some(planned) = rx.recv().await {
         while let Some(result) = tasks.try_join_next() {
             reap(result, &mut samples, &mut join_errors);
@@ -413,7 +434,11 @@ async fn run(mut args: Args) -> anyhow::Result<serde_json::Value> {
             });
             continue;
         }
-        tasks.spawn(one_request(plan.clone(), planned));
+        let mut request = plan.clone();
+        if let Some(client) = next_client.next() {
+            request.client = client.clone();
+        }
+        tasks.spawn(one_request(request, planned));
         max_in_flight = max_in_flight.max(tasks.len());
     }
     // Every task ends within its timeout; allow a little more, then abandon the rest.
@@ -490,6 +515,7 @@ async fn run(mut args: Args) -> anyhow::Result<serde_json::Value> {
         "total_sent": samples.len(),
         "total_ok": all_ok,
         "max_in_flight": max_in_flight,
+        "clients": args.clients,
         "latency_ms": summary(latency),
         "send_lag_ms": summary(lag),
     });
