@@ -1,16 +1,13 @@
-//! Per-account and per-key money state, the hold/settle protocol, and how credits made
-//! by other processes reach a running server.
+//! The hold/settle protocol the request path uses, over a [`Wallets`] that keeps the money
+//! state: in this process ([`crate::MemoryWallets`]) or shared by several instances (the
+//! Redis wallets of `veil-cluster`).
 //!
-//! Locking: an account's and a key's state each sit behind a short `std` mutex, always
-//! taken account first, never across an await. Loading an account and applying credits
-//! are serialised by one async mutex (which also holds the credit watermark), so every
-//! credit is either in the snapshot an account was loaded from or applied to it
-//! afterwards — never neither, never both.
+//! [`Billing`] is what the server holds; [`Hold`] is one call's reservation. A hold is
+//! closed exactly once: [`Hold::settle`] consumes it with the real charge, and a hold
+//! dropped unsettled is released at no charge. Both only hand the closing to the wallets,
+//! which must not block (the Redis wallets queue it to their worker).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tokio::sync::OnceCell;
-use veil_domain::time::MILLIS_PER_DAY;
+use std::sync::Arc;
 use veil_domain::{KeyId, LedgerEntry, LedgerKind, Money, Timestamp, UserId};
 use veil_store::{Store, StoreError};
 
@@ -50,221 +47,84 @@ pub enum Refusal {
     MonthlyCap { resets_at: Timestamp },
     #[error("could not load the account: {0}")]
     Store(#[from] StoreError),
+    /// The shared money state cannot be reached: holds fail closed.
+    #[error("balances are unavailable: {0}")]
+    Unavailable(String),
 }
 
-/// Spend since the start of a period (positive nano-units).
-#[derive(Debug)]
-struct Period {
-    start: Timestamp,
-    spent: i64,
+/// Where balances, outstanding holds and spend live. Implementations promise that a
+/// hold is an atomic check-and-reserve against the balance, the key's quota and both
+/// pairs of spend caps, refused with the [`Refusal`] (and numbers) the in-memory
+/// implementation gives; and that every credit another process stamps with a store
+/// revision reaches each wallet exactly once.
+#[async_trait::async_trait]
+pub trait Wallets: Send + Sync {
+    /// Reserves `needed` (never negative) for `request`, or says why not. A zero amount
+    /// passes whatever the balance.
+    async fn hold(&self, request: &HoldRequest, needed: Money) -> Result<Box<dyn Reserved>, Refusal>;
+    /// Applies the credits other processes wrote since the last call. Returns how many
+    /// ledger rows it read.
+    async fn apply_credits(&self) -> Result<usize, StoreError>;
+    /// The user's balance and outstanding holds as the wallets see them, if known.
+    async fn balance(&self, user: UserId) -> Option<(Money, Money)>;
+    /// Drops an erased account's state.
+    fn forget_user(&self, user: UserId);
 }
 
-impl Period {
-    fn roll_to(&mut self, start: Timestamp) {
-        if start > self.start {
-            self.start = start;
-            self.spent = 0;
-        }
-    }
-}
-
-/// Charges in the current UTC day and calendar month, for the spend caps.
-#[derive(Debug)]
-struct Spend {
-    day: Period,
-    month: Period,
-}
-
-impl Spend {
-    fn loaded(now: Timestamp, since_day: Money, since_month: Money) -> Self {
-        Self {
-            day: Period { start: now.day_start(), spent: since_day.nanos() },
-            month: Period { start: now.month_start(), spent: since_month.nanos() },
-        }
-    }
-
-    fn roll(&mut self, now: Timestamp) {
-        self.day.roll_to(now.day_start());
-        self.month.roll_to(now.month_start());
-    }
-
-    fn add(&mut self, charge: i64) {
-        self.day.spent = self.day.spent.saturating_add(charge);
-        self.month.spent = self.month.spent.saturating_add(charge);
-    }
-
-    /// Which cap `needed` more (on top of `held`) would pass, if any.
-    fn over(&self, held: i64, needed: i64, caps: SpendCaps, now: Timestamp) -> Option<Refusal> {
-        let over = |period: &Period, cap: Option<Money>| {
-            cap.is_some_and(|cap| period.spent.saturating_add(held).saturating_add(needed) > cap.nanos())
-        };
-        if over(&self.day, caps.daily) {
-            return Some(Refusal::DailyCap { resets_at: self.day.start.plus_millis(MILLIS_PER_DAY) });
-        }
-        if over(&self.month, caps.monthly) {
-            return Some(Refusal::MonthlyCap { resets_at: now.next_month_start() });
-        }
-        None
-    }
-}
-
-#[derive(Debug)]
-struct Account {
-    /// Sum of the money-moving ledger rows, including settlements not yet written.
-    balance: i64,
-    /// Outstanding holds.
-    held: i64,
-    spend: Spend,
-    /// The store revision the account was loaded at: credits stamped later are applied.
-    loaded_at: i64,
-}
-
-#[derive(Debug)]
-struct KeySpend {
-    /// Charged in all (for the quota).
-    spent: i64,
-    held: i64,
-    spend: Spend,
-}
-
-type Shared<T> = Arc<Mutex<T>>;
-type Slot<T> = Arc<OnceCell<Shared<T>>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The state is plain integers updated in one step: a panic elsewhere cannot leave it
-    // half-written, so a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// One hold inside a [`Wallets`]; closed exactly once, by one of these (never blocking).
+pub trait Reserved: Send + Sync + std::fmt::Debug {
+    /// Releases the hold and charges `charge` (not negative) to the balance, the key's
+    /// spend and both spend periods of `now`.
+    fn settle(self: Box<Self>, charge: Money, now: Timestamp);
+    /// Releases the hold at no charge.
+    fn release(self: Box<Self>);
 }
 
 pub struct Billing {
-    store: Arc<dyn Store>,
-    users: Mutex<HashMap<UserId, Slot<Account>>>,
-    keys: Mutex<HashMap<KeyId, Slot<KeySpend>>>,
-    /// The highest credit revision applied; guards account loads (see the module docs).
-    credits: tokio::sync::Mutex<i64>,
+    wallets: Arc<dyn Wallets>,
 }
 
 impl Billing {
-    /// `revision` is the store revision at start: credits up to it are in every account
-    /// loaded from now on.
+    /// Money state in this process. `revision` is the store revision at start: credits up
+    /// to it are in every account loaded from now on.
     pub fn new(store: Arc<dyn Store>, revision: i64) -> Self {
-        Self {
-            store,
-            users: Mutex::new(HashMap::new()),
-            keys: Mutex::new(HashMap::new()),
-            credits: tokio::sync::Mutex::new(revision),
-        }
+        Self::with_wallets(Arc::new(crate::MemoryWallets::new(store, revision)))
+    }
+
+    /// Money state kept by `wallets` (e.g. shared through Redis).
+    pub fn with_wallets(wallets: Arc<dyn Wallets>) -> Self {
+        Self { wallets }
     }
 
     /// Reserves `request.amount` atomically, or says why not. A zero amount (a free model,
     /// a zero multiplier) always passes.
     pub async fn hold(&self, request: HoldRequest) -> Result<Hold, Refusal> {
-        let account = self.account(request.user, request.now).await?;
-        let key = self.key(request.key, request.now).await?;
-        let needed = request.amount.nanos().max(0);
-        {
-            let mut a = lock(&account);
-            let mut k = lock(&key);
-            a.spend.roll(request.now);
-            k.spend.roll(request.now);
-            if needed > 0 {
-                let available = a.balance.saturating_sub(a.held);
-                if available < needed {
-                    return Err(Refusal::Balance {
-                        available: Money::from_nanos(available),
-                        needed: Money::from_nanos(needed),
-                    });
-                }
-                if let Some(quota) = request.key_quota {
-                    let remaining = quota.nanos().saturating_sub(k.spent).saturating_sub(k.held);
-                    if remaining < needed {
-                        return Err(Refusal::KeyQuota {
-                            remaining: Money::from_nanos(remaining.max(0)),
-                            needed: Money::from_nanos(needed),
-                        });
-                    }
-                }
-                let capped = a.spend.over(a.held, needed, request.caps, request.now);
-                if let Some(refusal) = capped.or_else(|| k.spend.over(k.held, needed, request.key_caps, request.now)) {
-                    return Err(refusal);
-                }
-            }
-            a.held = a.held.saturating_add(needed);
-            k.held = k.held.saturating_add(needed);
-        }
+        let needed = Money::from_nanos(request.amount.nanos().max(0));
+        let funds = self.wallets.hold(&request, needed).await?;
         Ok(Hold {
-            account,
-            key,
+            funds: Some(funds),
             user: request.user,
             key_id: request.key,
-            amount: needed,
+            amount: needed.nanos(),
             taken_at: request.now,
             request_id: request.request_id,
-            open: true,
         })
     }
 
     /// Applies the credits (top-ups, adjustments, redemptions) other processes wrote since
-    /// the last call to the accounts this process holds. Returns how many rows it read.
+    /// the last call. Returns how many rows it read.
     pub async fn apply_credits(&self) -> Result<usize, StoreError> {
-        let mut watermark = self.credits.lock().await;
-        let credits = self.store.ledger_credits_since(*watermark).await?;
-        for credit in &credits {
-            *watermark = (*watermark).max(credit.revision);
-            let Some(account) = self.loaded(credit.entry.user_id) else { continue };
-            let mut a = lock(&account);
-            if credit.revision > a.loaded_at && credit.entry.kind.moves_money() {
-                a.balance = a.balance.saturating_add(credit.entry.amount.nanos());
-            }
-        }
-        Ok(credits.len())
+        self.wallets.apply_credits().await
     }
 
-    /// The user's balance and outstanding holds as this process sees them, if loaded.
-    pub fn balance(&self, user: UserId) -> Option<(Money, Money)> {
-        let account = self.loaded(user)?;
-        let a = lock(&account);
-        Some((Money::from_nanos(a.balance), Money::from_nanos(a.held)))
+    /// The user's balance and outstanding holds as the wallets see them, if known.
+    pub async fn balance(&self, user: UserId) -> Option<(Money, Money)> {
+        self.wallets.balance(user).await
     }
 
     /// Drops an erased account's state.
     pub fn forget_user(&self, user: UserId) {
-        lock(&self.users).remove(&user);
-    }
-
-    fn loaded(&self, user: UserId) -> Option<Shared<Account>> {
-        lock(&self.users).get(&user).and_then(|slot| slot.get().cloned())
-    }
-
-    async fn account(&self, user: UserId, now: Timestamp) -> Result<Shared<Account>, StoreError> {
-        let slot = Arc::clone(lock(&self.users).entry(user).or_default());
-        slot.get_or_try_init(|| async {
-            let _serialised_with_credits = self.credits.lock().await;
-            let totals = self.store.account_totals(user, now.day_start(), now.month_start()).await?;
-            Ok(Arc::new(Mutex::new(Account {
-                balance: totals.balance.nanos(),
-                held: 0,
-                spend: Spend::loaded(now, totals.spent_since_day, totals.spent_since_month),
-                loaded_at: totals.revision,
-            })))
-        })
-        .await
-        .cloned()
-    }
-
-    async fn key(&self, key: KeyId, now: Timestamp) -> Result<Shared<KeySpend>, StoreError> {
-        let slot = Arc::clone(lock(&self.keys).entry(key).or_default());
-        slot.get_or_try_init(|| async {
-            // Keys are only ever charged by calls, which this process makes after loading.
-            let totals = self.store.key_totals(key, now.day_start(), now.month_start()).await?;
-            Ok(Arc::new(Mutex::new(KeySpend {
-                spent: totals.spent.nanos(),
-                held: 0,
-                spend: Spend::loaded(now, totals.spent_since_day, totals.spent_since_month),
-            })))
-        })
-        .await
-        .cloned()
+        self.wallets.forget_user(user);
     }
 }
 
@@ -272,14 +132,12 @@ impl Billing {
 /// released and the call costs nothing.
 #[derive(Debug)]
 pub struct Hold {
-    account: Shared<Account>,
-    key: Shared<KeySpend>,
+    funds: Option<Box<dyn Reserved>>,
     user: UserId,
     key_id: KeyId,
     amount: i64,
     taken_at: Timestamp,
     request_id: String,
-    open: bool,
 }
 
 impl Hold {
@@ -292,7 +150,9 @@ impl Hold {
     /// was charged).
     pub fn settle(mut self, charge: Money, now: Timestamp) -> Vec<LedgerEntry> {
         let charge = charge.nanos().max(0);
-        self.release(charge, now);
+        if let Some(funds) = self.funds.take() {
+            funds.settle(Money::from_nanos(charge), now);
+        }
         let row = |kind, amount: i64, time| LedgerEntry {
             user_id: self.user,
             key_id: Some(self.key_id),
@@ -311,27 +171,13 @@ impl Hold {
         }
         rows
     }
-
-    fn release(&mut self, charge: i64, now: Timestamp) {
-        if !std::mem::take(&mut self.open) {
-            return;
-        }
-        let mut a = lock(&self.account);
-        let mut k = lock(&self.key);
-        a.held = a.held.saturating_sub(self.amount);
-        a.balance = a.balance.saturating_sub(charge);
-        a.spend.roll(now);
-        a.spend.add(charge);
-        k.held = k.held.saturating_sub(self.amount);
-        k.spent = k.spent.saturating_add(charge);
-        k.spend.roll(now);
-        k.spend.add(charge);
-    }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.release(0, Timestamp::now());
+        if let Some(funds) = self.funds.take() {
+            funds.release();
+        }
     }
 }
 

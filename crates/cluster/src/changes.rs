@@ -16,10 +16,10 @@
 //! - Announcing never fails a caller: a lost announcement only delays the others until
 //!   their next poll.
 
+use crate::RedisConnection;
 use crate::{COMMAND_TIMEOUT, ClusterError};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -31,7 +31,7 @@ const LONGEST_RETRY: Duration = Duration::from_secs(5);
 /// Publishes this instance's store changes and follows everyone else's.
 pub struct ChangeFeed {
     client: redis::Client,
-    publisher: ConnectionManager,
+    publisher: RedisConnection,
     channel: String,
     /// The newest revision announced by, or heard from, any instance.
     known: AtomicI64,
@@ -41,7 +41,7 @@ impl ChangeFeed {
     /// Connects the publishing side; the listening side connects in [`follow`](Self::follow).
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, ClusterError> {
         let publisher = crate::connect(url).await?;
-        let client = redis::Client::open(url).map_err(|e| ClusterError::Url(e.to_string()))?;
+        let client = redis::Client::open(crate::pubsub_url(url)?).map_err(|e| ClusterError::Url(e.to_string()))?;
         Ok(Self { client, publisher, channel: channel_name(key_prefix), known: AtomicI64::new(0) })
     }
 

@@ -14,7 +14,7 @@
 //! - The key holds an opaque owner id, nothing else.
 
 use crate::COMMAND_TIMEOUT;
-use redis::aio::ConnectionManager;
+use crate::RedisConnection;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +35,7 @@ return 0";
 
 /// One named lease, contended by every instance sharing the Redis and key prefix.
 pub struct Leadership {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     key: String,
     owner: String,
     ttl: Duration,
@@ -43,7 +43,7 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    pub fn new(conn: ConnectionManager, key_prefix: &str, name: &str, ttl: Duration) -> Self {
+    pub fn new(conn: RedisConnection, key_prefix: &str, name: &str, ttl: Duration) -> Self {
         let (leading, _) = watch::channel(false);
         Self {
             conn,

@@ -5,31 +5,47 @@
 //! concurrent calls) shared by every instance that points at the same Redis and key prefix,
 //! with the same contract as the in-memory limiter (see the `veil-limits` crate docs), and
 //! [`ChangeFeed`]: store changes announced to every instance over pub/sub, and
-//! [`Leadership`]: the lease that lets one instance at a time run background jobs.
+//! [`Leadership`]: the lease that lets one instance at a time run background jobs, and
+//! [`RedisWallets`]: balances, holds, key quotas and spend caps (veil-billing's money
+//! state), so parallel calls spread over the instances never overspend, and
+//! [`SharedHealth`]: channel cool-downs, recoveries and the one half-open trial, shared so
+//! no instance keeps calling a channel another found failing.
 //!
 //! Promises:
 //! - Every decision is one atomic Lua script on the Redis server's clock, so instances
 //!   with skewed clocks agree and a key's limit is not multiplied by the instance count.
 //! - Every key it writes expires once its state is back at rest (drained buckets, leases
 //!   past their time-to-live), so idle scopes cost nothing and a crashed instance's
-//!   concurrency leases age out.
+//!   concurrency leases age out. Wallets expire too, but as they hold money only once
+//!   idle for their whole time-to-live (a week by default).
+//! - Wallet day and month boundaries come from the instance's clock but only move forward,
+//!   so a lagging instance never reopens a spend period.
+//! - Only identifiers and amounts (key and user ids, channel names, nano-unit figures)
+//!   reach Redis, never call content.
 //! - Keys and scripts carry a version (`…:v1:…`, `admit_v1.lua`), so instances of two
 //!   releases can share a Redis during a rolling deploy as long as the version matches.
-//! - Only identifiers (key and user ids, channel names) reach Redis, never call content.
 //!
-//! Standalone Redis only for now: a cluster URL is refused at start. All keys share one
-//! `{prefix}` hash tag so that one call's keys would sit in one slot under a cluster.
+//! A standalone Redis or a Redis Cluster (see [`connect`] for the URLs): all keys share one
+//! `{prefix}` hash tag, so every script's keys sit in one slot on one node.
 
 mod changes;
+mod connection;
+mod health;
 mod lease;
 mod limiter;
+mod wallets;
 
 pub use changes::{ChangeFeed, channel_name};
+pub use connection::{RedisConnection, cluster_nodes, connect, pubsub_url};
+pub use health::{HEALTH_SHARED_FAILURES, HealthNews, SharedHealth, TrialLease};
 pub use lease::Leadership;
 
 pub use limiter::{FailurePolicy, LimiterWorker, RedisLimiter, RedisLimiterOptions, TestClock};
+pub use wallets::{
+    BILLING_SETTLE_LOST, BILLING_SETTLE_RETRIES, BILLING_UNAVAILABLE, RedisHold, RedisWallets, RedisWalletsOptions,
+    WalletWorker,
+};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 
 /// `veil_redis_up`: 1 while the last Redis command succeeded, 0 after one failed.
@@ -49,8 +65,6 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 pub enum ClusterError {
     #[error("the Redis URL is not valid: {0}")]
     Url(String),
-    #[error("Redis Cluster is not supported yet; point [redis] url at a standalone server")]
-    ClusterUnsupported,
     #[error("cannot connect to Redis at {address}: {reason}")]
     Connect { address: String, reason: String },
 }
@@ -61,24 +75,11 @@ pub fn describe_metrics() {
     metrics::describe_counter!(LIMITS_FAIL_OPEN, "Calls admitted without limits because Redis was unreachable");
     metrics::describe_counter!(LIMITS_FAIL_CLOSED, "Calls refused because Redis was unreachable");
     metrics::describe_counter!(LIMITS_DROPPED, "Token reconciles or lease releases that could not reach Redis");
-}
-
-/// Connects to a standalone Redis. The manager reconnects by itself after a failure, so
-/// an outage ends without a restart; each command fails fast while Redis is away.
-pub async fn connect(url: &str) -> Result<ConnectionManager, ClusterError> {
-    if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") || url.contains(',') {
-        return Err(ClusterError::ClusterUnsupported);
-    }
-    let client = redis::Client::open(url).map_err(|e| ClusterError::Url(e.to_string()))?;
-    let address = client.get_connection_info().addr().to_string();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(COMMAND_TIMEOUT))
-        .set_response_timeout(Some(COMMAND_TIMEOUT))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    let manager = ConnectionManager::new_with_config(client, config)
-        .await
-        .map_err(|e| ClusterError::Connect { address, reason: e.to_string() })?;
-    metrics::gauge!(REDIS_UP).set(1.0);
-    Ok(manager)
+    metrics::describe_counter!(BILLING_UNAVAILABLE, "Holds refused because Redis was unreachable for balances");
+    metrics::describe_counter!(BILLING_SETTLE_RETRIES, "Settles and releases of holds retried after Redis failed");
+    metrics::describe_counter!(
+        BILLING_SETTLE_LOST,
+        "Settles and releases of holds given up while Redis was unreachable"
+    );
+    metrics::describe_counter!(HEALTH_SHARED_FAILURES, "Shared channel-health commands that could not reach Redis");
 }

@@ -18,9 +18,9 @@
 //! [`Refusal::unavailable`] or admit unchecked. Either way one warning is logged per outage
 //! and `veil_redis_up` drops to 0; the connection manager reconnects by itself.
 
+use crate::RedisConnection;
 use crate::{COMMAND_TIMEOUT, LIMITS_DROPPED, LIMITS_FAIL_CLOSED, LIMITS_FAIL_OPEN, REDIS_UP};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,7 +90,7 @@ enum Job {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     admit: Script,
     options: RedisLimiterOptions,
     clock: Option<TestClock>,
@@ -107,7 +107,7 @@ pub struct RedisLimiter {
 
 /// Applies queued reconciles and lease releases; run it for as long as the limiter lives.
 pub struct LimiterWorker {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     reconcile: Script,
     refresh: Script,
     jobs: mpsc::Receiver<Job>,
@@ -118,20 +118,20 @@ pub struct LimiterWorker {
 }
 
 impl RedisLimiter {
-    pub fn new(conn: ConnectionManager, options: RedisLimiterOptions) -> (Self, LimiterWorker) {
+    pub fn new(conn: RedisConnection, options: RedisLimiterOptions) -> (Self, LimiterWorker) {
         Self::build(conn, options, None)
     }
 
     /// For tests: scripts read `clock` instead of the Redis server's time.
     pub fn with_test_clock(
-        conn: ConnectionManager,
+        conn: RedisConnection,
         options: RedisLimiterOptions,
         clock: TestClock,
     ) -> (Self, LimiterWorker) {
         Self::build(conn, options, Some(clock))
     }
 
-    fn build(conn: ConnectionManager, options: RedisLimiterOptions, clock: Option<TestClock>) -> (Self, LimiterWorker) {
+    fn build(conn: RedisConnection, options: RedisLimiterOptions, clock: Option<TestClock>) -> (Self, LimiterWorker) {
         let (jobs, receiver) = mpsc::channel(options.queue.max(1));
         let worker = LimiterWorker {
             conn: conn.clone(),

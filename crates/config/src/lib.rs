@@ -15,7 +15,7 @@ mod videos;
 pub use duration::parse_duration;
 pub use raw::RawConfig;
 pub use risk::{AuthFailuresRule, BlockAction, NetworksRule, RiskAction, RiskSettings, SpendSpikeRule};
-pub use routing::{NotificationSettings, RoutingSettings};
+pub use routing::{NotificationSettings, RoutingSettings, SmtpSettings};
 pub use settings::{BillingDurability, LimitsOnFailure, Settings, TlsFiles};
 pub use telemetry::TelemetrySettings;
 pub use videos::VideoSettings;

@@ -145,6 +145,8 @@ pub struct RawRedis {
     pub limits_on_failure: Option<String>,
     /// How long a dead instance keeps the background-job lease; default `30s`.
     pub job_lease_ttl: Option<String>,
+    /// How long a hold on a balance lasts unclosed (a dead instance's holds); default `1h`.
+    pub hold_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

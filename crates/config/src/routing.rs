@@ -38,6 +38,10 @@ pub struct RawRouting {
 pub struct RawNotifications {
     pub webhook_url: Option<String>,
     pub webhook_secret: Option<String>,
+    pub smtp_url: Option<String>,
+    pub smtp_from: Option<String>,
+    pub smtp_password_env: Option<String>,
+    pub check_interval: Option<String>,
 }
 
 /// How channel health is judged and how a call fails over.
@@ -71,12 +75,37 @@ impl Default for RoutingSettings {
     }
 }
 
-/// Where admin notifications go; nothing is sent without a webhook URL.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where notifications go: the operators' webhook, users' e-mail; nothing is sent without either.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationSettings {
     pub webhook_url: Option<String>,
     /// Signs each body (HMAC-SHA256) so the receiver can tell it came from Veil.
     pub webhook_secret: Option<String>,
+    /// Where users' e-mail goes; nothing is mailed without it.
+    pub smtp: Option<SmtpSettings>,
+    /// How often the leader looks for keys about to expire, keys near their quota and low balances.
+    pub check_interval: Duration,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        Self { webhook_url: None, webhook_secret: None, smtp: None, check_interval: Duration::from_secs(300) }
+    }
+}
+
+/// `[notifications] smtp_url`, `smtp_from`, `smtp_password_env`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpSettings {
+    /// `smtps://` (TLS from the first byte) or `smtp://` (plain: for a relay on this host or network).
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The user of `smtp://user@host`; its password comes from `password_env`.
+    pub username: Option<String>,
+    /// The environment variable that holds the SMTP password (never the password itself).
+    pub password_env: Option<String>,
+    /// The envelope and `From:` address.
+    pub from: String,
 }
 
 /// More attempts than this only multiply the load on upstreams that are failing.
@@ -136,5 +165,92 @@ pub(crate) fn validate_notifications(raw: &RawNotifications) -> Result<Notificat
     if webhook_secret.is_some() && webhook_url.is_none() {
         return Err(ConfigError::invalid("notifications.webhook_secret", "needs notifications.webhook_url"));
     }
-    Ok(NotificationSettings { webhook_url, webhook_secret })
+    let smtp = validate_smtp(raw)?;
+    let check_interval = match raw.check_interval.as_deref() {
+        None => NotificationSettings::default().check_interval,
+        Some(text) => match parse_duration(text) {
+            Ok(every) if !every.is_zero() => every,
+            _ => return Err(ConfigError::invalid("notifications.check_interval", "must be a duration above 0")),
+        },
+    };
+    Ok(NotificationSettings { webhook_url, webhook_secret, smtp, check_interval })
+}
+
+fn validate_smtp(raw: &RawNotifications) -> Result<Option<SmtpSettings>, ConfigError> {
+    let url = raw.smtp_url.as_deref().map(str::trim).filter(|url| !url.is_empty());
+    let Some(url) = url else {
+        if raw.smtp_from.is_some() {
+            return Err(ConfigError::invalid("notifications.smtp_from", "needs notifications.smtp_url"));
+        }
+        if raw.smtp_password_env.is_some() {
+            return Err(ConfigError::invalid("notifications.smtp_password_env", "needs notifications.smtp_url"));
+        }
+        return Ok(None);
+    };
+    let bad_url = || ConfigError::invalid("notifications.smtp_url", "must be smtp://[user@]host[:port] or smtps://…");
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("smtps://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("smtp://") {
+        (false, rest)
+    } else {
+        return Err(bad_url());
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (username, authority) = match rest.rsplit_once('@') {
+        Some((user, _)) if user.contains(':') => {
+            return Err(ConfigError::invalid(
+                "notifications.smtp_url",
+                "must not hold a password: name its environment variable in smtp_password_env",
+            ));
+        }
+        Some((user, authority)) if !user.is_empty() => (Some(user.to_owned()), authority),
+        Some(_) => return Err(bad_url()),
+        None => (None, rest),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok().filter(|port| *port != 0).ok_or_else(bad_url)?),
+        None => (authority, if tls { 465 } else { 25 }),
+    };
+    let host_is_valid = !host.is_empty()
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+        && !host.contains('/');
+    if !host_is_valid {
+        return Err(bad_url());
+    }
+    let from = raw.smtp_from.as_deref().map(str::trim).unwrap_or_default();
+    if !is_plain_address(from) {
+        return Err(ConfigError::invalid("notifications.smtp_from", "must be an e-mail address (name@host)"));
+    }
+    let password_env = match raw.smtp_password_env.as_deref() {
+        None => None,
+        Some(name) if is_env_name(name) => Some(name.to_owned()),
+        Some(_) => {
+            return Err(ConfigError::invalid(
+                "notifications.smtp_password_env",
+                "must be the name of an environment variable",
+            ));
+        }
+    };
+    if password_env.is_some() && username.is_none() {
+        return Err(ConfigError::invalid(
+            "notifications.smtp_password_env",
+            "needs a user in smtp_url (smtp://user@host)",
+        ));
+    }
+    Ok(Some(SmtpSettings { tls, host: host.to_owned(), port, username, password_env, from: from.to_owned() }))
+}
+
+/// An address fit for `MAIL FROM:<…>` and a `From:` header: one `@`, no spaces or brackets.
+fn is_plain_address(address: &str) -> bool {
+    let Some((local, domain)) = address.split_once('@') else { return false };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && address.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | ',' | '"' | '(' | ')'))
+}
+
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -80,6 +80,9 @@ pub struct Settings {
     /// `[redis] job_lease_ttl` (default 30 s): how soon another instance takes over the
     /// background jobs after their runner dies.
     pub job_lease_ttl: Duration,
+    /// `[redis] hold_ttl` (default 1 h): how long a hold on a balance in Redis lasts if the
+    /// instance that placed it dies before closing it; longer than any call should take.
+    pub hold_ttl: Duration,
     pub log_retention_days: u32,
     /// `[privacy] purge_interval` (undocumented, default 10 minutes): the purge job's beat.
     pub purge_interval: Duration,
@@ -194,6 +197,13 @@ impl Settings {
                 Some(value) => match duration("redis.job_lease_ttl", value)? {
                     ttl if ttl >= Duration::from_millis(300) => ttl,
                     _ => return Err(ConfigError::invalid("redis.job_lease_ttl", "must be at least 300ms")),
+                },
+            },
+            hold_ttl: match raw.redis.as_ref().and_then(|r| r.hold_ttl.as_deref()) {
+                None => Duration::from_secs(3600),
+                Some(value) => match duration("redis.hold_ttl", value)? {
+                    ttl if ttl >= Duration::from_secs(1) => ttl,
+                    _ => return Err(ConfigError::invalid("redis.hold_ttl", "must be at least 1s")),
                 },
             },
             limits_on_failure: match raw.redis.as_ref().and_then(|r| r.limits_on_failure.as_deref()) {

@@ -320,6 +320,27 @@ fn routing_and_notifications_have_defaults_and_are_validated() {
     assert_eq!(set.routing.cooldown, std::time::Duration::from_millis(200));
     assert_eq!(set.routing.max_retry_wait, std::time::Duration::ZERO);
     assert_eq!(set.notifications.webhook_secret.as_deref(), Some("s3cret"));
+    assert_eq!(set.notifications.smtp, None);
+    assert_eq!(set.notifications.check_interval, std::time::Duration::from_secs(300));
+    let mail = load_text(
+        "[notifications]\nsmtp_url = \"smtps://veil@mail.example:2465\"\nsmtp_from = \"veil@example.org\"\nsmtp_password_env = \"VEIL_SMTP_PASSWORD\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        mail.notifications.smtp,
+        Some(crate::SmtpSettings {
+            tls: true,
+            host: "mail.example".into(),
+            port: 2465,
+            username: Some("veil".into()),
+            password_env: Some("VEIL_SMTP_PASSWORD".into()),
+            from: "veil@example.org".into(),
+        })
+    );
+    let plain = load_text("[notifications]\nsmtp_url = \"smtp://127.0.0.1\"\nsmtp_from = \"v@x\"\n", &[]).unwrap();
+    let plain = plain.notifications.smtp.unwrap();
+    assert_eq!((plain.tls, plain.port, plain.username), (false, 25, None));
     for (text, key) in [
         ("[routing]\nerror_rate_threshold = 1.5\n", "routing.error_rate_threshold"),
         ("[routing]\nmin_calls = 0\n", "routing.min_calls"),
@@ -329,6 +350,22 @@ fn routing_and_notifications_have_defaults_and_are_validated() {
         ("[routing]\nretries = 2\n", "routing.retries"),
         ("[notifications]\nwebhook_url = \"ftp://x\"\n", "notifications.webhook_url"),
         ("[notifications]\nwebhook_secret = \"s\"\n", "notifications.webhook_secret"),
+        ("[notifications]\nsmtp_url = \"http://mail\"\nsmtp_from = \"a@b\"\n", "notifications.smtp_url"),
+        ("[notifications]\nsmtp_url = \"smtp://u:pw@mail\"\nsmtp_from = \"a@b\"\n", "notifications.smtp_url"),
+        ("[notifications]\nsmtp_url = \"smtp://mail:99999\"\nsmtp_from = \"a@b\"\n", "notifications.smtp_url"),
+        ("[notifications]\nsmtp_url = \"smtp://mail\"\n", "notifications.smtp_from"),
+        ("[notifications]\nsmtp_url = \"smtp://mail\"\nsmtp_from = \"not an address\"\n", "notifications.smtp_from"),
+        ("[notifications]\nsmtp_from = \"a@b\"\n", "notifications.smtp_from"),
+        (
+            "[notifications]\nsmtp_url = \"smtp://u@mail\"\nsmtp_from = \"a@b\"\nsmtp_password_env = \"1-x\"\n",
+            "notifications.smtp_password_env",
+        ),
+        (
+            "[notifications]\nsmtp_url = \"smtp://mail\"\nsmtp_from = \"a@b\"\nsmtp_password_env = \"PW\"\n",
+            "notifications.smtp_password_env",
+        ),
+        ("[notifications]\nsmtp_host = \"mail\"\n", "notifications.smtp_host"),
+        ("[notifications]\ncheck_interval = \"0s\"\n", "notifications.check_interval"),
     ] {
         assert_eq!(invalid_key(load_text(text, &[])), key, "{text}");
     }

@@ -192,7 +192,8 @@ fn mentions_weather(text: &str) -> bool {
 
 fn chat(call: &Call, body: &Map<String, Value>, streaming: bool) -> Result<UpstreamReply, UpstreamError> {
     let answer = ChatAnswer::of(body);
-    let prompt_tokens = veil_tokens::count_chat_prompt(body.get("messages").unwrap_or(&Value::Null));
+    let prompt_tokens =
+        veil_tokens::count_chat_prompt(body.get("messages").unwrap_or(&Value::Null), veil_tokens::Counter::Vocabulary);
     let usage = usage(prompt_tokens, answer.completion_tokens());
     let id = format!("chatcmpl-echo-{}", call.serial);
     let tool_call_id = format!("call_echo_{}", call.serial);
@@ -309,7 +310,7 @@ fn completion(call: &Call, body: &Map<String, Value>, streaming: bool) -> Result
         _ => String::new(),
     };
     let text = format!("Echo: {prompt_text}");
-    let prompt_tokens = veil_tokens::count_completion_prompt(prompt);
+    let prompt_tokens = veil_tokens::count_completion_prompt(prompt, veil_tokens::Counter::Vocabulary);
     let completion_tokens = veil_tokens::count(&text);
     let usage = json!({
         "prompt_tokens": prompt_tokens,
@@ -552,7 +553,7 @@ mod tests {
         assert_eq!(choice["finish_reason"], "stop");
         assert_eq!(body["choices"].as_array().unwrap().len(), 1);
         let messages = chat_body(json!("hello world"))["messages"].clone();
-        let prompt = veil_tokens::count_chat_prompt(&messages);
+        let prompt = veil_tokens::count_chat_prompt(&messages, veil_tokens::Counter::Vocabulary);
         let completion = veil_tokens::count("Echo: hello world");
         assert_eq!(body["usage"]["prompt_tokens"], prompt);
         assert_eq!(body["usage"]["completion_tokens"], completion);
@@ -625,7 +626,7 @@ mod tests {
         let chunks = chunks(request(Endpoint::ChatCompletions, body.clone(), true)).await;
         let (usage_chunk, rest) = chunks.split_last().unwrap();
         assert_eq!(usage_chunk["choices"], json!([]));
-        let prompt = veil_tokens::count_chat_prompt(&body["messages"]);
+        let prompt = veil_tokens::count_chat_prompt(&body["messages"], veil_tokens::Counter::Vocabulary);
         assert_eq!(usage_chunk["usage"]["prompt_tokens"], prompt);
         assert_eq!(usage_chunk["usage"]["completion_tokens"], veil_tokens::count("Echo: hi"));
         for chunk in rest {

@@ -21,6 +21,11 @@
 //! A channel with scheduled probes gets its trial from a probe, never from a live call.
 //! A channel whose credential was rejected is marked disabled here until the store (which
 //! is where disabling is durable) takes over.
+//!
+//! Several instances share what matters through the server (Redis): a cool-down or a
+//! recovery another instance saw is applied with [`Board::cooled_elsewhere`] and
+//! [`Board::recovered_elsewhere`], so every board refuses the channel, and recovers it, at
+//! the same time; which instance sends the half-open trial is settled outside (a lease).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -118,7 +123,8 @@ impl Admission {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Transition {
     /// Tripped by its error rate or a failed trial (rate-limit pauses are not reported).
-    CooledDown { until: Instant, error_rate: f64 },
+    /// `failed_trials` is the exponent of this cool-down, for other instances to follow.
+    CooledDown { until: Instant, error_rate: f64, failed_trials: u32 },
     /// A half-open trial (a live call or a probe) succeeded.
     Recovered,
 }
@@ -265,6 +271,53 @@ impl ChannelHealth {
         self.record(policy, outcome, now)
     }
 
+    /// Another instance cooled the channel down until `until` after `failed_trials` failed
+    /// trials: refuse it here too (keeping a longer cool-down of its own), and let the
+    /// next failed trial double from there. Returns whether anything changed.
+    pub fn cooled_elsewhere(&mut self, until: Instant, failed_trials: u32, now: Instant) -> bool {
+        self.expire(now);
+        if self.disabled || until <= now {
+            return false;
+        }
+        self.trips = self.trips.max(failed_trials);
+        match self.state {
+            State::CoolingDown { until: mine, cause: Cause::Errors } if mine >= until => false,
+            State::CoolingDown { until: mine, .. } => {
+                self.state = State::CoolingDown { until: until.max(mine), cause: Cause::Errors };
+                true
+            }
+            State::Healthy | State::HalfOpen { .. } => {
+                self.state = State::CoolingDown { until, cause: Cause::Errors };
+                true
+            }
+        }
+    }
+
+    /// The half-open trial this instance was granted locally is another instance's (or the
+    /// channel cooled down again meanwhile): refuse it until `until`, when this instance
+    /// may ask again. Only while still half-open: news about the channel that arrived
+    /// meanwhile is newer and stands. Returns whether anything changed.
+    pub fn trial_elsewhere(&mut self, until: Instant, failed_trials: u32, now: Instant) -> bool {
+        self.expire(now);
+        match self.state {
+            State::HalfOpen { .. } => self.cooled_elsewhere(until, failed_trials, now),
+            State::Healthy | State::CoolingDown { .. } => false,
+        }
+    }
+
+    /// Another instance's trial succeeded: healthy again, with a clean slate. A
+    /// rate-limit pause of this instance's own stays. Returns whether anything changed.
+    pub fn recovered_elsewhere(&mut self, now: Instant) -> bool {
+        self.expire(now);
+        match self.state {
+            State::CoolingDown { cause: Cause::Errors, .. } | State::HalfOpen { .. } => {
+                self.close();
+                true
+            }
+            State::Healthy | State::CoolingDown { cause: Cause::RateLimited, .. } => false,
+        }
+    }
+
     pub fn view(&self, policy: &HealthPolicy, now: Instant) -> HealthView {
         let (calls, failures) = self.totals(now, policy);
         let state = match self.state {
@@ -315,7 +368,7 @@ impl ChannelHealth {
         self.state = State::CoolingDown { until, cause: Cause::Errors };
         let (calls, failures) = self.buckets.iter().fold((0u32, 0u32), |(c, f), b| (c + b.calls, f + b.failures));
         let error_rate = if calls == 0 { 1.0 } else { f64::from(failures) / f64::from(calls) };
-        Transition::CooledDown { until, error_rate }
+        Transition::CooledDown { until, error_rate, failed_trials: self.trips }
     }
 
     /// A failed trial: cool down again, for longer.
@@ -422,6 +475,27 @@ impl Board {
 
     pub fn view(&self, channel: &ChannelName, now: Instant) -> HealthView {
         self.channels.get(channel).map_or_else(HealthView::healthy, |health| health.view(&self.policy, now))
+    }
+
+    /// See [`ChannelHealth::cooled_elsewhere`].
+    pub fn cooled_elsewhere(
+        &mut self,
+        channel: &ChannelName,
+        until: Instant,
+        failed_trials: u32,
+        now: Instant,
+    ) -> bool {
+        self.channels.entry(channel.clone()).or_default().cooled_elsewhere(until, failed_trials, now)
+    }
+
+    /// See [`ChannelHealth::trial_elsewhere`].
+    pub fn trial_elsewhere(&mut self, channel: &ChannelName, until: Instant, failed_trials: u32, now: Instant) -> bool {
+        self.channels.get_mut(channel).is_some_and(|health| health.trial_elsewhere(until, failed_trials, now))
+    }
+
+    /// See [`ChannelHealth::recovered_elsewhere`].
+    pub fn recovered_elsewhere(&mut self, channel: &ChannelName, now: Instant) -> bool {
+        self.channels.get_mut(channel).is_some_and(|health| health.recovered_elsewhere(now))
     }
 
     /// Whether the channel's trials come from scheduled probes.
@@ -614,7 +688,7 @@ mod tests {
         assert_eq!(h.admit(&p, open), Admission::Refused { until: None }, "no live trial");
         assert_eq!(
             h.record_probe(&p, Outcome::Failure, open),
-            Some(Transition::CooledDown { until: open + Duration::from_secs(4), error_rate: 1.0 })
+            Some(Transition::CooledDown { until: open + Duration::from_secs(4), error_rate: 1.0, failed_trials: 1 })
         );
         let later = open + Duration::from_secs(4);
         assert_eq!(h.record_probe(&p, ok(), later), Some(Transition::Recovered));
@@ -636,6 +710,67 @@ mod tests {
         assert_eq!(view.latency_p95, Some(ms(97)));
         assert_eq!((view.calls, view.failures), (101, 0));
         assert_eq!(ChannelHealth::default().view(&p, t0).latency_p50, None);
+    }
+
+    #[test]
+    fn a_cool_down_from_elsewhere_is_followed_and_doubles_from_there() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut h = ChannelHealth::default();
+        assert!(h.cooled_elsewhere(t0 + Duration::from_secs(2), 1, t0));
+        assert_eq!(h.admit(&p, t0 + ms(1)), Admission::Refused { until: Some(t0 + Duration::from_secs(2)) });
+        assert_eq!(h.view(&p, t0 + ms(1)).state, HealthState::CoolingDown);
+        assert!(!h.cooled_elsewhere(t0 + Duration::from_secs(1), 0, t0), "a shorter one changes nothing");
+        assert!(!h.cooled_elsewhere(t0, 3, t0), "nor one already over");
+        // After it, this instance may trial; failing it doubles from the shared exponent.
+        let open = t0 + Duration::from_secs(2);
+        assert_eq!(h.admit(&p, open), Admission::Trial);
+        assert_eq!(
+            h.record(&p, Outcome::Failure, open),
+            Some(Transition::CooledDown { until: open + p.max_cooldown, error_rate: 1.0, failed_trials: 2 })
+        );
+        // A recovery seen elsewhere closes it at once.
+        assert!(h.recovered_elsewhere(open + ms(1)));
+        assert_eq!(h.admit(&p, open + ms(1)), Admission::Open);
+        assert!(!h.recovered_elsewhere(open + ms(2)), "already healthy");
+        // A rate-limit pause is this instance's own: a recovery elsewhere does not lift it.
+        h.record(&p, Outcome::RateLimited { retry_after: Some(Duration::from_secs(1)) }, open + ms(3));
+        assert!(!h.recovered_elsewhere(open + ms(4)));
+        assert!(!h.admit(&p, open + ms(4)).is_allowed());
+        // A disabled channel stays disabled.
+        let mut off = ChannelHealth { disabled: true, ..ChannelHealth::default() };
+        assert!(!off.cooled_elsewhere(t0 + Duration::from_secs(2), 0, t0));
+    }
+
+    #[test]
+    fn a_trial_taken_elsewhere_keeps_this_instance_waiting_until_the_news() {
+        let p = policy();
+        let mut board = Board::new(p);
+        let name = ChannelName::parse("a").unwrap();
+        let t0 = Instant::now();
+        assert!(board.cooled_elsewhere(&name, t0 + Duration::from_secs(2), 0, t0));
+        let open = t0 + Duration::from_secs(2);
+        // The local trial slot is taken while another instance sends the trial...
+        assert_eq!(board.admit(&name, open), Admission::Trial);
+        assert_eq!(board.admit(&name, open + ms(1)), Admission::Refused { until: None });
+        // ...until its outcome arrives.
+        assert!(board.recovered_elsewhere(&name, open + ms(5)));
+        assert_eq!(board.admit(&name, open + ms(6)), Admission::Open);
+        assert!(!board.recovered_elsewhere(&ChannelName::parse("unknown").unwrap(), open));
+
+        // Cool-down over again: the lease says another instance holds the trial, so this
+        // one waits a little before asking again...
+        assert!(board.cooled_elsewhere(&name, open + Duration::from_secs(4), 0, open + ms(6)));
+        let reopened = open + Duration::from_secs(4);
+        assert_eq!(board.admit(&name, reopened), Admission::Trial);
+        assert!(board.trial_elsewhere(&name, reopened + Duration::from_secs(1), 0, reopened));
+        assert_eq!(board.admit(&name, reopened + ms(1)), Admission::Refused { until: Some(reopened + ms(1000)) });
+        // ...unless that trial's verdict arrived while it asked: the newer news stands.
+        let later = reopened + Duration::from_secs(1);
+        assert_eq!(board.admit(&name, later), Admission::Trial);
+        assert!(board.recovered_elsewhere(&name, later + ms(1)));
+        assert!(!board.trial_elsewhere(&name, later + Duration::from_secs(1), 0, later + ms(2)));
+        assert_eq!(board.admit(&name, later + ms(3)), Admission::Open);
     }
 
     #[test]

@@ -68,8 +68,8 @@ pub async fn audit(
 }
 
 /// Everything Veil holds about `user`: the account, keys (metadata, never secrets),
-/// call records, daily usage, ledger and audit entries about them. The export itself is
-/// audited.
+/// call records, daily usage, ledger, console sessions (metadata) and audit entries about
+/// them. The export itself is audited.
 pub async fn export(store: &dyn Store, user: &User, actor: String) -> Result<Value, StoreError> {
     audit(store, actor, "user.export", Some(user.id), Some(user.id.to_string()), json!({})).await?;
     let balance = store.balance(user.id).await?;
@@ -80,6 +80,9 @@ pub async fn export(store: &dyn Store, user: &User, actor: String) -> Result<Val
     let usage = store.daily_usage(Some(user.id)).await?;
     let ledger = store.list_ledger(user.id).await?;
     let audit_entries = store.list_audit(Some(user.id), EXPORT_LIMIT).await?;
+    let sessions = store.list_console_sessions(user.id).await?;
+    let two_factor = store.console_totp(user.id).await?.is_some_and(|totp| totp.enabled);
+    let notifications = store.notification_preferences(user.id).await?;
     Ok(json!({
         "exported_at": Timestamp::now().to_rfc3339(),
         "account": user_json(user, balance),
@@ -101,6 +104,20 @@ pub async fn export(store: &dyn Store, user: &User, actor: String) -> Result<Val
             "request_id": e.request_id,
             "note": e.note,
         })).collect::<Vec<_>>(),
+        // Session metadata only: the tokens are not stored, their hashes are not exported.
+        "console_sessions": sessions.iter().map(|s| json!({
+            "created_at": s.created_at.to_rfc3339(),
+            "last_seen_at": s.last_seen_at.to_rfc3339(),
+            "expires_at": s.expires_at.to_rfc3339(),
+        })).collect::<Vec<_>>(),
+        "two_factor_enabled": two_factor,
+        "notification_preferences": {
+            "security": notifications.security,
+            "spending": notifications.spending,
+            "key_expiry": notifications.key_expiry,
+            "channel_health": notifications.channel_health,
+            "balance_alert": notifications.balance_alert.map(veil_domain::Money::to_decimal_string),
+        },
         "audit": audit_entries.iter().map(|a| json!({
             "seq": a.seq,
             "time": a.time.to_rfc3339(),

@@ -61,23 +61,21 @@ pub async fn set_price(
         }
     };
     let model = Model { name, pricing, max_output_tokens, managed: false };
-    state.store.upsert_model(&model).await.map_err(internal)?;
+    save_price(&state, account::actor_user(principal.user.id), &model).await.map_err(internal)?;
+    Ok(Json(model_json(&model, &state.currency)))
+}
+
+/// Stores a model's price, audits it as `actor` and applies it here before returning: the
+/// write path of `PUT /api/models/{name}`, shared with the console.
+pub(crate) async fn save_price(state: &AppState, actor: String, model: &Model) -> Result<(), veil_store::StoreError> {
+    state.store.upsert_model(model).await?;
     let details =
-        json!({"price": pricing_json(&model.pricing, &state.currency), "max_output_tokens": max_output_tokens});
-    account::audit(
-        state.store.as_ref(),
-        account::actor_user(principal.user.id),
-        "model.price",
-        None,
-        Some(model.name.to_string()),
-        details,
-    )
-    .await
-    .map_err(internal)?;
-    if let Err(error) = refresh::refresh_once(&state).await {
+        json!({"price": pricing_json(&model.pricing, &state.currency), "max_output_tokens": model.max_output_tokens});
+    account::audit(state.store.as_ref(), actor, "model.price", None, Some(model.name.to_string()), details).await?;
+    if let Err(error) = refresh::refresh_once(state).await {
         tracing::warn!(error = %error, "could not refresh after a price change");
     }
-    Ok(Json(model_json(&model, &state.currency)))
+    Ok(())
 }
 
 /// `POST /api/users/{name}/credit` with `{"amount": "1.5"}` (negative to debit).
@@ -99,18 +97,28 @@ pub async fn credit_user(
             ApiError::invalid_request("`amount` must be a non-zero decimal such as \"1.5\".").with_param("amount")
         })?;
     let user = state.store.user_by_name(&name).await.map_err(internal)?.ok_or_else(no_user)?;
-    account::credit(state.store.as_ref(), user.id, amount, account::actor_user(principal.user.id))
-        .await
-        .map_err(internal)?;
-    if let Err(error) = refresh::refresh_once(&state).await {
-        tracing::warn!(error = %error, "could not refresh after a credit");
-    }
-    let balance = state.store.balance(user.id).await.map_err(internal)?;
+    let balance =
+        credit_account(&state, account::actor_user(principal.user.id), user.id, amount).await.map_err(internal)?;
     Ok(Json(json!({
         "name": user.name,
         "credited": amount.to_decimal_string(),
         "balance": balance.to_decimal_string(),
     })))
+}
+
+/// Credits (or, negative, debits) an account as `actor` (audited by `account::credit`),
+/// applies it here and answers the new balance: shared by the JSON API and the console.
+pub(crate) async fn credit_account(
+    state: &AppState,
+    actor: String,
+    user: veil_domain::UserId,
+    amount: Money,
+) -> Result<Money, veil_store::StoreError> {
+    account::credit(state.store.as_ref(), user, amount, actor).await?;
+    if let Err(error) = refresh::refresh_once(state).await {
+        tracing::warn!(error = %error, "could not refresh after a credit");
+    }
+    state.store.balance(user).await
 }
 
 fn model_json(model: &Model, currency: &str) -> Value {
@@ -132,7 +140,7 @@ fn decimal_text(value: &Value) -> Option<String> {
     }
 }
 
-fn parse_price(fields: &Map<String, Value>) -> Result<Price, ApiError> {
+pub(crate) fn parse_price(fields: &Map<String, Value>) -> Result<Price, ApiError> {
     const FIELDS: [&str; 6] = ["input", "cached_input", "cache_write", "output", "per_image", "per_second"];
     if let Some(unknown) = fields.keys().find(|key| !FIELDS.contains(&key.as_str())) {
         return Err(ApiError::invalid_request(format!(

@@ -58,9 +58,13 @@ pub struct Application {
     reload: crate::reload::ReloadHandle,
     /// Applies the shared limiter's reconciles and lease releases (with `[redis]`).
     limiter_worker: Option<veil_cluster::LimiterWorker>,
+    /// Applies the shared wallets' settles and releases (with `[redis]`).
+    wallet_worker: Option<veil_cluster::WalletWorker>,
     /// With `[redis]`: the lease that makes this instance the one running background jobs.
     job_leadership: Option<Arc<veil_cluster::Leadership>>,
     purge_interval: Duration,
+    /// `[notifications] check_interval`.
+    check_interval: Duration,
 }
 
 impl Application {
@@ -98,6 +102,7 @@ impl Application {
         // Read the revision before the snapshot, so a change racing start-up is seen
         // again by the first refresh rather than missed.
         let revision = store.revision().await?;
+        let (billing, wallet_worker) = build_billing(settings, &store, revision).await?;
         let credential_sealer =
             veil_secrets::installation_key(store.as_ref(), &master, veil_secrets::CREDENTIAL_PURPOSE)
                 .await
@@ -120,7 +125,7 @@ impl Application {
         }
         let (captures, capture_writer) = capture::channel(Arc::clone(&store), sealer.clone());
         let (risk, risk_worker) = crate::risk::monitor(settings.risk);
-        let (health, notifier, health_workers) = crate::health::start(settings, http.clone());
+        let (health, notifier, health_workers) = crate::health::start(settings, http.clone()).await?;
         health.follow(&snapshot.catalogue);
 
         let listener = TcpListener::bind(settings.listen)
@@ -129,15 +134,20 @@ impl Application {
         let local_addr =
             listener.local_addr().map_err(|source| StartupError::Bind { address: settings.listen, source })?;
 
-        // Load the tokenizer now rather than on the first call.
-        if tokio::task::spawn_blocking(veil_tokens::warm_up).await.is_err() {
-            tracing::warn!("tokenizer warm-up did not finish");
-        }
-
         let reload = crate::reload::ReloadHandle::new(Arc::clone(&store), certificates.clone(), settings.clone());
         let state = Arc::new(AppState {
             store: Arc::clone(&store),
             http,
+            // Keyed by the installation's hashing key: the same on every instance, secret.
+            console: crate::console::ConsoleState::new(
+                crate::console::SignupRules {
+                    signup: settings.console.signup,
+                    signup_group: settings.console.signup_group.clone(),
+                    signup_domains: settings.console.signup_domains.clone(),
+                },
+                &hasher.hash_label("console-csrf", "v1"),
+            )
+            .with_settings_view(settings),
             hasher,
             snapshot: ArcSwap::from_pointee(snapshot),
             principals: AppState::principal_cache(),
@@ -146,7 +156,7 @@ impl Application {
             draining: AtomicBool::new(false),
             risk,
             records: sink,
-            billing: Arc::new(veil_billing::Billing::new(Arc::clone(&store), revision)),
+            billing,
             limiter,
             captures,
             redemptions: crate::redeem::Redemptions::new(code_hasher),
@@ -188,8 +198,10 @@ impl Application {
             acceptor,
             reload,
             limiter_worker,
+            wallet_worker,
             job_leadership,
             purge_interval: settings.purge_interval,
+            check_interval: settings.notifications.check_interval,
         })
     }
 
@@ -252,6 +264,10 @@ impl Application {
         if let Some(worker) = self.limiter_worker {
             background.spawn(worker.run(stop_background.clone()));
         }
+        if let Some(worker) = self.wallet_worker {
+            // Runs on after the stop until the last hold is closed (the state is dropped).
+            background.spawn(worker.run(stop_background.clone()));
+        }
         if let Some(leadership) = &self.job_leadership {
             let leadership = Arc::clone(leadership);
             let stop = stop_background.clone();
@@ -265,6 +281,13 @@ impl Application {
             leadership: self.job_leadership.clone(),
         };
         background.spawn(jobs::retention_purge(purge, stop_background.clone()));
+        let sweep = jobs::NotificationSweep {
+            store: Arc::clone(&self.state.store),
+            notifier: self.state.notifier.clone(),
+            every: self.check_interval,
+            leadership: self.job_leadership.clone(),
+        };
+        background.spawn(jobs::notification_sweep(sweep, stop_background.clone()));
 
         if let Some(certificates) = &self.certificates {
             background.spawn(crate::tls::watch(
@@ -324,6 +347,27 @@ async fn build_limiter(
     };
     let (limiter, worker) = veil_cluster::RedisLimiter::new(conn, options);
     Ok((Arc::new(limiter), Some(worker)))
+}
+
+/// Balances, holds and spend shared through Redis when `[redis] url` is set (so parallel
+/// calls on several instances never overspend), with the worker that closes holds; else
+/// kept in this process.
+async fn build_billing(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    revision: i64,
+) -> Result<(Arc<veil_billing::Billing>, Option<veil_cluster::WalletWorker>), StartupError> {
+    let Some(url) = settings.redis_url.as_deref() else {
+        return Ok((Arc::new(veil_billing::Billing::new(Arc::clone(store), revision)), None));
+    };
+    let conn = veil_cluster::connect(url).await?;
+    let options = veil_cluster::RedisWalletsOptions {
+        key_prefix: settings.redis_key_prefix.clone(),
+        hold_ttl: settings.hold_ttl,
+        ..veil_cluster::RedisWalletsOptions::default()
+    };
+    let (wallets, worker) = veil_cluster::RedisWallets::new(conn, Arc::clone(store), revision, options);
+    Ok((Arc::new(veil_billing::Billing::with_wallets(Arc::new(wallets))), Some(worker)))
 }
 
 /// Opens the store, applies migrations and the config file's declarations. Shared by

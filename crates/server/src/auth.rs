@@ -116,18 +116,67 @@ fn blocked(left: Duration) -> ApiError {
     error
 }
 
-/// An authenticated caller whose key may be suspended; only for the owner's read-only
-/// view of their own data (see [`authenticate_owner_view`]). Rejections render in
-/// OpenAI's error shape.
-pub struct OwnerView(pub Arc<Principal>);
+/// Who acts on their own account through `/api/me/…`, `/api/usage…`, `/api/bills` and
+/// `/api/redeem`: authenticated by one of their API keys (as a bearer token or in a client
+/// format's own header), or — when no key is presented — by a web console session cookie.
+/// A cookie-authenticated request that changes anything (not GET, HEAD or OPTIONS) must
+/// also carry the session's CSRF token in `x-csrf-token`, or it is refused with 403.
+pub struct Caller {
+    pub user: veil_domain::User,
+}
 
-impl FromRequestParts<Arc<AppState>> for OwnerView {
+/// A [`Caller`] whose key must not be suspended (as [`authenticate`]).
+pub struct AccountCaller(pub Caller);
+
+/// A [`Caller`] whose key may be suspended: the owner's read-only view (as
+/// [`authenticate_owner_view`]).
+pub struct AccountView(pub Caller);
+
+impl FromRequestParts<Arc<AppState>> for AccountCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let meta = RequestMeta::from_request_parts(parts, state).await?;
-        authenticate_owner_view(state, &parts.headers, &meta).await.map(OwnerView)
+        account_caller(parts, state, Suspended::Refuse).await.map(AccountCaller)
     }
+}
+
+impl FromRequestParts<Arc<AppState>> for AccountView {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        account_caller(parts, state, Suspended::Accept).await.map(AccountView)
+    }
+}
+
+async fn account_caller(parts: &mut Parts, state: &Arc<AppState>, suspended: Suspended) -> Result<Caller, ApiError> {
+    let meta = RequestMeta::from_request_parts(parts, state).await?;
+    let key_presented = presented_key(&parts.headers, None).is_some();
+    if !key_presented && crate::console::session_cookie_sent(&parts.headers) {
+        let signed_in = crate::console::signed_in(state, &parts.headers).await.map_err(|_| ApiError::internal())?;
+        let Some(signed_in) = signed_in else {
+            return Err(ApiError::invalid_api_key("Your console session has ended; sign in again."));
+        };
+        if !parts.method.is_safe() {
+            let token = header_key(&parts.headers, veil_console::security::CSRF_HEADER).unwrap_or("");
+            if !state.console.csrf.verify(&signed_in.session_hash, token) {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    ErrorCode::PermissionDenied,
+                    "A request made with a console session needs the session's CSRF token in the x-csrf-token header.",
+                ));
+            }
+        }
+        return Ok(Caller { user: signed_in.user });
+    }
+    let principal = match suspended {
+        Suspended::Refuse => {
+            let principal = authenticate(state, parts, &meta).await?;
+            state.risk.note_call(&principal, meta.client_ip, Timestamp::now());
+            principal
+        }
+        Suspended::Accept => authenticate_owner_view(state, &parts.headers, &meta).await?,
+    };
+    Ok(Caller { user: principal.user.clone() })
 }
 
 /// The key a relay call presents, in each client format's own way: OpenAI's bearer

@@ -69,7 +69,7 @@ fn store_error(error: StoreError) -> ApiError {
 }
 
 /// Every channel in the store, by name, with its state as this server sees it.
-async fn statuses(state: &AppState) -> Result<Vec<(ChannelName, Value)>, ApiError> {
+pub(crate) async fn statuses(state: &AppState) -> Result<Vec<(ChannelName, Value)>, ApiError> {
     let channels = state.store.list_channels().await.map_err(internal)?;
     let stored = state.store.channel_states().await.map_err(internal)?;
     let credentials = state.store.channel_credentials().await.map_err(internal)?;
@@ -125,9 +125,14 @@ pub async fn disable(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&principal)?;
     let name = parse_name(&name)?;
-    let actor = account::actor_user(principal.user.id);
-    health::disable(&state, &name, DisabledReason::Admin, actor, None).await.map_err(store_error)?;
+    disable_channel(&state, &name, account::actor_user(principal.user.id)).await?;
     Ok(Json(status(&state, &name).await?))
+}
+
+/// Takes a channel out of routing as `actor` (audited by `health::disable`): shared by the
+/// JSON API and the console.
+pub(crate) async fn disable_channel(state: &AppState, name: &ChannelName, actor: String) -> Result<(), ApiError> {
+    health::disable(state, name, DisabledReason::Admin, actor, None).await.map(|_| ()).map_err(store_error)
 }
 
 /// `POST /api/channels/{name}/enable`: lifts a disabling (a rejected credential's or an
@@ -139,23 +144,23 @@ pub async fn enable(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&principal)?;
     let name = parse_name(&name)?;
-    if state.store.enable_channel(&name).await.map_err(store_error)? {
-        account::audit(
-            state.store.as_ref(),
-            account::actor_user(principal.user.id),
-            "channel.enable",
-            None,
-            Some(name.to_string()),
-            json!({}),
-        )
-        .await
-        .map_err(internal)?;
+    enable_channel(&state, &name, account::actor_user(principal.user.id)).await?;
+    Ok(Json(status(&state, &name).await?))
+}
+
+/// Lifts a channel's disabling as `actor` (audited when there was one), forgets its health
+/// history here and applies it: shared by the JSON API and the console.
+pub(crate) async fn enable_channel(state: &AppState, name: &ChannelName, actor: String) -> Result<(), ApiError> {
+    if state.store.enable_channel(name).await.map_err(store_error)? {
+        account::audit(state.store.as_ref(), actor, "channel.enable", None, Some(name.to_string()), json!({}))
+            .await
+            .map_err(internal)?;
     }
-    state.health.reset(&name);
-    if let Err(error) = refresh::refresh_once(&state).await {
+    state.health.reset(name);
+    if let Err(error) = refresh::refresh_once(state).await {
         tracing::warn!(error = %error, "could not refresh after enabling a channel");
     }
-    Ok(Json(status(&state, &name).await?))
+    Ok(())
 }
 
 /// `POST /api/channels/{name}/test`: one probe call now. A channel in routing records the
@@ -169,13 +174,19 @@ pub async fn test(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&principal)?;
     let name = parse_name(&name)?;
+    Ok(Json(test_channel(&state, &name).await?))
+}
+
+/// One probe call to a channel now, answered as `POST /api/channels/{name}/test` answers:
+/// shared by the JSON API and the console.
+pub(crate) async fn test_channel(state: &AppState, name: &ChannelName) -> Result<Value, ApiError> {
     let snapshot = state.snapshot.load_full();
     let outcome = match snapshot.catalogue.channel_by_name(name.as_str()) {
-        Some(candidate) => probe::probe_and_record(&state, candidate).await,
+        Some(candidate) => probe::probe_and_record(state, candidate).await,
         None => {
             let channels = state.store.list_channels().await.map_err(internal)?;
-            let channel = channels.into_iter().find(|c| c.name == name).ok_or_else(no_channel)?;
-            let credential = stored_credential(&state, &name).await?;
+            let channel = channels.into_iter().find(|c| &c.name == name).ok_or_else(no_channel)?;
+            let credential = stored_credential(state, name).await?;
             let provider = veil_providers::provider_with(
                 &channel,
                 &state.http,
@@ -184,7 +195,7 @@ pub async fn test(
             probe::probe(provider.as_ref(), &channel).await
         }
     };
-    Ok(Json(match outcome {
+    Ok(match outcome {
         Ok(report) => json!({
             "channel": name,
             "ok": true,
@@ -192,7 +203,7 @@ pub async fn test(
             "latency_ms": u64::try_from(report.latency.as_millis()).unwrap_or(u64::MAX),
         }),
         Err(error) => json!({"channel": name, "ok": false, "error": error.describe()}),
-    }))
+    })
 }
 
 /// The channel's credential stored through the management API, opened: `Some(None)` when

@@ -4,8 +4,16 @@
 //! [`HealthBoard`] is the interface the relay and the prober use: [`HealthBoard::admit`]
 //! before an attempt (a channel cooling down is refused; a half-open one lets exactly one
 //! trial through), [`Attempt::finish`] after it, [`HealthBoard::record_probe`] for
-//! scheduled probes. Today the state is this instance's own, in memory; issue 8 moves it
-//! to Redis behind the same methods (shared outcomes, local admission cache).
+//! scheduled probes. Each instance decides from its own board in memory, without a Redis
+//! round trip per call.
+//!
+//! With `[redis]`, what changes routing is shared ([`veil_cluster::SharedHealth`]): the
+//! instance that cools a channel down or sees it recover tells the others (within a round
+//! trip), and they apply it to their boards, so no instance keeps sending calls to a channel
+//! another one found failing. The half-open trial after a cool-down takes a lease in Redis
+//! first, so one instance of the cluster sends it; the others wait for its news, asking
+//! again every second in case it never comes (the trial's instance died). Redis being away
+//! only makes each instance decide alone again, as without `[redis]`.
 //!
 //! A credential rejection (401/403 from the upstream) marks the channel disabled on this
 //! instance at once, and the [`HealthWorker`] (owned by the app's task tracker) makes it
@@ -25,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use veil_cluster::{HealthNews, SharedHealth, TrialLease};
 use veil_config::{RoutingSettings, Settings};
 use veil_domain::{ChannelName, Timestamp};
 use veil_providers::{HttpClient, UpstreamError};
@@ -37,20 +46,42 @@ use veil_store::{ChannelHealthSnapshot, DisabledReason, HealthState, StoreError}
 const QUEUE: usize = 1024;
 /// How often health snapshots go to the store and the metrics.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
+/// How long an instance waits before asking again for a trial another instance holds,
+/// if that one's news has not come meanwhile.
+const RECHECK_TRIAL: Duration = Duration::from_secs(1);
 /// The audit log's actor for what routing does on its own.
 pub const ACTOR: &str = "routing";
 
 /// What the worker acts on.
 #[derive(Debug, Clone, PartialEq)]
 enum HealthEvent {
-    CredentialRejected { channel: ChannelName, upstream_status: u16 },
-    CooledDown { channel: ChannelName, until: Timestamp, error_rate: f64 },
-    Recovered { channel: ChannelName },
+    CredentialRejected {
+        channel: ChannelName,
+        upstream_status: u16,
+    },
+    CooledDown {
+        channel: ChannelName,
+        until: Timestamp,
+        remaining: Duration,
+        error_rate: f64,
+        failed_trials: u32,
+    },
+    Recovered {
+        channel: ChannelName,
+    },
+    /// A half-open trial that held the shared lease is over: give the lease back.
+    TrialDone {
+        channel: ChannelName,
+    },
 }
 
 pub struct HealthBoard {
     board: Mutex<Board>,
     events: mpsc::Sender<HealthEvent>,
+    /// With `[redis]`: the other instances' boards.
+    shared: Option<Arc<SharedHealth>>,
+    /// How long a trial lease lasts: as long as a local trial counts as running.
+    trial_ttl: Duration,
 }
 
 /// Makes durable, announces and saves what the board decides; see the module docs.
@@ -73,13 +104,22 @@ pub fn policy(settings: &RoutingSettings) -> HealthPolicy {
 pub struct Workers {
     health: HealthWorker,
     notify: Option<notify::NotifyWorker>,
+    shared: Option<Arc<SharedHealth>>,
 }
 
-/// The board, the notifier and their workers, for `settings`.
-pub fn start(settings: &Settings, http: HttpClient) -> (HealthBoard, notify::Notifier, Workers) {
-    let (board, health) = board(&settings.routing);
+/// The board, the notifier and their workers, for `settings`; with `[redis] url`, the
+/// board shares cool-downs, recoveries and trials through it.
+pub async fn start(
+    settings: &Settings,
+    http: HttpClient,
+) -> Result<(HealthBoard, notify::Notifier, Workers), veil_cluster::ClusterError> {
+    let (mut board, health) = board(&settings.routing);
+    if let Some(url) = settings.redis_url.as_deref() {
+        board.shared = Some(Arc::new(SharedHealth::connect(url, &settings.redis_key_prefix).await?));
+    }
+    let shared = board.shared.clone();
     let (notifier, notify) = notify::channel(&settings.notifications, http);
-    (board, notifier, Workers { health, notify })
+    Ok((board, notifier, Workers { health, notify, shared }))
 }
 
 impl Workers {
@@ -88,16 +128,34 @@ impl Workers {
         tracker.spawn(self.health.run(Arc::clone(state), stop.clone()));
         if let Some(notify) = self.notify {
             // Ends once every sender is gone (the state is dropped last) or its grace ran out.
-            tracker.spawn(notify.run(stop.clone()));
+            tracker.spawn(notify.run(Arc::clone(&state.store), stop.clone()));
         }
         tracker.spawn(crate::probe::schedule(Arc::clone(state), stop.clone()));
+        if let Some(shared) = self.shared {
+            tracker.spawn(follow_shared(Arc::clone(state), shared, stop.clone()));
+        }
     }
+}
+
+/// Applies the other instances' news to this board until `stop`.
+async fn follow_shared(state: Arc<AppState>, shared: Arc<SharedHealth>, stop: CancellationToken) {
+    let on_news = |news: HealthNews| {
+        state.health.hear(news);
+        std::future::ready(())
+    };
+    shared.follow(on_news, stop).await;
 }
 
 /// A board for `settings` and the worker that follows it.
 pub fn board(settings: &RoutingSettings) -> (HealthBoard, HealthWorker) {
     let (sender, receiver) = mpsc::channel(QUEUE);
-    (HealthBoard { board: Mutex::new(Board::new(policy(settings))), events: sender }, HealthWorker { events: receiver })
+    let board = HealthBoard {
+        board: Mutex::new(Board::new(policy(settings))),
+        events: sender,
+        shared: None,
+        trial_ttl: settings.window,
+    };
+    (board, HealthWorker { events: receiver })
 }
 
 /// What an attempt's result says about the channel.
@@ -154,9 +212,15 @@ pub struct Attempt<'a> {
     board: &'a HealthBoard,
     channel: ChannelName,
     finished: bool,
+    /// The attempt is the half-open trial and holds the shared trial lease.
+    holds_lease: bool,
 }
 
 impl Attempt<'_> {
+    fn new(board: &HealthBoard, channel: ChannelName, holds_lease: bool) -> Attempt<'_> {
+        Attempt { board, channel, finished: false, holds_lease }
+    }
+
     /// Records the attempt: `Ok(latency until the answer started)` or the error.
     pub fn finish(mut self, result: Result<Duration, &UpstreamError>) {
         self.finished = true;
@@ -171,6 +235,11 @@ impl Drop for Attempt<'_> {
         if !self.finished {
             self.board.apply(&self.channel, Verdict::Outcome(Outcome::Abandoned), false);
         }
+        if self.holds_lease {
+            // After the outcome's news in the queue, so the others hear the verdict before
+            // another of them may take the next trial.
+            self.board.queue(HealthEvent::TrialDone { channel: self.channel.clone() });
+        }
     }
 }
 
@@ -182,13 +251,64 @@ impl HealthBoard {
     }
 
     /// Whether a live call may go to `channel` now. `Err` carries when it may again, if
-    /// known (a cool-down's end).
-    pub fn admit(&self, channel: &ChannelName) -> Result<Attempt<'_>, Option<Instant>> {
-        match self.lock().admit(channel, Instant::now()) {
-            Admission::Open | Admission::Trial => {
-                Ok(Attempt { board: self, channel: channel.clone(), finished: false })
+    /// known (a cool-down's end). Only the half-open trial asks Redis (for the trial
+    /// lease); every other decision is this board's alone.
+    pub async fn admit(&self, channel: &ChannelName) -> Result<Attempt<'_>, Option<Instant>> {
+        let admission = self.lock().admit(channel, Instant::now());
+        match admission {
+            Admission::Open => Ok(Attempt::new(self, channel.clone(), false)),
+            Admission::Trial => {
+                let Some(shared) = &self.shared else { return Ok(Attempt::new(self, channel.clone(), false)) };
+                match shared.take_trial(channel.as_str(), self.trial_ttl).await {
+                    TrialLease::Granted => Ok(Attempt::new(self, channel.clone(), true)),
+                    // Redis is away: this instance's one local trial goes, as without Redis.
+                    TrialLease::Unknown => Ok(Attempt::new(self, channel.clone(), false)),
+                    // Another instance sends it: wait for its news, and ask again after a
+                    // short while in case the news never comes (that instance died).
+                    TrialLease::Elsewhere { lease_left } => {
+                        Err(self.cool_locally(channel, lease_left.min(RECHECK_TRIAL), 0))
+                    }
+                    // A trial failed a moment ago and its news is on its way.
+                    TrialLease::Cooling { remaining, failed_trials } => {
+                        Err(self.cool_locally(channel, remaining, failed_trials))
+                    }
+                }
             }
             Admission::Refused { until } => Err(until),
+        }
+    }
+
+    /// The trial this board granted is not this instance's to send: refuses `channel` here
+    /// for `remaining` (unless news about it arrived while Redis was asked, which is newer);
+    /// when the channel may take calls again, if known.
+    fn cool_locally(&self, channel: &ChannelName, remaining: Duration, failed_trials: u32) -> Option<Instant> {
+        let now = Instant::now();
+        let until = now + remaining.max(Duration::from_millis(1));
+        self.lock().trial_elsewhere(channel, until, failed_trials, now).then_some(until)
+    }
+
+    /// Applies another instance's news to this board.
+    fn hear(&self, news: HealthNews) {
+        let now = Instant::now();
+        match news {
+            HealthNews::CooledDown { channel, remaining, failed_trials } => {
+                let Ok(name) = ChannelName::parse(&channel) else { return };
+                if self.lock().cooled_elsewhere(&name, now + remaining, failed_trials, now) {
+                    tracing::info!(channel = name.as_str(), "channel cooling down (seen by another instance)");
+                }
+            }
+            HealthNews::Recovered { channel } => {
+                let Ok(name) = ChannelName::parse(&channel) else { return };
+                if self.lock().recovered_elsewhere(&name, now) {
+                    tracing::info!(channel = name.as_str(), "channel recovered (seen by another instance)");
+                }
+            }
+        }
+    }
+
+    fn queue(&self, event: HealthEvent) {
+        if self.events.try_send(event).is_err() {
+            tracing::warn!("the health event queue is full; an event was dropped");
         }
     }
 
@@ -216,11 +336,15 @@ impl HealthBoard {
                     if probe { board.record_probe(channel, outcome, now) } else { board.record(channel, outcome, now) }
                 };
                 match transition {
-                    Some(Transition::CooledDown { until, error_rate }) => Some(HealthEvent::CooledDown {
-                        channel: channel.clone(),
-                        until: timestamp_at(until, now),
-                        error_rate,
-                    }),
+                    Some(Transition::CooledDown { until, error_rate, failed_trials }) => {
+                        Some(HealthEvent::CooledDown {
+                            channel: channel.clone(),
+                            until: timestamp_at(until, now),
+                            remaining: until.saturating_duration_since(now),
+                            error_rate,
+                            failed_trials,
+                        })
+                    }
                     Some(Transition::Recovered) => Some(HealthEvent::Recovered { channel: channel.clone() }),
                     None => None,
                 }
@@ -237,10 +361,9 @@ impl HealthBoard {
                     tracing::warn!(channel = channel.as_str(), error_rate, "channel cooling down")
                 }
                 HealthEvent::Recovered { .. } => tracing::info!(channel = channel.as_str(), "channel recovered"),
+                HealthEvent::TrialDone { .. } => {}
             }
-            if self.events.try_send(event).is_err() {
-                tracing::warn!(channel = channel.as_str(), "the health event queue is full; an event was dropped");
-            }
+            self.queue(event);
         }
     }
 
@@ -340,10 +463,23 @@ async fn apply(state: &AppState, event: HealthEvent) {
                 disable(state, &channel, DisabledReason::CredentialRejected, ACTOR.to_owned(), Some(upstream_status))
                     .await;
         }
-        HealthEvent::CooledDown { channel, until, error_rate } => {
+        HealthEvent::CooledDown { channel, until, remaining, error_rate, failed_trials } => {
+            if let Some(shared) = &state.health.shared {
+                shared.cooled_down(channel.as_str(), remaining, failed_trials).await;
+            }
             state.notifier.send(notify::Event::ChannelCoolingDown { channel, until, error_rate });
         }
-        HealthEvent::Recovered { channel } => state.notifier.send(notify::Event::ChannelRecovered { channel }),
+        HealthEvent::Recovered { channel } => {
+            if let Some(shared) = &state.health.shared {
+                shared.recovered(channel.as_str()).await;
+            }
+            state.notifier.send(notify::Event::ChannelRecovered { channel });
+        }
+        HealthEvent::TrialDone { channel } => {
+            if let Some(shared) = &state.health.shared {
+                shared.release_trial(channel.as_str()).await;
+            }
+        }
     }
 }
 
@@ -436,9 +572,9 @@ mod tests {
     async fn a_rejected_credential_disables_at_once_and_is_reported_once() {
         let (board, mut worker) = board(&RoutingSettings::default());
         let name = ChannelName::parse("a").unwrap();
-        let attempt = board.admit(&name).unwrap();
+        let attempt = board.admit(&name).await.unwrap();
         attempt.finish(Err(&status(401, None)));
-        assert!(board.admit(&name).is_err(), "no further call goes to it");
+        assert!(board.admit(&name).await.is_err(), "no further call goes to it");
         assert_eq!(board.view(&name).state, HealthState::Disabled);
         board.record_probe(&name, Err(&status(401, None)));
         assert_eq!(
@@ -447,7 +583,7 @@ mod tests {
         );
         assert!(worker.events.try_recv().is_err(), "reported once");
         board.reset(&name);
-        assert!(board.admit(&name).is_ok());
+        assert!(board.admit(&name).await.is_ok());
     }
 
     #[tokio::test]
@@ -460,13 +596,13 @@ mod tests {
         };
         let (board, mut worker) = board(&settings);
         let name = ChannelName::parse("a").unwrap();
-        board.admit(&name).unwrap().finish(Err(&UpstreamError::Connect));
+        board.admit(&name).await.unwrap().finish(Err(&UpstreamError::Connect));
         assert!(matches!(worker.events.try_recv(), Ok(HealthEvent::CooledDown { .. })));
         std::thread::sleep(Duration::from_millis(2));
-        let trial = board.admit(&name).unwrap();
-        assert!(board.admit(&name).is_err(), "one trial at a time");
+        let trial = board.admit(&name).await.unwrap();
+        assert!(board.admit(&name).await.is_err(), "one trial at a time");
         drop(trial);
-        board.admit(&name).unwrap().finish(Ok(Duration::from_millis(3)));
+        board.admit(&name).await.unwrap().finish(Ok(Duration::from_millis(3)));
         assert_eq!(worker.events.try_recv().unwrap(), HealthEvent::Recovered { channel: name.clone() });
         assert_eq!(board.view(&name).state, HealthState::Healthy);
     }

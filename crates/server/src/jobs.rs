@@ -6,12 +6,19 @@
 //! them (see `veil_cluster::Leadership`), so a cluster purges once per beat, and another
 //! instance takes over when the holder dies. Each round run is audited (`retention.purge`,
 //! actor `system`, counts only), which also makes "once per beat" observable.
+//!
+//! The notification sweep (issue 9) runs on the same lease: each key is reminded 7 days and
+//! 1 day before it expires and warned at 80 % of its quota, once each — the store records a
+//! notice before it is sent, so a second run or a second instance finds it claimed — and a
+//! user whose balance fell below their alert is told once until it is back above it.
 
 use crate::account;
+use crate::notify::Event;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use veil_store::Store;
+use veil_domain::Timestamp;
+use veil_store::{KeyNotice, Store, StoreError};
 
 const FIRST_PURGE_AFTER: Duration = Duration::from_secs(30);
 
@@ -77,4 +84,99 @@ pub async fn retention_purge(job: PurgeJob, stop: CancellationToken) {
             tracing::warn!(error = %error, "could not audit the purge round");
         }
     }
+}
+
+/// The notification sweep's inputs.
+pub struct NotificationSweep {
+    pub store: Arc<dyn Store>,
+    pub notifier: crate::notify::Notifier,
+    pub every: Duration,
+    pub leadership: Option<Arc<veil_cluster::Leadership>>,
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+/// Key expiry reminders, latest first: the one whose mark the key has passed is sent.
+const EXPIRY_NOTICES: [(u32, KeyNotice); 2] = [(1, KeyNotice::ExpiresTomorrow), (7, KeyNotice::ExpiresInAWeek)];
+/// A key is told when it has used this share of its quota (in percent).
+const QUOTA_WARNING_PERCENT: i64 = 80;
+
+/// Every `[notifications] check_interval`, on the leader: key expiry reminders, keys near
+/// their quota, balances below their owner's alert.
+pub async fn notification_sweep(job: NotificationSweep, stop: CancellationToken) {
+    let NotificationSweep { store, notifier, every, leadership } = job;
+    let mut wait = FIRST_PURGE_AFTER.min(every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = every;
+        if leadership.as_ref().is_some_and(|lease| !lease.is_leader()) {
+            continue;
+        }
+        let now = Timestamp::now();
+        match remind_about_keys(store.as_ref(), &notifier, now).await {
+            Ok(0) => {}
+            Ok(sent) => tracing::info!(notices = sent, "queued key notices"),
+            Err(error) => tracing::warn!(error = %error, "key notices failed; will retry"),
+        }
+        match alert_low_balances(store.as_ref(), &notifier).await {
+            Ok(0) => {}
+            Ok(sent) => tracing::info!(alerts = sent, "queued balance alerts"),
+            Err(error) => tracing::warn!(error = %error, "balance alerts failed; will retry"),
+        }
+    }
+}
+
+/// Queues, once per key and mark, a reminder for each live key that expires within 7 days
+/// (or 1 day), and a warning for each that used 80 % of its quota; returns how many.
+pub async fn remind_about_keys(
+    store: &dyn Store,
+    notifier: &crate::notify::Notifier,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let mut sent = 0;
+    for key in store.list_keys(None).await? {
+        if key.revoked_at.is_some() {
+            continue;
+        }
+        if let Some(expires_at) = key.expires_at {
+            let left = expires_at.unix_millis() - now.unix_millis();
+            let due = EXPIRY_NOTICES.into_iter().find(|(days, _)| left <= i64::from(*days) * DAY_MS);
+            if left > 0
+                && let Some((days_before, notice)) = due
+                && store.claim_key_notice(key.id, notice, now).await?
+            {
+                notifier.send(Event::KeyExpiring { user: key.user_id, key: key.id, expires_at, days_before });
+                sent += 1;
+            }
+        }
+        if let Some(quota) = key.quota.filter(|quota| quota.nanos() > 0) {
+            let used = store.key_totals(key.id, now, now).await?.spent;
+            let nearly =
+                i128::from(used.nanos()) * 100 >= i128::from(quota.nanos()) * i128::from(QUOTA_WARNING_PERCENT);
+            if nearly && store.claim_key_notice(key.id, KeyNotice::QuotaNearlyUsed, now).await? {
+                notifier.send(Event::KeyQuotaNearlyUsed { user: key.user_id, key: key.id, used, quota });
+                sent += 1;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// Queues a "balance low" alert for each user whose balance fell below their threshold,
+/// once until it is back above it; returns how many.
+pub async fn alert_low_balances(store: &dyn Store, notifier: &crate::notify::Notifier) -> Result<u64, StoreError> {
+    let mut sent = 0;
+    for alert in store.balance_alerts().await? {
+        let balance = store.balance(alert.user).await?;
+        let low = balance < alert.threshold;
+        if low && !alert.sent && store.mark_balance_alert(alert.user, true).await? {
+            notifier.send(Event::BalanceLow { user: alert.user, balance, threshold: alert.threshold });
+            sent += 1;
+        } else if !low && alert.sent {
+            store.mark_balance_alert(alert.user, false).await?;
+        }
+    }
+    Ok(sent)
 }

@@ -18,6 +18,7 @@ mod capture;
 mod channel_admin;
 pub mod channels;
 pub mod client_ip;
+mod console;
 mod error;
 mod failover;
 mod firewall;

@@ -193,5 +193,16 @@ pub(crate) fn unaffordable(refusal: &Refusal, now: Timestamp) -> ApiError {
             tracing::error!(error = %error, "could not load the account's balance");
             ApiError::internal()
         }
+        // The shared balances (Redis) cannot be reached: holds fail closed. Counted and
+        // logged once per outage by `veil-cluster`.
+        Refusal::Unavailable(_) => {
+            let mut error = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::InternalError,
+                "Balances are unavailable; please try again shortly.",
+            );
+            error.retry_after = Some(Duration::from_secs(1));
+            error
+        }
     }
 }

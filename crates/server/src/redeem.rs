@@ -1,5 +1,5 @@
 //! `POST /api/redeem` with `{"code": "…"}`: a signed-in user spends a redemption code on
-//! their own balance. Authenticated like `/api/me/…` (one of the user's API keys).
+//! their own balance. Authenticated like `/api/me/…` (an API key or a console session).
 //!
 //! Promises: a code credits exactly once, however many requests race for it (the store spends
 //! it and appends the top-up in one transaction); unknown, spent and expired codes get one and
@@ -9,10 +9,10 @@
 //! visible to this instance's cached balances before the answer goes out.
 
 use crate::account;
+use crate::auth::AccountCaller;
 use crate::error::ApiError;
 use crate::guess_throttle::GuessThrottle;
 use crate::openai::body::OpenAiJson;
-use crate::openai::handlers::Authenticated;
 use crate::refresh;
 use crate::state::AppState;
 use axum::Json;
@@ -42,6 +42,11 @@ impl Redemptions {
     pub fn new(hasher: Option<KeyHasher>) -> Self {
         Self { hasher, throttle: GuessThrottle::new(FAILURE_LIMIT, FAILURE_WINDOW) }
     }
+
+    /// The installation's code hasher, for making codes (the console's admin page).
+    pub(crate) fn hasher(&self) -> Option<&KeyHasher> {
+        self.hasher.as_ref()
+    }
 }
 
 fn not_redeemable() -> ApiError {
@@ -51,13 +56,22 @@ fn not_redeemable() -> ApiError {
 /// `POST /api/redeem`
 pub async fn redeem(
     State(state): State<Arc<AppState>>,
-    Authenticated(principal): Authenticated,
+    AccountCaller(principal): AccountCaller,
     OpenAiJson(body): OpenAiJson,
 ) -> Result<Json<Value>, ApiError> {
-    let user = principal.user.id;
     let Some(Value::String(presented)) = body.get("code") else {
         return Err(ApiError::invalid_request("`code` must be a string.").with_param("code"));
     };
+    redeem_for(&state, principal.user.id, presented).await.map(Json)
+}
+
+/// Spends `presented` on `user`'s balance: the body of `POST /api/redeem`, shared with the
+/// console's redeem form. Answers `{"credited": …, "balance": …}`.
+pub(crate) async fn redeem_for(
+    state: &AppState,
+    user: veil_domain::UserId,
+    presented: &str,
+) -> Result<Value, ApiError> {
     let redemptions = &state.redemptions;
     let started = Instant::now();
     if let Err(retry_after) = redemptions.throttle.try_begin(user, started) {
@@ -104,7 +118,7 @@ pub async fn redeem(
     {
         tracing::error!(error = %error, "a redemption was credited but could not be audited");
     }
-    if let Err(error) = refresh::refresh_once(&state).await {
+    if let Err(error) = refresh::refresh_once(state).await {
         tracing::warn!(error = %error, "could not refresh after a redemption; the credit shows within the refresh interval");
     }
     let balance = match state.store.balance(user).await {
@@ -114,5 +128,5 @@ pub async fn redeem(
             Value::Null
         }
     };
-    Ok(Json(json!({"credited": amount.to_decimal_string(), "balance": balance})))
+    Ok(json!({"credited": amount.to_decimal_string(), "balance": balance}))
 }

@@ -438,7 +438,7 @@ async fn call_upstream(
             continue;
         };
         let channel = &candidate.channel;
-        let attempt = match state.health.admit(&channel.name) {
+        let attempt = match state.health.admit(&channel.name).await {
             Ok(attempt) => attempt,
             Err(until) => {
                 failover.note_cooling(until);

@@ -16,9 +16,10 @@
 //! path: nothing here touches the relay's caches or limits.
 
 use crate::account;
+use crate::auth::{AccountCaller, Caller};
 use crate::error::ApiError;
 use crate::openai::handlers::Authenticated;
-use crate::state::{AppState, Principal};
+use crate::state::AppState;
 use crate::views::record_json;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -73,7 +74,7 @@ const RECORD_COLUMNS: &[&str] = &[
     "channels_tried",
 ];
 
-type Params = HashMap<String, String>;
+pub(crate) type Params = HashMap<String, String>;
 type QueryParams = Result<Query<Params>, QueryRejection>;
 
 // ---------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ type QueryParams = Result<Query<Params>, QueryRejection>;
 /// `GET /api/usage?from=YYYY-MM-DD&to=YYYY-MM-DD&key=KEY_ID&user=NAME&format=json|csv`
 pub async fn usage(
     State(state): State<Arc<AppState>>,
-    Authenticated(principal): Authenticated,
+    AccountCaller(principal): AccountCaller,
     query: QueryParams,
 ) -> Result<Response, ApiError> {
     let params = params(query)?;
@@ -113,23 +114,31 @@ pub async fn usage(
 /// the account's call records, newest first.
 pub async fn calls(
     State(state): State<Arc<AppState>>,
-    Authenticated(principal): Authenticated,
+    AccountCaller(principal): AccountCaller,
     query: QueryParams,
 ) -> Result<Response, ApiError> {
     let params = params(query)?;
-    let format = Format::from_params(&params)?;
-    let days = DayRange::from_params(&params)?;
+    let user = subject(&state, &principal, &params).await?;
+    let page = calls_for(&state, &user, &params).await?;
+    audit_read(&state, &principal, &user, "calls").await?;
+    Ok(page)
+}
+
+/// The body of `GET /api/usage/calls` for an account already chosen (and allowed): shared
+/// with the console's call-record export, so both answer alike. `params` are the query's.
+pub(crate) async fn calls_for(state: &AppState, user: &User, params: &Params) -> Result<Response, ApiError> {
+    let format = Format::from_params(params)?;
+    let days = DayRange::from_params(params)?;
     let default_limit = match format {
         Format::Json => DEFAULT_PAGE,
         Format::Csv => MAX_PAGE,
     };
-    let limit = number(&params, "limit", default_limit)?;
+    let limit = number(params, "limit", default_limit)?;
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid_request(format!("`limit` must be from 1 to {MAX_PAGE}.")).with_param("limit"));
     }
-    let offset = number(&params, "offset", 0)?;
-    let user = subject(&state, &principal, &params).await?;
-    let key = key_filter(&state, &user, &params).await?;
+    let offset = number(params, "offset", 0)?;
+    let key = key_filter(state, user, params).await?;
     // One more than asked for tells whether another page follows.
     let filter = CallRecordFilter {
         user_id: Some(user.id),
@@ -142,7 +151,6 @@ pub async fn calls(
     let mut records = state.store.list_call_records(&filter).await.map_err(internal)?;
     let has_more = records.len() > limit as usize;
     records.truncate(limit as usize);
-    audit_read(&state, &principal, &user, "calls").await?;
     let next_offset = has_more.then(|| offset.saturating_add(limit));
     let data: Vec<Value> = records.iter().map(record_json).collect();
     Ok(match format {
@@ -164,7 +172,7 @@ pub async fn calls(
 /// `GET /api/bills?user=NAME`: one bill per calendar month (UTC), newest first.
 pub async fn bills(
     State(state): State<Arc<AppState>>,
-    Authenticated(principal): Authenticated,
+    AccountCaller(principal): AccountCaller,
     query: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
     let params = params(query)?;
@@ -316,7 +324,7 @@ fn all_time() -> (Timestamp, Timestamp) {
 
 /// The account reported on: the caller's own, or with `?user=NAME` another one, which
 /// only an admin or root may read.
-async fn subject(state: &AppState, principal: &Principal, params: &Params) -> Result<User, ApiError> {
+async fn subject(state: &AppState, principal: &Caller, params: &Params) -> Result<User, ApiError> {
     let Some(name) = params.get("user") else { return Ok(principal.user.clone()) };
     if name == principal.user.name.as_str() {
         return Ok(principal.user.clone());
@@ -350,7 +358,7 @@ async fn key_filter(state: &AppState, user: &User, params: &Params) -> Result<Op
 
 /// An admin reading someone else's usage is an access to their data: audited, like an
 /// export. Reading one's own is not.
-async fn audit_read(state: &AppState, principal: &Principal, user: &User, report: &str) -> Result<(), ApiError> {
+async fn audit_read(state: &AppState, principal: &Caller, user: &User, report: &str) -> Result<(), ApiError> {
     if user.id == principal.user.id {
         return Ok(());
     }

@@ -628,6 +628,7 @@ async fn act_on_key(
                 }
             }
             tracing::warn!(rule, key_id = %key, "risk control: key suspended");
+            state.notifier.send(crate::notify::Event::KeySuspended { user: owner, key });
             // Take effect on this instance before anything else.
             if let Err(error) = refresh::refresh_once(state).await {
                 tracing::warn!(error = %error, "could not refresh after a suspension; it applies within the refresh interval");

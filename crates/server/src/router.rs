@@ -86,6 +86,8 @@ pub fn build(state: Arc<AppState>) -> Router {
         .route("/models", get(transparency::models_page))
         .route("/privacy", get(transparency::privacy_page))
         .route("/", get(transparency::home_page))
+        // The web console: its own security headers and CSRF-checked forms (see console/).
+        .merge(crate::console::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::scrape))

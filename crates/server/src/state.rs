@@ -166,6 +166,8 @@ pub struct AppState {
     /// With `[redis] url`: announces this instance's store changes to the others and
     /// hears theirs (see `refresh.rs`).
     pub changes: Option<Arc<veil_cluster::ChangeFeed>>,
+    /// The web console's CSRF key, sign-up rules and sign-in throttle.
+    pub console: crate::console::ConsoleState,
 }
 
 impl AppState {

@@ -1,7 +1,8 @@
 //! The public transparency surface: every model's data policy and price, and Veil's own
 //! logging policy, rendered from the same snapshot routing enforces — so what is
 //! published cannot drift from what is done. JSON at `/api/privacy/models`, HTML at
-//! `/models`, `/privacy` and `/`. No authentication: this is what an operator promises.
+//! `/models`, `/privacy` and `/`, styled by the console's stylesheet. No authentication: this
+//! is what an operator promises.
 
 use crate::state::{AppState, Snapshot};
 use axum::Json;
@@ -153,7 +154,7 @@ pub async fn models_page(State(state): State<Arc<AppState>>) -> Html<String> {
         "Models and their data policies",
         &format!(
             "<p>Every model this relay serves, with what the provider behind it does with your data. Calls are only routed to providers whose policy your account accepts.</p>\
-             <table><thead><tr><th scope=\"col\">Model</th><th scope=\"col\">Class</th><th scope=\"col\">Retention</th><th scope=\"col\">Trains on data</th><th scope=\"col\">Region</th><th scope=\"col\">Human review</th><th scope=\"col\">Operator</th><th scope=\"col\">Price per 1M tokens ({}) input / cached / output</th></tr></thead><tbody>{rows}</tbody></table>\
+             <div class=\"table-wrap\"><table><thead><tr><th scope=\"col\">Model</th><th scope=\"col\">Class</th><th scope=\"col\">Retention</th><th scope=\"col\">Trains on data</th><th scope=\"col\">Region</th><th scope=\"col\">Human review</th><th scope=\"col\">Operator</th><th scope=\"col\">Price per 1M tokens ({}) input / cached / output</th></tr></thead><tbody>{rows}</tbody></table></div>\
              <p>Machine-readable: <a href=\"/api/privacy/models\">/api/privacy/models</a>.</p>",
             escape(&state.currency)
         ),
@@ -192,9 +193,9 @@ pub async fn home_page() -> Html<String> {
 fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}}\
-         table{{border-collapse:collapse;width:100%}}th,td{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}</style></head>\
-         <body><header><nav><a href=\"/\">Home</a> · <a href=\"/models\">Models</a> · <a href=\"/privacy\">Privacy</a></nav></header>\
+         <title>{title}</title><link rel=\"stylesheet\" href=\"/console/assets/console.css\"></head>\
+         <body><header class=\"top\"><a class=\"brand\" href=\"/\">Veil</a><nav aria-label=\"Public\">\
+         <a href=\"/models\">Models</a> <a href=\"/privacy\">Privacy</a> <a href=\"/console/\">Console</a></nav></header>\
          <main><h1>{title}</h1>{body}</main></body></html>",
         title = escape(title),
     )

@@ -170,7 +170,7 @@ pub async fn create(
         let Some(videos) = candidate.attached.videos() else { continue };
         let channel = &candidate.channel;
         // A channel cooling down is skipped; the submission's outcome feeds its health.
-        let Ok(attempt) = state.health.admit(&channel.name) else { continue };
+        let Ok(attempt) = state.health.admit(&channel.name).await else { continue };
         let upstream_model = channel.upstream_model(&request.model).clone();
         call.trying(channel.name.clone(), upstream_model.clone(), channel.policy.class());
         let started = std::time::Instant::now();

@@ -16,8 +16,10 @@
 mod audit;
 mod channel_states;
 mod codec;
+mod console;
 mod error;
 mod media;
+mod notifications;
 mod postgres;
 mod redemption;
 mod reports;
@@ -27,9 +29,11 @@ mod videos;
 pub use audit::{AuditEntry, AuditVerification, GENESIS_HASH, NewAuditEntry, canonical_json, entry_hash};
 pub use channel_states::{ChannelHealthSnapshot, ChannelState, DisabledReason};
 pub use codec::ROUTE_PATHS;
+pub use console::{ConsoleSession, StoredTotp};
 pub use error::StoreError;
 pub use media::{NewMedia, StoredMedia};
-pub use postgres::PostgresStore;
+pub use notifications::{BalanceAlert, KeyNotice, NotificationPreferences};
+pub use postgres::{PURGE_CALL_RECORDS as POSTGRES_PURGE_CALL_RECORDS, PostgresStore};
 pub use redemption::{NewRedemptionCode, Redemption, StoredRedemptionCode};
 pub use reports::{MonthlyBill, UsageDay};
 pub use sqlite::SqliteStore;
@@ -119,6 +123,14 @@ impl ApiChannelOutcome {
             Some(false) => None,
         }
     }
+}
+
+/// What [`Store::update_user`] changes; `None` keeps the field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChange {
+    pub role: Option<veil_domain::Role>,
+    pub group: Option<veil_domain::GroupName>,
+    pub disabled: Option<bool>,
 }
 
 /// A user with the balance derived from their ledger.
@@ -238,6 +250,11 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
     /// Ordered by name (bytewise), each with the sum of its ledger.
     async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError>;
+    /// Changes an account's role, group and whether it is disabled (each `None` field is
+    /// kept). Bumps the revision, so cached keys of the account are looked up again: a
+    /// disabled account's keys and console sessions stop working at once. False when there
+    /// is no such user; `NotFound` when the group does not exist.
+    async fn update_user(&self, user: UserId, change: &UserChange) -> Result<bool, StoreError>;
     /// Appends a money movement made outside the call path (a top-up, an adjustment, a
     /// redemption): bumps the revision and stamps the row with it, so running servers find
     /// it with [`Store::ledger_credits_since`]. Returns that revision. Fails with
@@ -516,6 +533,78 @@ pub trait Store: Send + Sync + 'static {
     async fn save_channel_health(&self, snapshots: &[ChannelHealthSnapshot]) -> Result<(), StoreError>;
     /// Every channel with a stored state (disabled, or with a health snapshot), by name.
     async fn channel_states(&self) -> Result<Vec<ChannelState>, StoreError>;
+
+    // Web console accounts (see `console.rs`).
+    /// The account with this e-mail address (compared case-insensitively; the oldest if several).
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    /// Replaces an account's password hash (a PHC string). False when there is no such user.
+    async fn set_password_hash(&self, user: UserId, hash: &str) -> Result<bool, StoreError>;
+    /// Stores a new console session (only the hash of its token).
+    async fn create_console_session(&self, session: &ConsoleSession) -> Result<(), StoreError>;
+    /// The unexpired session with this token hash.
+    async fn console_session(&self, token_hash: &str, now: Timestamp) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Records activity on a session, moves its expiry and sets whether it still waits for the second factor.
+    async fn touch_console_session(
+        &self,
+        token_hash: &str,
+        seen: Timestamp,
+        expires_at: Timestamp,
+        second_factor_pending: bool,
+    ) -> Result<bool, StoreError>;
+    /// Ends one session (sign-out).
+    async fn delete_console_session(&self, token_hash: &str) -> Result<bool, StoreError>;
+    /// Ends every session of an account except the one with token hash `except`.
+    async fn delete_console_sessions(&self, user: UserId, except: Option<&str>) -> Result<u64, StoreError>;
+    /// An account's sessions, newest first (for its owner and the export; no tokens).
+    async fn list_console_sessions(&self, user: UserId) -> Result<Vec<ConsoleSession>, StoreError>;
+    /// Deletes sessions that expired at or before `now`.
+    async fn purge_expired_console_sessions(&self, now: Timestamp) -> Result<u64, StoreError>;
+    /// An account's sealed TOTP secret, enrolling or enabled.
+    async fn console_totp(&self, user: UserId) -> Result<Option<StoredTotp>, StoreError>;
+    /// Stores a new, not yet enabled TOTP secret. False (nothing changed) when one is enabled already.
+    async fn begin_console_totp(
+        &self,
+        user: UserId,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Enables the enrolling secret (its first accepted step is `step`) and replaces the recovery codes, in one transaction. False when there was none enrolling.
+    async fn enable_console_totp(
+        &self,
+        user: UserId,
+        step: i64,
+        recovery_hashes: &[String],
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Accepts a code's time step if it is later than the last one accepted: a code works once.
+    async fn accept_console_totp_step(&self, user: UserId, step: i64) -> Result<bool, StoreError>;
+    /// Spends an unused recovery code; false if there is no such unused code.
+    async fn use_console_recovery_code(&self, user: UserId, code_hash: &str, at: Timestamp)
+    -> Result<bool, StoreError>;
+    /// How many of an account's recovery codes are unused.
+    async fn unused_console_recovery_codes(&self, user: UserId) -> Result<u64, StoreError>;
+    /// Turns two-factor sign-in off: deletes the secret and recovery codes.
+    async fn clear_console_totp(&self, user: UserId) -> Result<bool, StoreError>;
+
+    // Notifications (see `notifications.rs`).
+    /// A user's choices; every category and no balance alert when the user never chose.
+    async fn notification_preferences(&self, user: UserId) -> Result<NotificationPreferences, StoreError>;
+    /// Replaces a user's choices. [`StoreError::NotFound`] when the user does not exist.
+    async fn set_notification_preferences(
+        &self,
+        user: UserId,
+        preferences: &NotificationPreferences,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Records that `notice` about a key goes out now; false when it already went out (or
+    /// another instance claimed it first), so each is sent once.
+    async fn claim_key_notice(&self, key: KeyId, notice: KeyNotice, at: Timestamp) -> Result<bool, StoreError>;
+    /// Every user who set a balance alert, with whether it went out.
+    async fn balance_alerts(&self) -> Result<Vec<BalanceAlert>, StoreError>;
+    /// Sets whether the user's balance alert went out; false when it already was so (or the
+    /// user set no alert), so only one of several racing instances sends it.
+    async fn mark_balance_alert(&self, user: UserId, sent: bool) -> Result<bool, StoreError>;
 }
 
 /// Opens the store a `database.url` names: `sqlite://…` or `postgres://…`.

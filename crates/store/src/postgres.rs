@@ -9,6 +9,7 @@ use crate::{
     ErasureReport, KeyTotals, LedgerCredit, NewAuditEntry, NewCapture, SealedCredential, Store, StoreError,
     StoredCallRecord, StoredCapture, UserSummary, WrappedSecret,
 };
+use crate::{BalanceAlert, ConsoleSession, KeyNotice, NotificationPreferences, StoredTotp};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -31,9 +32,47 @@ const USAGE_LOCK: i64 = 0x7665_696c_7573_6167; // "veilusag"
 /// Taken by `insert_wrapped_secret_if_absent`, so the first secret of a purpose is written once.
 const SECRETS_LOCK: i64 = 0x7665_696c_7365_6372; // "veilsecr"
 
-/// PostgreSQL takes at most 65535 bind parameters per statement.
-const CALL_RECORDS_PER_STATEMENT: usize = 65_535 / CallRecordParams::COLUMNS;
-const LEDGER_ROWS_PER_STATEMENT: usize = 32_766 / 7;
+/// One batch of the retention purge: deletes up to `$2` call records older than `$1`
+/// (unix ms) that come after `($3, $4)` in `(time, id)` order, folds them into
+/// `daily_usage`, and returns how many went and the last one's `(time, id)`.
+///
+/// At volume it stays cheap: the batch is an ordered range scan of the `(time, id)` index
+/// (`call_records_time_id`, migration 0014) that stops after `$2` entries, never a table
+/// scan or a sort (the conformance suite checks the plan). One statement, so the rows added
+/// up are the rows this transaction deleted. SKIP LOCKED leaves rows another purge holds to
+/// it. Groups are upserted in key order so concurrent purges lock aggregate rows in the
+/// same order (no deadlock). Records of accounts that no longer exist are added up as
+/// anonymous.
+pub const PURGE_CALL_RECORDS: &str = "WITH batch AS ( \
+        SELECT id, time FROM call_records WHERE time < $1 AND (time, id) > ($3, $4) \
+        ORDER BY time, id LIMIT $2 \
+        FOR UPDATE SKIP LOCKED), \
+     gone AS ( \
+        DELETE FROM call_records c USING batch WHERE c.id = batch.id \
+        RETURNING c.user_id, c.model, c.time, c.input_tokens, c.cached_tokens, \
+            c.output_tokens, c.cost), \
+     folded AS ( \
+        INSERT INTO daily_usage (user_id, model, day, calls, input_tokens, \
+            cached_tokens, output_tokens, cost_nanos) \
+        SELECT u.id, g.model, \
+            to_char(DATE '1970-01-01' + floor(g.time / 86400000.0)::INTEGER, 'YYYY-MM-DD') \
+                AS day, \
+            COUNT(*), SUM(g.input_tokens)::BIGINT, SUM(g.cached_tokens)::BIGINT, \
+            SUM(g.output_tokens)::BIGINT, SUM(g.cost)::BIGINT \
+        FROM gone g LEFT JOIN users u ON u.id = g.user_id \
+        GROUP BY u.id, g.model, day \
+        ORDER BY COALESCE(u.id, '00000000-0000-0000-0000-000000000000'::UUID), \
+            COALESCE(g.model, ''), day \
+        ON CONFLICT ((COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::UUID)), \
+            (COALESCE(model, '')), day) DO UPDATE SET \
+            calls = daily_usage.calls + EXCLUDED.calls, \
+            input_tokens = daily_usage.input_tokens + EXCLUDED.input_tokens, \
+            cached_tokens = daily_usage.cached_tokens + EXCLUDED.cached_tokens, \
+            output_tokens = daily_usage.output_tokens + EXCLUDED.output_tokens, \
+            cost_nanos = daily_usage.cost_nanos + EXCLUDED.cost_nanos), \
+     last AS (SELECT time, id FROM batch ORDER BY time DESC, id DESC LIMIT 1) \
+     SELECT (SELECT COUNT(*) FROM gone) AS deleted, \
+        (SELECT time FROM last) AS last_time, (SELECT id FROM last) AS last_id";
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -386,6 +425,31 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|row| Ok(UserSummary { user: codec::user(row)?, balance: Money::from_nanos(row.int("balance")?) }))
             .collect()
+    }
+
+    async fn update_user(&self, user: UserId, change: &crate::UserChange) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE users SET role = COALESCE($1, role), group_name = COALESCE($2, group_name), disabled = COALESCE($3, disabled) WHERE id = $4")
+            .bind(change.role.map(veil_domain::Role::as_str))
+            .bind(change.group.as_ref().map(|group| group.as_str().to_owned()))
+            .bind(change.disabled)
+            .bind(user.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| {
+                codec::translate(
+                    error,
+                    || "user".to_owned(),
+                    || format!("group {}", change.group.as_ref().map_or("", |group| group.as_str())),
+                )
+            })?
+            .rows_affected()
+            > 0;
+        if done {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
     }
 
     async fn append_ledger(&self, entry: &LedgerEntry) -> Result<i64, StoreError> {
@@ -834,7 +898,7 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let mut tx = self.write().await?;
-        for chunk in records.chunks(CALL_RECORDS_PER_STATEMENT) {
+        for chunk in crate::codec::statement_chunks(records) {
             let mut insert = QueryBuilder::<Postgres>::new(
                 "INSERT INTO call_records (request_id, time, user_id, key_id, group_name, model, \
                     upstream_model, channel, path, stream, input_tokens, cached_tokens, \
@@ -877,7 +941,7 @@ impl Store for PostgresStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
-        for chunk in ledger.chunks(LEDGER_ROWS_PER_STATEMENT) {
+        for chunk in crate::codec::statement_chunks(ledger) {
             let mut insert = QueryBuilder::<Postgres>::new(
                 "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note) ",
             );
@@ -1021,52 +1085,29 @@ impl Store for PostgresStore {
     async fn purge_call_records(&self, before: Timestamp, batch: u32) -> Result<u64, StoreError> {
         let batch = codec::purge_batch(batch);
         let mut total = 0;
+        // Where the previous batch ended: each batch starts after it, so no batch walks the
+        // index entries of rows already deleted (dead until VACUUM) again.
+        let mut after: (i64, i64) = (i64::MIN, i64::MIN);
         loop {
             let mut tx = self.write().await?;
             sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(USAGE_LOCK).execute(&mut *tx).await?;
-            // One statement: the rows added up are the rows this transaction deleted. SKIP
-            // LOCKED leaves rows another purge holds to it. Groups are upserted in key order
-            // so concurrent purges lock aggregate rows in the same order (no deadlock).
-            // Records of accounts that no longer exist are added up as anonymous.
-            let row = sqlx::query(
-                "WITH batch AS ( \
-                    SELECT id FROM call_records WHERE time < $1 ORDER BY time, id LIMIT $2 \
-                    FOR UPDATE SKIP LOCKED), \
-                 gone AS ( \
-                    DELETE FROM call_records c USING batch WHERE c.id = batch.id \
-                    RETURNING c.user_id, c.model, c.time, c.input_tokens, c.cached_tokens, \
-                        c.output_tokens, c.cost), \
-                 folded AS ( \
-                    INSERT INTO daily_usage (user_id, model, day, calls, input_tokens, \
-                        cached_tokens, output_tokens, cost_nanos) \
-                    SELECT u.id, g.model, \
-                        to_char(DATE '1970-01-01' + floor(g.time / 86400000.0)::INTEGER, 'YYYY-MM-DD') \
-                            AS day, \
-                        COUNT(*), SUM(g.input_tokens)::BIGINT, SUM(g.cached_tokens)::BIGINT, \
-                        SUM(g.output_tokens)::BIGINT, SUM(g.cost)::BIGINT \
-                    FROM gone g LEFT JOIN users u ON u.id = g.user_id \
-                    GROUP BY u.id, g.model, day \
-                    ORDER BY COALESCE(u.id, '00000000-0000-0000-0000-000000000000'::UUID), \
-                        COALESCE(g.model, ''), day \
-                    ON CONFLICT ((COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::UUID)), \
-                        (COALESCE(model, '')), day) DO UPDATE SET \
-                        calls = daily_usage.calls + EXCLUDED.calls, \
-                        input_tokens = daily_usage.input_tokens + EXCLUDED.input_tokens, \
-                        cached_tokens = daily_usage.cached_tokens + EXCLUDED.cached_tokens, \
-                        output_tokens = daily_usage.output_tokens + EXCLUDED.output_tokens, \
-                        cost_nanos = daily_usage.cost_nanos + EXCLUDED.cost_nanos) \
-                 SELECT COUNT(*) AS deleted FROM gone",
-            )
-            .bind(before.unix_millis())
-            .bind(i64::from(batch))
-            .fetch_one(&mut *tx)
-            .await?;
+            let row = sqlx::query(PURGE_CALL_RECORDS)
+                .bind(before.unix_millis())
+                .bind(i64::from(batch))
+                .bind(after.0)
+                .bind(after.1)
+                .fetch_one(&mut *tx)
+                .await?;
             tx.commit().await?;
             let deleted = u64::try_from(row.int("deleted")?).map_err(|_| codec::corrupt("deleted"))?;
             total += deleted;
             // Fewer than a batch: the rest (if any) is locked by another purge, which deletes it.
             if deleted < u64::from(batch) {
                 return Ok(total);
+            }
+            match (row.opt_int("last_time")?, row.opt_int("last_id")?) {
+                (Some(time), Some(id)) => after = (time, id),
+                _ => return Ok(total),
             }
         }
     }
@@ -1746,5 +1787,98 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(crate::channel_states::state).collect()
+    }
+
+    // Web console accounts: the SQL lives in `console.rs`.
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        crate::console::postgres::user_by_email(&self.pool, email).await
+    }
+    async fn set_password_hash(&self, user: UserId, hash: &str) -> Result<bool, StoreError> {
+        crate::console::postgres::set_password_hash(&self.pool, user, hash).await
+    }
+    async fn create_console_session(&self, session: &ConsoleSession) -> Result<(), StoreError> {
+        crate::console::postgres::create_session(&self.pool, session).await
+    }
+    async fn console_session(&self, token_hash: &str, now: Timestamp) -> Result<Option<ConsoleSession>, StoreError> {
+        crate::console::postgres::session(&self.pool, token_hash, now).await
+    }
+    async fn touch_console_session(
+        &self,
+        token_hash: &str,
+        seen: Timestamp,
+        expires_at: Timestamp,
+        second_factor_pending: bool,
+    ) -> Result<bool, StoreError> {
+        crate::console::postgres::touch_session(&self.pool, token_hash, seen, expires_at, second_factor_pending).await
+    }
+    async fn delete_console_session(&self, token_hash: &str) -> Result<bool, StoreError> {
+        crate::console::postgres::delete_session(&self.pool, token_hash).await
+    }
+    async fn delete_console_sessions(&self, user: UserId, except: Option<&str>) -> Result<u64, StoreError> {
+        crate::console::postgres::delete_sessions(&self.pool, user, except).await
+    }
+    async fn list_console_sessions(&self, user: UserId) -> Result<Vec<ConsoleSession>, StoreError> {
+        crate::console::postgres::list_sessions(&self.pool, user).await
+    }
+    async fn purge_expired_console_sessions(&self, now: Timestamp) -> Result<u64, StoreError> {
+        crate::console::postgres::purge_sessions(&self.pool, now).await
+    }
+    async fn console_totp(&self, user: UserId) -> Result<Option<StoredTotp>, StoreError> {
+        crate::console::postgres::totp(&self.pool, user).await
+    }
+    async fn begin_console_totp(
+        &self,
+        user: UserId,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        crate::console::postgres::begin_totp(&self.pool, user, nonce, ciphertext, at).await
+    }
+    async fn enable_console_totp(
+        &self,
+        user: UserId,
+        step: i64,
+        recovery_hashes: &[String],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        crate::console::postgres::enable_totp(&self.pool, user, step, recovery_hashes, at).await
+    }
+    async fn accept_console_totp_step(&self, user: UserId, step: i64) -> Result<bool, StoreError> {
+        crate::console::postgres::accept_totp_step(&self.pool, user, step).await
+    }
+    async fn use_console_recovery_code(
+        &self,
+        user: UserId,
+        code_hash: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        crate::console::postgres::use_recovery_code(&self.pool, user, code_hash, at).await
+    }
+    async fn unused_console_recovery_codes(&self, user: UserId) -> Result<u64, StoreError> {
+        crate::console::postgres::unused_recovery_codes(&self.pool, user).await
+    }
+    async fn clear_console_totp(&self, user: UserId) -> Result<bool, StoreError> {
+        crate::console::postgres::clear_totp(&self.pool, user).await
+    }
+    async fn notification_preferences(&self, user: UserId) -> Result<NotificationPreferences, StoreError> {
+        crate::notifications::postgres::get(&self.pool, user).await
+    }
+    async fn set_notification_preferences(
+        &self,
+        user: UserId,
+        preferences: &NotificationPreferences,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        crate::notifications::postgres::set(&self.pool, user, preferences, at).await
+    }
+    async fn claim_key_notice(&self, key: KeyId, notice: KeyNotice, at: Timestamp) -> Result<bool, StoreError> {
+        crate::notifications::postgres::claim_notice(&self.pool, key, notice, at).await
+    }
+    async fn balance_alerts(&self) -> Result<Vec<BalanceAlert>, StoreError> {
+        crate::notifications::postgres::balance_alerts(&self.pool).await
+    }
+    async fn mark_balance_alert(&self, user: UserId, sent: bool) -> Result<bool, StoreError> {
+        crate::notifications::postgres::mark_balance_alert(&self.pool, user, sent).await
     }
 }

@@ -9,6 +9,7 @@ use crate::{
     ErasureReport, KeyTotals, LedgerCredit, NewAuditEntry, NewCapture, SealedCredential, Store, StoreError,
     StoredCallRecord, StoredCapture, UserSummary, WrappedSecret,
 };
+use crate::{BalanceAlert, ConsoleSession, KeyNotice, NotificationPreferences, StoredTotp};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -25,10 +26,6 @@ use veil_domain::{
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// SQLite's default limit on bind parameters per statement is 32766.
-const CALL_RECORDS_PER_STATEMENT: usize = 32_766 / CallRecordParams::COLUMNS;
-const LEDGER_ROWS_PER_STATEMENT: usize = 32_766 / 7;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -397,6 +394,31 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|row| Ok(UserSummary { user: codec::user(row)?, balance: Money::from_nanos(row.int("balance")?) }))
             .collect()
+    }
+
+    async fn update_user(&self, user: UserId, change: &crate::UserChange) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE users SET role = COALESCE(?, role), group_name = COALESCE(?, group_name), disabled = COALESCE(?, disabled) WHERE id = ?")
+            .bind(change.role.map(veil_domain::Role::as_str))
+            .bind(change.group.as_ref().map(|group| group.as_str().to_owned()))
+            .bind(change.disabled)
+            .bind(id_text(user.as_uuid()))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| {
+                codec::translate(
+                    error,
+                    || "user".to_owned(),
+                    || format!("group {}", change.group.as_ref().map_or("", |group| group.as_str())),
+                )
+            })?
+            .rows_affected()
+            > 0;
+        if done {
+            bump_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
     }
 
     async fn append_ledger(&self, entry: &LedgerEntry) -> Result<i64, StoreError> {
@@ -849,7 +871,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.write().await?;
-        for chunk in records.chunks(CALL_RECORDS_PER_STATEMENT) {
+        for chunk in crate::codec::statement_chunks(records) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO call_records (request_id, time, user_id, key_id, group_name, model, \
                     upstream_model, channel, path, stream, input_tokens, cached_tokens, \
@@ -892,7 +914,7 @@ impl Store for SqliteStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
-        for chunk in ledger.chunks(LEDGER_ROWS_PER_STATEMENT) {
+        for chunk in crate::codec::statement_chunks(ledger) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO ledger (user_id, key_id, kind, amount, time, request_id, note) ",
             );
@@ -1726,5 +1748,98 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(crate::channel_states::state).collect()
+    }
+
+    // Web console accounts: the SQL lives in `console.rs`.
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        crate::console::sqlite::user_by_email(&self.pool, email).await
+    }
+    async fn set_password_hash(&self, user: UserId, hash: &str) -> Result<bool, StoreError> {
+        crate::console::sqlite::set_password_hash(&self.pool, user, hash).await
+    }
+    async fn create_console_session(&self, session: &ConsoleSession) -> Result<(), StoreError> {
+        crate::console::sqlite::create_session(&self.pool, session).await
+    }
+    async fn console_session(&self, token_hash: &str, now: Timestamp) -> Result<Option<ConsoleSession>, StoreError> {
+        crate::console::sqlite::session(&self.pool, token_hash, now).await
+    }
+    async fn touch_console_session(
+        &self,
+        token_hash: &str,
+        seen: Timestamp,
+        expires_at: Timestamp,
+        second_factor_pending: bool,
+    ) -> Result<bool, StoreError> {
+        crate::console::sqlite::touch_session(&self.pool, token_hash, seen, expires_at, second_factor_pending).await
+    }
+    async fn delete_console_session(&self, token_hash: &str) -> Result<bool, StoreError> {
+        crate::console::sqlite::delete_session(&self.pool, token_hash).await
+    }
+    async fn delete_console_sessions(&self, user: UserId, except: Option<&str>) -> Result<u64, StoreError> {
+        crate::console::sqlite::delete_sessions(&self.pool, user, except).await
+    }
+    async fn list_console_sessions(&self, user: UserId) -> Result<Vec<ConsoleSession>, StoreError> {
+        crate::console::sqlite::list_sessions(&self.pool, user).await
+    }
+    async fn purge_expired_console_sessions(&self, now: Timestamp) -> Result<u64, StoreError> {
+        crate::console::sqlite::purge_sessions(&self.pool, now).await
+    }
+    async fn console_totp(&self, user: UserId) -> Result<Option<StoredTotp>, StoreError> {
+        crate::console::sqlite::totp(&self.pool, user).await
+    }
+    async fn begin_console_totp(
+        &self,
+        user: UserId,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        crate::console::sqlite::begin_totp(&self.pool, user, nonce, ciphertext, at).await
+    }
+    async fn enable_console_totp(
+        &self,
+        user: UserId,
+        step: i64,
+        recovery_hashes: &[String],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        crate::console::sqlite::enable_totp(&self.pool, user, step, recovery_hashes, at).await
+    }
+    async fn accept_console_totp_step(&self, user: UserId, step: i64) -> Result<bool, StoreError> {
+        crate::console::sqlite::accept_totp_step(&self.pool, user, step).await
+    }
+    async fn use_console_recovery_code(
+        &self,
+        user: UserId,
+        code_hash: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        crate::console::sqlite::use_recovery_code(&self.pool, user, code_hash, at).await
+    }
+    async fn unused_console_recovery_codes(&self, user: UserId) -> Result<u64, StoreError> {
+        crate::console::sqlite::unused_recovery_codes(&self.pool, user).await
+    }
+    async fn clear_console_totp(&self, user: UserId) -> Result<bool, StoreError> {
+        crate::console::sqlite::clear_totp(&self.pool, user).await
+    }
+    async fn notification_preferences(&self, user: UserId) -> Result<NotificationPreferences, StoreError> {
+        crate::notifications::sqlite::get(&self.pool, user).await
+    }
+    async fn set_notification_preferences(
+        &self,
+        user: UserId,
+        preferences: &NotificationPreferences,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        crate::notifications::sqlite::set(&self.pool, user, preferences, at).await
+    }
+    async fn claim_key_notice(&self, key: KeyId, notice: KeyNotice, at: Timestamp) -> Result<bool, StoreError> {
+        crate::notifications::sqlite::claim_notice(&self.pool, key, notice, at).await
+    }
+    async fn balance_alerts(&self) -> Result<Vec<BalanceAlert>, StoreError> {
+        crate::notifications::sqlite::balance_alerts(&self.pool).await
+    }
+    async fn mark_balance_alert(&self, user: UserId, sent: bool) -> Result<bool, StoreError> {
+        crate::notifications::sqlite::mark_balance_alert(&self.pool, user, sent).await
     }
 }

@@ -28,54 +28,9 @@ use veil_store::{
 // ---------------------------------------------------------------------------------------
 // Harness
 
-struct TestDb {
-    store: Arc<dyn Store>,
-    /// What `veil_store::connect` takes, for tests that open a second connection.
-    url: String,
-    /// Removes the database when the test ends, passed or not.
-    _cleanup: Box<dyn Send + Sync>,
-}
+mod common;
 
-async fn sqlite_db() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    // A nested, missing directory: connect must create it.
-    let url = format!("sqlite://{}/nested/veil.db", dir.path().display());
-    let store = veil_store::connect(&url, 4).await.unwrap();
-    store.migrate().await.unwrap();
-    TestDb { store, url, _cleanup: Box::new(dir) }
-}
-
-async fn postgres_db() -> Option<TestDb> {
-    let database = veil_testkit::postgres::TestDatabase::create().await?;
-    let url = database.url.clone();
-    let store = veil_store::connect(&url, 4).await.unwrap();
-    store.migrate().await.unwrap();
-    Some(TestDb { store, url, _cleanup: Box::new(database) })
-}
-
-/// Instantiates each check for both backends: `sqlite::NAME` and `postgres::NAME`.
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $check() {
-                    let db = super::sqlite_db().await;
-                    super::$check(&db).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $check() {
-                    let Some(db) = super::postgres_db().await else { return };
-                    super::$check(&db).await;
-                }
-            )*
-        }
-    };
-}
+use common::{TestDb, conformance, postgres_db, sqlite_db};
 
 conformance!(
     migrate_twice_and_concurrently,
@@ -1421,6 +1376,51 @@ async fn postgres_upgrade_keeps_the_ledger() {
     let store = veil_store::connect(&url, 2).await.unwrap();
     store.migrate().await.unwrap();
     upgrade_keeps_the_ledger(&TestDb { store, url, _cleanup: Box::new(database) }).await;
+}
+
+/// At volume the retention purge reads only the batch it deletes: PostgreSQL plans each
+/// batch as an ordered range scan of the `(time, id)` index, without a table scan or a sort
+/// of call_records, also for a batch starting after an earlier one.
+#[tokio::test]
+async fn postgres_purge_batches_are_index_range_scans() {
+    use sqlx::Connection;
+    let Some(db) = postgres_db().await else { return };
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // 200,000 records, one a second over ~2.3 days, as the planner sees them after ANALYZE.
+    sqlx::raw_sql(
+        "INSERT INTO call_records (request_id, time, path, stream, input_tokens, cached_tokens, \
+            output_tokens, cost, multiplier, status, latency_ms, client_ip, user_agent, redactions, \
+            estimated, channels_tried) \
+         SELECT 'r' || n, 1700000000000 + n * 1000, '/v1/chat/completions', FALSE, 10, 0, 5, 100, \
+            1000000000, 200, 20, '', '', 0, FALSE, '[]' FROM generate_series(1, 200000) AS n; \
+         ANALYZE call_records;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let cutoff = 1_700_000_000_000_i64 + 150_000 * 1000;
+    for after in [(i64::MIN, i64::MIN), (1_700_000_000_000 + 50_000 * 1000, 50_000)] {
+        let explain = format!("EXPLAIN {}", veil_store::POSTGRES_PURGE_CALL_RECORDS);
+        let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+            .bind(cutoff)
+            .bind(1000_i64)
+            .bind(after.0)
+            .bind(after.1)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let plan = lines.join("\n");
+        assert!(
+            plan.contains("Index Scan using call_records_time_id on call_records"),
+            "the batch is a range scan of (time, id):\n{plan}"
+        );
+        assert!(!plan.contains("Seq Scan on call_records"), "no table scan:\n{plan}");
+        assert!(!plan.contains("Bitmap Heap Scan on call_records"), "no bitmap scan of the range:\n{plan}");
+        assert!(!plan.contains("Sort Key: call_records.time"), "the index gives the order:\n{plan}");
+    }
+    // And the statement purges what it planned to, batch after batch.
+    assert_eq!(db.store.purge_call_records(at(cutoff), 1000).await.unwrap(), 149_999);
+    assert_eq!(raw_i64(&db, "SELECT COUNT(*) FROM call_records").await, 50_001);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ mod codes;
 pub mod mock_upstream;
 pub mod postgres;
 pub mod redis;
+pub mod smtp;
 mod spawn;
 pub mod tls;
 

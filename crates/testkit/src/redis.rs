@@ -24,6 +24,25 @@ pub async fn test_redis_url() -> Option<String> {
     }
 }
 
+/// The test Redis Cluster, `VEIL_TEST_REDIS_CLUSTER_URL`, default
+/// `redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002` (what `.ci/run` starts), or
+/// `None` when its first node is unreachable and services are not required.
+pub async fn test_redis_cluster_url() -> Option<String> {
+    let url = std::env::var("VEIL_TEST_REDIS_CLUSTER_URL")
+        .unwrap_or_else(|_| "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002".to_owned());
+    let first = url.split(',').next().unwrap_or(&url).to_owned();
+    match TcpStream::connect(authority(&first)).await {
+        Ok(_) => Some(url),
+        Err(error) => {
+            if std::env::var("VEIL_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+                panic!("a Redis Cluster is required (VEIL_REQUIRE_SERVICES=1) but unreachable: {error}");
+            }
+            eprintln!("skipping: the Redis Cluster is unreachable ({error})");
+            None
+        }
+    }
+}
+
 /// `host:port` of a `redis://[user:password@]host:port[/db]` URL.
 fn authority(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);

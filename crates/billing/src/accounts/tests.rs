@@ -1,4 +1,5 @@
 use super::*;
+use veil_domain::time::MILLIS_PER_DAY;
 use veil_domain::{GroupName, NewApiKey, NewUser, Role, UserName};
 
 struct Fixture {
@@ -82,7 +83,7 @@ fn request(f: &Fixture, amount: &str) -> HoldRequest {
 async fn holds_reserve_and_settle_charges_exactly_once() {
     let f = fixture("1").await;
     let hold = f.billing.hold(request(&f, "0.4")).await.unwrap();
-    assert_eq!(f.billing.balance(f.user), Some((money("1"), money("0.4"))));
+    assert_eq!(f.billing.balance(f.user).await, Some((money("1"), money("0.4"))));
     let second = f.billing.hold(request(&f, "0.6")).await.unwrap();
     // Fully held: even the smallest further call is refused.
     match f.billing.hold(request(&f, "0.000000001")).await {
@@ -97,10 +98,10 @@ async fn holds_reserve_and_settle_charges_exactly_once() {
         rows.iter().map(|r| (r.kind, r.amount)).collect::<Vec<_>>(),
         [(LedgerKind::Hold, money("-0.4")), (LedgerKind::Charge, money("-0.123")),]
     );
-    assert_eq!(f.billing.balance(f.user), Some((money("0.877"), money("0.6"))));
+    assert_eq!(f.billing.balance(f.user).await, Some((money("0.877"), money("0.6"))));
     // Dropped unsettled: released, nothing charged, nothing to write.
     drop(second);
-    assert_eq!(f.billing.balance(f.user), Some((money("0.877"), Money::ZERO)));
+    assert_eq!(f.billing.balance(f.user).await, Some((money("0.877"), Money::ZERO)));
 }
 
 #[tokio::test]
@@ -109,7 +110,7 @@ async fn a_failed_call_writes_its_hold_and_costs_nothing() {
     let rows = f.billing.hold(request(&f, "0.5")).await.unwrap().settle(Money::ZERO, Timestamp::now());
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].kind, LedgerKind::Hold);
-    assert_eq!(f.billing.balance(f.user), Some((money("1"), Money::ZERO)));
+    assert_eq!(f.billing.balance(f.user).await, Some((money("1"), Money::ZERO)));
 }
 
 #[tokio::test]
@@ -162,19 +163,19 @@ async fn credits_from_other_processes_apply_once() {
     let f = fixture("1").await;
     f.billing.hold(request(&f, "0")).await.unwrap();
     credit(f.store.as_ref(), f.user, "2").await;
-    assert_eq!(f.billing.balance(f.user).unwrap().0, money("1"), "not seen before the credits are applied");
+    assert_eq!(f.billing.balance(f.user).await.unwrap().0, money("1"), "not seen before the credits are applied");
     assert_eq!(f.billing.apply_credits().await.unwrap(), 1);
-    assert_eq!(f.billing.balance(f.user).unwrap().0, money("3"));
+    assert_eq!(f.billing.balance(f.user).await.unwrap().0, money("3"));
     assert_eq!(f.billing.apply_credits().await.unwrap(), 0, "a credit is read once");
-    assert_eq!(f.billing.balance(f.user).unwrap().0, money("3"));
+    assert_eq!(f.billing.balance(f.user).await.unwrap().0, money("3"));
 
     // An account loaded after a credit was written has it in its snapshot: applying
     // the credit scan afterwards must not count it again.
     let late = Billing::new(Arc::clone(&f.store), 0);
     late.hold(request(&f, "0")).await.unwrap();
-    assert_eq!(late.balance(f.user).unwrap().0, money("3"));
+    assert_eq!(late.balance(f.user).await.unwrap().0, money("3"));
     late.apply_credits().await.unwrap();
-    assert_eq!(late.balance(f.user).unwrap().0, money("3"));
+    assert_eq!(late.balance(f.user).await.unwrap().0, money("3"));
 }
 
 #[tokio::test]
@@ -186,7 +187,7 @@ async fn settlements_are_reloaded_as_they_were_charged() {
     f.store.insert_call_records(&[], &rows).await.unwrap();
     let restarted = Billing::new(Arc::clone(&f.store), f.store.revision().await.unwrap());
     restarted.hold(request(&f, "0")).await.unwrap();
-    assert_eq!(restarted.balance(f.user), Some((money("0.75"), Money::ZERO)));
+    assert_eq!(restarted.balance(f.user).await, Some((money("0.75"), Money::ZERO)));
     let totals = f.store.key_totals(f.key, now.day_start(), now.month_start()).await.unwrap();
     assert_eq!(totals.spent, money("0.25"));
 }
@@ -209,7 +210,7 @@ fn concurrent_calls_never_overspend() {
                     let hold = billing.hold(request).await.ok()?;
                     tokio::task::yield_now().await;
                     // A call is charged at most what it held (max_tokens bound the output).
-                    let (_, held) = billing.balance(hold.user).unwrap();
+                    let (_, held) = billing.balance(hold.user).await.unwrap();
                     assert!(held.nanos() >= hold.amount().nanos());
                     let charge = hold.amount().nanos() * percent / 100;
                     hold.settle(Money::from_nanos(charge), Timestamp::now());
@@ -220,7 +221,7 @@ fn concurrent_calls_never_overspend() {
             while let Some(result) = tasks.join_next().await {
                 charged += result.unwrap().unwrap_or(0);
             }
-            let (now_balance, held) = f.billing.balance(f.user).unwrap();
+            let (now_balance, held) = f.billing.balance(f.user).await.unwrap();
             assert_eq!(held, Money::ZERO);
             assert!(!now_balance.is_negative());
             assert_eq!(now_balance.nanos(), balance - charged);

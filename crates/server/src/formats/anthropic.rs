@@ -24,8 +24,8 @@ pub async fn messages(
     relay_chat(&state, principal, meta, ChatRoute::plain(ClientFormat::Anthropic, "/v1/messages"), body).await
 }
 
-/// Counts the prompt locally. No tokenizer for Claude is public, so this is Veil's own
-/// estimate (the one its holds use), not Anthropic's count; the call is not relayed.
+/// Counts the prompt locally. No tokenizer for Claude is public, so this is a count under
+/// OpenAI's o200k vocabulary, not Anthropic's; the call is not relayed.
 pub async fn count_tokens(
     State(_state): State<Arc<AppState>>,
     Authenticated(_principal): Authenticated,
@@ -34,7 +34,9 @@ pub async fn count_tokens(
     // count_tokens takes no `max_tokens`; the Messages parser requires one.
     body.entry("max_tokens").or_insert(Value::from(1));
     match translate::client_request(ClientFormat::Anthropic, &Value::Object(body), RouteHints::default()) {
-        Ok(request) => Json(json!({ "input_tokens": crate::openai::usage::estimate_prompt(&request) })).into_response(),
+        Ok(request) => {
+            Json(json!({ "input_tokens": crate::openai::usage::vocabulary_count(request).await })).into_response()
+        }
         Err(error) => refused(error).into_response(),
     }
 }

@@ -52,20 +52,23 @@ pub async fn model_method(
             };
             relay_chat(&state, principal, meta, route, body).await
         }
-        "countTokens" => count_tokens(model, body),
+        "countTokens" => count_tokens(model, body).await,
         _ => unknown_method().into_response(),
     }
 }
 
-/// Veil's own estimate of the prompt (no Gemini tokenizer is public), not relayed.
-fn count_tokens(model: &str, mut body: Map<String, Value>) -> Response {
+/// The prompt counted under OpenAI's o200k vocabulary (no Gemini tokenizer is public),
+/// not relayed.
+async fn count_tokens(model: &str, mut body: Map<String, Value>) -> Response {
     // The request is either a bare `contents` list or a whole `generateContentRequest`.
     if let Some(Value::Object(inner)) = body.remove("generateContentRequest") {
         body = inner;
     }
     let hints = RouteHints { model: Some(model), stream: false };
     match translate::client_request(ClientFormat::Gemini, &Value::Object(body), hints) {
-        Ok(request) => Json(json!({ "totalTokens": crate::openai::usage::estimate_prompt(&request) })).into_response(),
+        Ok(request) => {
+            Json(json!({ "totalTokens": crate::openai::usage::vocabulary_count(request).await })).into_response()
+        }
         Err(error) => refused(error).into_response(),
     }
 }

@@ -372,7 +372,7 @@ fn transcription_usage(value: &Value) -> (TokenUsage, bool) {
         reported = true;
     }
     if !reported {
-        usage.output_tokens = value.get("text").and_then(Value::as_str).map_or(0, veil_tokens::count);
+        usage.output_tokens = value.get("text").and_then(Value::as_str).map_or(0, veil_tokens::estimate);
     }
     (usage, !reported)
 }

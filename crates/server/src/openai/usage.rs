@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use veil_domain::TokenUsage;
+use veil_tokens::Counter;
 
 #[derive(Deserialize)]
 struct WireUsage {
@@ -66,15 +67,33 @@ pub fn from_value(value: &Value) -> Option<TokenUsage> {
     WireUsage::deserialize(usage).ok().map(TokenUsage::from)
 }
 
-/// Local estimate of the prompt's tokens for each endpoint's input field.
-pub fn estimate_prompt(body: &serde_json::Map<String, Value>) -> u64 {
+/// Local count of the prompt's tokens for each endpoint's input field. The relay sizes
+/// holds with [`Counter::Estimate`]; the count-tokens endpoints answer with the vocabulary.
+pub fn count_prompt(body: &serde_json::Map<String, Value>, counter: Counter) -> u64 {
     if let Some(messages) = body.get("messages") {
-        return veil_tokens::count_chat_prompt(messages);
+        return veil_tokens::count_chat_prompt(messages, counter);
     }
     if let Some(prompt) = body.get("prompt") {
-        return veil_tokens::count_completion_prompt(prompt);
+        return veil_tokens::count_completion_prompt(prompt, counter);
     }
-    body.get("input").map_or(0, veil_tokens::count_completion_prompt)
+    body.get("input").map_or(0, |input| veil_tokens::count_completion_prompt(input, counter))
+}
+
+/// The prompt's tokens under the vocabulary, counted off the async executor: the first
+/// count loads the vocabulary (about 50 ms), and a long prompt takes a while.
+pub async fn vocabulary_count(body: serde_json::Map<String, Value>) -> u64 {
+    match tokio::task::spawn_blocking(move || count_prompt(&body, Counter::Vocabulary)).await {
+        Ok(tokens) => tokens,
+        Err(_) => {
+            tracing::warn!("counting a prompt's tokens did not finish");
+            0
+        }
+    }
+}
+
+/// The relay's estimate of the prompt's tokens (see [`count_prompt`]).
+pub fn estimate_prompt(body: &serde_json::Map<String, Value>) -> u64 {
+    count_prompt(body, Counter::Estimate)
 }
 
 /// Tokens of generated text in a response body or a chunk: message or delta content,
@@ -84,19 +103,19 @@ pub fn estimate_output(value: &Value) -> u64 {
     let mut total = 0;
     for choice in choices {
         if let Some(text) = choice.get("text").and_then(Value::as_str) {
-            total += veil_tokens::count(text);
+            total += veil_tokens::estimate(text);
         }
         for part in ["message", "delta"] {
             let Some(message) = choice.get(part) else { continue };
             for field in ["content", "reasoning_content", "refusal"] {
                 if let Some(text) = message.get(field).and_then(Value::as_str) {
-                    total += veil_tokens::count(text);
+                    total += veil_tokens::estimate(text);
                 }
             }
             if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
                 for call in calls {
                     if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str) {
-                        total += veil_tokens::count(args);
+                        total += veil_tokens::estimate(args);
                     }
                 }
             }
@@ -201,28 +220,21 @@ pub fn probe_chunk(data: &str, mut generated: impl FnMut(&str)) -> Option<ChunkF
     Some(ChunkFacts { has_choices: !probe.choices.is_empty(), usage: probe.usage.map(TokenUsage::from) })
 }
 
-/// Generated text counted in batches: texts are gathered into a bounded buffer and
-/// tokenized when it fills, so counting costs a copy per chunk, not a tokenizer call,
-/// and memory stays bounded however long the stream runs.
+/// Generated text counted as it streams by, for a stream that ends without usage: each
+/// piece is estimated when it arrives (a pass over its bytes), so nothing is kept and
+/// the cost per chunk does not grow with the stream.
 #[derive(Default)]
 pub struct GeneratedText {
-    pending: String,
     tokens: u64,
 }
 
 impl GeneratedText {
-    const BATCH: usize = 4096;
-
     pub fn note(&mut self, text: &str) {
-        self.pending.push_str(text);
-        if self.pending.len() >= Self::BATCH {
-            self.tokens += veil_tokens::count(&self.pending);
-            self.pending.clear();
-        }
+        self.tokens = self.tokens.saturating_add(veil_tokens::estimate(text));
     }
 
     pub fn tokens(&self) -> u64 {
-        self.tokens + veil_tokens::count(&self.pending)
+        self.tokens
     }
 }
 
@@ -270,15 +282,12 @@ mod probe_tests {
     }
 
     #[test]
-    fn generated_text_is_counted_in_bounded_batches() {
+    fn generated_text_is_estimated_piece_by_piece() {
         let mut generated = GeneratedText::default();
         for _ in 0..2000 {
             generated.note("hello world ");
         }
-        assert!(generated.pending.len() < GeneratedText::BATCH);
-        // Batch boundaries may split a token: at most one extra token per batch.
-        let exact = veil_tokens::count(&"hello world ".repeat(2000));
-        let batches = (2000 * 12 / GeneratedText::BATCH + 1) as u64;
-        assert!((exact..=exact + batches).contains(&generated.tokens()), "{} vs {exact}", generated.tokens());
+        assert_eq!(generated.tokens(), veil_tokens::estimate(&"hello world ".repeat(2000)));
+        assert_eq!(generated.tokens(), 4000);
     }
 }

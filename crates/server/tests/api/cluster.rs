@@ -8,7 +8,7 @@ use std::time::Duration;
 use veil_domain::KeyLimits;
 use veil_testkit::mock_upstream::MockUpstream;
 use veil_testkit::postgres::TestDatabase;
-use veil_testkit::redis::{CutProxy, test_redis_url, unique_prefix};
+use veil_testkit::redis::{CutProxy, test_redis_cluster_url, test_redis_url, unique_prefix};
 use veil_testkit::{KeyOptions, TestApp, spawn_app, spawn_app_in};
 
 fn redis_section(url: &str, prefix: &str, on_failure: &str) -> String {
@@ -75,6 +75,42 @@ async fn a_keys_rpm_holds_across_three_instances() {
     }
     // GCRA frees one call every 6 s; thirty calls take far less than that.
     assert_eq!(accepted, 10, "a limit of 10 per minute, whichever instance is asked");
+    for app in apps {
+        app.stop().await;
+    }
+}
+
+/// The same relay on a Redis Cluster (one `redis+cluster://` URL): a key's limit and a
+/// balance hold across three instances, so the limiter's and the wallets' scripts find all
+/// their keys in one slot.
+#[tokio::test]
+async fn instances_on_a_redis_cluster_share_limits_and_balances() {
+    let Some(redis) = test_redis_cluster_url().await else { return };
+    let Some(database) = TestDatabase::create().await else { return };
+    let upstream = MockUpstream::start().await;
+    upstream.set_default(
+        veil_testkit::mock_upstream::Reply::chat_with_usage("ok", 5, 1_000, 0)
+            .first_byte_delay(Duration::from_millis(400)),
+    );
+    let config = format!(
+        "[server]\nrefresh_interval = \"30s\"\n[database]\nurl = \"{}\"\n{}{}",
+        database.url,
+        redis_section(&redis, &unique_prefix(), "closed"),
+        paid_channel(&upstream)
+    );
+    let apps = three_instances(&config).await;
+
+    let rich = apps[0].create_user("rich", "default").await;
+    apps[0].credit(&rich, "10").await;
+    let limits = KeyLimits { rpm: Some(6), ..KeyLimits::default() };
+    let (limited, _) = apps[0].create_key(&rich, KeyOptions { limits, ..KeyOptions::default() }).await;
+    assert_eq!(parallel_paid_calls(&apps, &limited, 18).await, 6, "a limit of 6 per minute over three instances");
+
+    // A balance that covers four calls' holds (see the test above), not five.
+    let (payer, key) = apps[0].user_with_key("payer").await;
+    apps[0].credit(&payer, "0.009").await;
+    let accepted = parallel_paid_calls(&apps, &key, 12).await;
+    assert!((1..=4).contains(&accepted), "{accepted} calls accepted on a balance that covers four");
     for app in apps {
         app.stop().await;
     }
@@ -266,4 +302,334 @@ async fn the_purge_runs_on_one_instance_and_moves_when_it_dies() {
         app.stop().await;
     }
     leader.stop().await;
+}
+
+/// Three instances on one PostgreSQL and Redis billing one priced model ("paid": 1 in and
+/// 2 out per million tokens, multiplier 1) whose upstream answers after `delay`, every
+/// call using its whole 1000 `max_tokens` on a 5-token prompt: 0.002005 a call.
+async fn billed_instances(delay: Duration) -> Option<(Vec<TestApp>, MockUpstream, TestDatabase)> {
+    let redis = test_redis_url().await?;
+    let database = TestDatabase::create().await?;
+    let upstream = MockUpstream::start().await;
+    upstream
+        .set_default(veil_testkit::mock_upstream::Reply::chat_with_usage("ok", 5, 1_000, 0).first_byte_delay(delay));
+    let config = format!(
+        "[server]\nrefresh_interval = \"30s\"\n[database]\nurl = \"{}\"\n{}{}",
+        database.url,
+        redis_section(&redis, &unique_prefix(), "closed"),
+        paid_channel(&upstream)
+    );
+    Some((three_instances(&config).await, upstream, database))
+}
+
+/// One channel serving the one priced model "paid" (1 in, 2 out per million tokens).
+fn paid_channel(upstream: &MockUpstream) -> String {
+    format!(
+        "\n[[channel]]\nname = \"main\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"paid\"]\n\
+         first_byte_timeout = \"5s\"\nidle_timeout = \"5s\"\n\n\
+         [[model]]\nname = \"paid\"\nprice = {{ input = 1, output = 2 }}\n",
+        upstream.base_url()
+    )
+}
+
+const CALL_COST_NANOS: i64 = 2_005_000;
+
+fn paid_call() -> serde_json::Value {
+    serde_json::json!({"model": "paid", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Sends `calls` calls at once, round-robin over `apps`; how many were answered 200 (the
+/// others must be refused as unaffordable).
+async fn parallel_paid_calls(apps: &[TestApp], key: &str, calls: usize) -> usize {
+    let client = reqwest::Client::new();
+    let sent = (0..calls).map(|i| {
+        client.post(apps[i % apps.len()].url("/v1/chat/completions")).bearer_auth(key).json(&paid_call()).send()
+    });
+    let statuses: Vec<u16> =
+        futures_util::future::join_all(sent).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    statuses.iter().filter(|s| **s == 200).count()
+}
+
+/// Σ recorded costs of `user`'s calls (every instance writes to the one store).
+async fn recorded_costs(store: &dyn veil_store::Store, user: veil_domain::UserId) -> i64 {
+    let filter = veil_store::CallRecordFilter { user_id: Some(user), limit: 1000, ..Default::default() };
+    store.list_call_records(&filter).await.unwrap().iter().map(|stored| stored.record.cost.nanos()).sum()
+}
+
+#[tokio::test]
+async fn parallel_calls_over_three_instances_never_overspend_a_balance_or_a_key_quota() {
+    let Some((apps, upstream, _database)) = billed_instances(Duration::from_millis(400)).await else { return };
+    let store = std::sync::Arc::clone(&apps[0].store);
+    // A balance that covers four calls' holds (a hold is the 2000-token output at 2 per
+    // million plus the locally counted prompt, a little over 0.002005), not five. Each
+    // instance alone would let four through: twelve without shared wallets.
+    let (payer, key) = apps[0].user_with_key("payer").await;
+    apps[0].credit(&payer, "0.009").await;
+    let accepted = parallel_paid_calls(&apps, &key, 24).await;
+    assert!((1..=4).contains(&accepted), "{accepted} calls accepted on a balance that covers four");
+
+    // The same bound on a key's quota, for a user whose balance covers everything.
+    let quota_user = apps[0].create_user("quota", "default").await;
+    apps[0].credit(&quota_user, "10").await;
+    let options = KeyOptions { quota: Some(veil_domain::Money::from_nanos(9_000_000)), ..KeyOptions::default() };
+    let (quota_key, _) = apps[0].create_key(&quota_user, options).await;
+    let within_quota = parallel_paid_calls(&apps, &quota_key, 24).await;
+    assert!((1..=4).contains(&within_quota), "{within_quota} calls accepted on a quota that covers four");
+    assert_eq!(upstream.request_count(), accepted + within_quota, "refused calls never reached the upstream");
+
+    for app in apps {
+        app.stop().await;
+    }
+    // Every settlement is written now.
+    let costs = recorded_costs(store.as_ref(), payer.id).await;
+    assert_eq!(costs, CALL_COST_NANOS * i64::try_from(accepted).unwrap());
+    let balance = store.balance(payer.id).await.unwrap();
+    assert!(!balance.is_negative(), "overspent: {balance}");
+    assert_eq!(balance.nanos(), 9_000_000 - costs, "the balance moved by the recorded charges exactly");
+    let quota_costs = recorded_costs(store.as_ref(), quota_user.id).await;
+    assert!(quota_costs <= 9_000_000, "the key spent {quota_costs} on a quota of 0.009");
+    assert_eq!(store.balance(quota_user.id).await.unwrap().nanos(), 10_000_000_000 - quota_costs);
+}
+
+#[tokio::test]
+async fn a_credit_on_one_instance_is_spendable_on_another_within_a_second() {
+    let Some((apps, _upstream, _database)) = billed_instances(Duration::ZERO).await else { return };
+    let admin_key = admin(&apps[0]).await;
+    let (_, key) = apps[0].user_with_key("topped").await;
+    let refused = post(&apps[1], "/v1/chat/completions", &key, paid_call()).await;
+    assert_eq!(error_code(refused, 429).await, "insufficient_quota");
+
+    let credited = reqwest::Client::new()
+        .post(apps[0].url("/api/users/topped/credit"))
+        .bearer_auth(&admin_key)
+        .json(&serde_json::json!({"amount": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(credited.status(), 200);
+    let mut status = 429;
+    for _ in 0..20 {
+        status = post(&apps[1], "/v1/chat/completions", &key, paid_call()).await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "instance 2 spends the credit made on instance 1 (store polled only every 30 s)");
+    for app in apps {
+        app.stop().await;
+    }
+}
+
+/// `flaky` (preferred, priority 10) and `backup` for the free model `gpt-4o-mini`, with a
+/// `[routing]` that trips after two calls of which half failed and cools for `cooldown`.
+fn flaky_and_backup(flaky: &MockUpstream, backup: &MockUpstream, cooldown: &str) -> String {
+    let channel = |name: &str, upstream: &MockUpstream, priority: i32| {
+        format!(
+            "\n[[channel]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o-mini\"]\npriority = {priority}\nfirst_byte_timeout = \"2s\"\n",
+            upstream.base_url()
+        )
+    };
+    format!(
+        "[routing]\nmin_calls = 2\nerror_rate_threshold = 0.5\nwindow = \"30s\"\ncooldown = \"{cooldown}\"\nmax_cooldown = \"60s\"\n{}{}\n[[model]]\nname = \"gpt-4o-mini\"\nfree = true\n",
+        channel("flaky", flaky, 10),
+        channel("backup", backup, 1)
+    )
+}
+
+/// Three instances on one PostgreSQL database and one Redis, routing by `routing`.
+async fn three_sharing_health(routing: &str) -> Option<(Vec<TestApp>, TestDatabase)> {
+    let redis = test_redis_url().await?;
+    let database = TestDatabase::create().await?;
+    let config = format!(
+        "[database]\nurl = \"{}\"\n{}{routing}",
+        database.url,
+        redis_section(&redis, &unique_prefix(), "closed")
+    );
+    Some((three_instances(&config).await, database))
+}
+
+/// Polls the admin API of `app` (every 20 ms, up to `limit`) until `channel` is in `state`.
+async fn channel_reaches(app: &TestApp, admin: &str, channel: &str, state: &str, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let response = reqwest::Client::new()
+            .get(app.url(&format!("/api/channels/{channel}")))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap();
+        let status: serde_json::Value = response.json().await.unwrap();
+        if status["state"] == state {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_channel_cooled_down_by_one_instance_is_avoided_by_the_others_within_a_second() {
+    let (flaky, backup) = (MockUpstream::start().await, MockUpstream::start().await);
+    flaky.set_default(veil_testkit::mock_upstream::Reply::openai_error(500, "boom", "server_error"));
+    let Some((apps, _database)) = three_sharing_health(&flaky_and_backup(&flaky, &backup, "30s")).await else {
+        return;
+    };
+    let admin_key = admin(&apps[0]).await;
+    let key = key_with(&apps[0], "hana", KeyLimits::default()).await;
+
+    // Instance 1 alone meets the failures: two calls, each failing over to the backup.
+    for _ in 0..2 {
+        assert_eq!(post(&apps[0], "/v1/chat/completions", &key, chat_body("hi")).await.status(), 200);
+    }
+    assert_eq!(flaky.request_count(), 2);
+    assert!(channel_reaches(&apps[0], &admin_key, "flaky", "cooling_down", Duration::ZERO).await);
+    for (i, app) in apps.iter().enumerate().skip(1) {
+        assert!(
+            channel_reaches(app, &admin_key, "flaky", "cooling_down", Duration::from_secs(1)).await,
+            "instance {} learnt of the cool-down within a second",
+            i + 1
+        );
+    }
+
+    // Instances 2 and 3 never send the failing channel a call.
+    for app in &apps[1..] {
+        for _ in 0..5 {
+            assert_eq!(post(app, "/v1/chat/completions", &key, chat_body("hi")).await.status(), 200);
+        }
+    }
+    assert_eq!(flaky.request_count(), 2, "only instance 1's two calls reached the failing channel");
+    assert_eq!(backup.request_count(), 12);
+
+    let store = std::sync::Arc::clone(&apps[0].store);
+    for app in apps {
+        app.stop().await;
+    }
+    let records = store
+        .list_call_records(&veil_store::CallRecordFilter { user_id: None, limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 12);
+    let tried_flaky = records.iter().filter(|r| r.record.channels_tried.iter().any(|c| c.as_str() == "flaky")).count();
+    assert_eq!(tried_flaky, 2, "the ten calls on instances 2 and 3 list only the backup");
+}
+
+#[tokio::test]
+async fn after_a_shared_cool_down_one_instance_sends_the_trial_and_its_verdict_reaches_all() {
+    let (flaky, backup) = (MockUpstream::start().await, MockUpstream::start().await);
+    flaky.set_default(veil_testkit::mock_upstream::Reply::openai_error(500, "boom", "server_error"));
+    let Some((apps, _database)) = three_sharing_health(&flaky_and_backup(&flaky, &backup, "700ms")).await else {
+        return;
+    };
+    let admin_key = admin(&apps[0]).await;
+    let key = key_with(&apps[0], "tess", KeyLimits::default()).await;
+    for _ in 0..2 {
+        assert_eq!(post(&apps[0], "/v1/chat/completions", &key, chat_body("hi")).await.status(), 200);
+    }
+    for app in &apps {
+        assert!(channel_reaches(app, &admin_key, "flaky", "cooling_down", Duration::from_secs(1)).await);
+    }
+
+    // Once the cool-down is over, calls arrive on all three instances at once: one of them
+    // sends the trial (which fails), the others go to the backup.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let calls = (0..9).map(|i| post(&apps[i % 3], "/v1/chat/completions", &key, chat_body("hi")));
+    for response in futures_util::future::join_all(calls).await {
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(flaky.request_count(), 3, "one trial for the whole cluster");
+    // The failed trial cools every instance down again, for twice as long.
+    for app in &apps {
+        assert!(channel_reaches(app, &admin_key, "flaky", "cooling_down", Duration::from_secs(1)).await);
+    }
+
+    // Fixed meanwhile: the next trial succeeds on whichever instance sends it, and every
+    // instance routes to the channel again.
+    flaky.set_default(veil_testkit::mock_upstream::Reply::chat("back"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let calls = (0..6).map(|i| post(&apps[i % 3], "/v1/chat/completions", &key, chat_body("hi")));
+    for response in futures_util::future::join_all(calls).await {
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(flaky.request_count(), 4, "again exactly one trial");
+    for app in &apps {
+        assert!(channel_reaches(app, &admin_key, "flaky", "healthy", Duration::from_secs(1)).await);
+    }
+    for app in &apps {
+        assert_eq!(post(app, "/v1/chat/completions", &key, chat_body("hi")).await.status(), 200);
+    }
+    assert_eq!(flaky.request_count(), 7, "every instance routes to it again");
+    for app in apps {
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn paid_calls_fail_closed_while_redis_is_away_even_with_limits_open() {
+    let Some(redis) = test_redis_url().await else { return };
+    let proxy = CutProxy::start(&redis).await;
+    let upstream = MockUpstream::start().await;
+    upstream.set_default(veil_testkit::mock_upstream::Reply::chat_with_usage("ok", 5, 1_000, 0));
+    let app =
+        spawn_app(&format!("{}{}", redis_section(&proxy.url(), &unique_prefix(), "open"), paid_channel(&upstream)))
+            .await;
+    let (user, key) = app.user_with_key("payer").await;
+    app.credit(&user, "1").await;
+    assert_eq!(post(&app, "/v1/chat/completions", &key, paid_call()).await.status(), 200);
+
+    proxy.cut();
+    // The limiter admits (open), but money is never spent unchecked.
+    let refused = post(&app, "/v1/chat/completions", &key, paid_call()).await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "internal_error", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Balances are unavailable"), "{body}");
+    assert_eq!(upstream.request_count(), 1, "the refused call never reached the upstream");
+
+    proxy.restore();
+    let mut status = 503;
+    for _ in 0..50 {
+        status = post(&app, "/v1/chat/completions", &key, paid_call()).await.status().as_u16();
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "paid calls go through again once Redis is back");
+    let store = std::sync::Arc::clone(&app.store);
+    app.stop().await;
+    let costs = recorded_costs(store.as_ref(), user.id).await;
+    assert_eq!(costs, 2 * CALL_COST_NANOS, "two calls answered, two charged");
+    assert_eq!(store.balance(user.id).await.unwrap().nanos(), 1_000_000_000 - costs);
+}
+
+#[tokio::test]
+async fn without_redis_an_instance_judges_channels_alone_and_calls_are_not_held_up() {
+    let Some(redis) = test_redis_url().await else { return };
+    let proxy = CutProxy::start(&redis).await;
+    let (flaky, backup) = (MockUpstream::start().await, MockUpstream::start().await);
+    flaky.set_default(veil_testkit::mock_upstream::Reply::openai_error(500, "boom", "server_error"));
+    let config = format!(
+        "{}{}",
+        redis_section(&proxy.url(), &unique_prefix(), "open"),
+        flaky_and_backup(&flaky, &backup, "30s")
+    );
+    let app = spawn_app(&config).await;
+    let admin_key = admin(&app).await;
+    let key = key_with(&app, "olga", KeyLimits::default()).await;
+
+    proxy.cut();
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(post(&app, "/v1/chat/completions", &key, chat_body("hi")).await.status(), 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "calls were held up: {:?}", started.elapsed());
+    assert!(channel_reaches(&app, &admin_key, "flaky", "cooling_down", Duration::ZERO).await);
+    assert_eq!(flaky.request_count(), 2, "cooled down by this instance's own board");
+    assert_eq!(backup.request_count(), 5);
+    app.stop().await;
 }
