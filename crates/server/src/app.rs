@@ -259,7 +259,7 @@ impl Application {
             self.job_leadership.clone(),
             stop_background.clone(),
         ));
-        self.health_workers.spawn(&background, &self.state, &stop_background);
+        self.health_workers.spawn(&background, &self.state, self.job_leadership.clone(), &stop_background);
         background.spawn(crate::metrics::upkeep(stop_background.clone()));
         if let Some(worker) = self.limiter_worker {
             background.spawn(worker.run(stop_background.clone()));

@@ -123,14 +123,22 @@ pub async fn start(
 }
 
 impl Workers {
-    /// Runs the workers on `tracker` until `stop`.
-    pub fn spawn(self, tracker: &TaskTracker, state: &Arc<AppState>, stop: &CancellationToken) {
+    /// Runs the workers on `tracker` until `stop`. With `leadership` (several instances on
+    /// one Redis) only the job leader sends scheduled probes; the others learn their verdicts
+    /// through the shared health news.
+    pub fn spawn(
+        self,
+        tracker: &TaskTracker,
+        state: &Arc<AppState>,
+        leadership: Option<Arc<veil_cluster::Leadership>>,
+        stop: &CancellationToken,
+    ) {
         tracker.spawn(self.health.run(Arc::clone(state), stop.clone()));
         if let Some(notify) = self.notify {
             // Ends once every sender is gone (the state is dropped last) or its grace ran out.
             tracker.spawn(notify.run(Arc::clone(&state.store), stop.clone()));
         }
-        tracker.spawn(crate::probe::schedule(Arc::clone(state), stop.clone()));
+        tracker.spawn(crate::probe::schedule(Arc::clone(state), leadership, stop.clone()));
         if let Some(shared) = self.shared {
             tracker.spawn(follow_shared(Arc::clone(state), shared, stop.clone()));
         }

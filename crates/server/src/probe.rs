@@ -5,7 +5,10 @@
 //!
 //! The prober ([`schedule`], owned by the app's task tracker and stopped by its
 //! cancellation token) probes each channel that has a `probe_interval` on that cadence,
-//! from start-up on, and feeds the health board. A probed channel is never given a live
+//! from start-up on, and feeds the health board. With several instances on one Redis only
+//! the one holding the jobs lease probes (the others hear its verdicts through the shared
+//! channel health), so a channel sees one probe per interval, not one per instance. A
+//! probed channel is never given a live
 //! call as its half-open trial: once its cool-down is over it is probed at once, and a
 //! successful probe brings it back. Probes are the operator's own traffic: they are not
 //! billed and leave no call record. The probe's request is fixed text, not a client's.
@@ -90,7 +93,11 @@ pub(crate) async fn probe_and_record(
 }
 
 /// The scheduled prober; see the module docs.
-pub(crate) async fn schedule(state: Arc<AppState>, stop: CancellationToken) {
+pub(crate) async fn schedule(
+    state: Arc<AppState>,
+    leadership: Option<Arc<veil_cluster::Leadership>>,
+    stop: CancellationToken,
+) {
     let mut next_due: HashMap<ChannelName, Instant> = HashMap::new();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -98,6 +105,9 @@ pub(crate) async fn schedule(state: Arc<AppState>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        if leadership.as_ref().is_some_and(|lease| !lease.is_leader()) {
+            continue;
         }
         let snapshot = state.snapshot.load_full();
         let now = Instant::now();

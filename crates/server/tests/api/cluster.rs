@@ -633,3 +633,56 @@ async fn without_redis_an_instance_judges_channels_alone_and_calls_are_not_held_
     assert_eq!(backup.request_count(), 5);
     app.stop().await;
 }
+
+/// Scheduled probes are background work: with three instances on one Redis only the job
+/// leader sends them, so the channel sees one probe per interval rather than three.
+#[tokio::test]
+async fn scheduled_probes_come_from_one_instance_only() {
+    let Some(redis) = test_redis_url().await else { return };
+    let Some(database) = TestDatabase::create().await else { return };
+    let upstream = MockUpstream::start().await;
+    let config = format!(
+        "[database]\nurl = \"{}\"\n{}\n[[channel]]\nname = \"probed\"\ntype = \"openai\"\nbase_url = \"{}\"\n\
+         models = [\"gpt-4o-mini\"]\nprobe_interval = \"5s\"\n",
+        database.url,
+        redis_section(&redis, &unique_prefix(), "closed"),
+        upstream.base_url()
+    );
+    let apps = three_instances(&config).await;
+    // From start-up: a probe at once, the next 5 s later; three probing instances would
+    // have sent six by now.
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
+    let probes = upstream.request_count();
+    assert!((1..=3).contains(&probes), "{probes} probes in 6 s from three instances");
+    for app in apps {
+        app.stop().await;
+    }
+}
+
+/// A price set through one instance is charged by the others within a second: the model
+/// was free, and once it costs more than the caller's balance covers, the other instances
+/// refuse the call instead of serving it free.
+#[tokio::test]
+async fn a_price_change_on_one_instance_reaches_every_instance_within_a_second() {
+    let Some((apps, _upstream, _redis, _prefix, _database)) = coherent_instances().await else { return };
+    let admin_key = admin(&apps[0]).await;
+    let (user, key) = apps[0].user_with_key("pricey").await;
+    apps[0].credit(&user, "0.001").await;
+    for app in &apps {
+        assert_eq!(post(app, "/v1/chat/completions", &key, chat_body("hi")).await.status(), 200, "free for now");
+    }
+    let priced = reqwest::Client::new()
+        .put(apps[0].url("/api/models/gpt-4o-mini"))
+        .bearer_auth(&admin_key)
+        .json(&serde_json::json!({"price": {"input": "1000", "output": "1000"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(priced.status(), 200);
+    for app in &apps[1..] {
+        assert_eq!(status_within_a_second(app, &key, 200).await, 429, "the new price applies everywhere");
+    }
+    for app in apps {
+        app.stop().await;
+    }
+}
