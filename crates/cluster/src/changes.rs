@@ -17,16 +17,12 @@
 //!   their next poll.
 
 use crate::RedisConnection;
+use crate::subscriber::{self, Interruption};
 use crate::{COMMAND_TIMEOUT, ClusterError};
-use futures_util::StreamExt;
 use redis::AsyncCommands;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const LONGEST_RETRY: Duration = Duration::from_secs(5);
 
 /// Publishes this instance's store changes and follows everyone else's.
 pub struct ChangeFeed {
@@ -66,47 +62,27 @@ impl ChangeFeed {
         F: Fn(Option<i64>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let mut retry = FIRST_RETRY;
-        loop {
-            let subscribed = tokio::select! {
-                () = stop.cancelled() => return,
-                subscribed = self.subscribe() => subscribed,
-            };
-            match subscribed {
-                Ok(pubsub) => {
-                    retry = FIRST_RETRY;
-                    on_change(None).await;
-                    let mut messages = pubsub.into_on_message();
-                    loop {
-                        let message = tokio::select! {
-                            () = stop.cancelled() => return,
-                            message = messages.next() => message,
-                        };
-                        let Some(message) = message else { break };
-                        match message.get_payload::<i64>() {
-                            Ok(revision) => {
-                                self.known.fetch_max(revision, Ordering::AcqRel);
-                                on_change(Some(revision)).await;
-                            }
-                            Err(_) => tracing::warn!("ignored a malformed store-change announcement"),
-                        }
-                    }
-                    tracing::warn!("lost the store-change feed; reconnecting");
+        let on_message = |message: redis::Msg| {
+            let revision = message.get_payload::<i64>().ok();
+            if let Some(revision) = revision {
+                self.known.fetch_max(revision, Ordering::AcqRel);
+            } else {
+                tracing::warn!("ignored a malformed store-change announcement");
+            }
+            let handled = revision.map(|revision| on_change(Some(revision)));
+            async move {
+                if let Some(handled) = handled {
+                    handled.await;
                 }
-                Err(error) => tracing::warn!(error = %error, "cannot subscribe to store changes; retrying"),
             }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(retry) => {}
+        };
+        let on_interruption = |interruption| match interruption {
+            Interruption::Lost => tracing::warn!("lost the store-change feed; reconnecting"),
+            Interruption::Refused(error) => {
+                tracing::warn!(error = %error, "cannot subscribe to store changes; retrying");
             }
-            retry = (retry * 2).min(LONGEST_RETRY);
-        }
-    }
-
-    async fn subscribe(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(&self.channel).await?;
-        Ok(pubsub)
+        };
+        subscriber::follow(&self.client, &self.channel, || on_change(None), on_message, on_interruption, stop).await;
     }
 }
 

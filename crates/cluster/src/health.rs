@@ -22,8 +22,8 @@
 //!   `veil_health_shared_failures_total`.
 
 use crate::RedisConnection;
+use crate::subscriber::{self, Interruption};
 use crate::{COMMAND_TIMEOUT, ClusterError, REDIS_UP};
-use futures_util::StreamExt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -35,8 +35,6 @@ pub const HEALTH_SHARED_FAILURES: &str = "veil_health_shared_failures_total";
 /// How long asking for a trial lease may take: the call waits for the answer, so this is
 /// kept well below a command's usual timeout.
 const TRIAL_TIMEOUT: Duration = Duration::from_millis(250);
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const LONGEST_RETRY: Duration = Duration::from_secs(5);
 /// The news format's version: instances of another one ignore each other's news.
 const NEWS_VERSION: &str = "v1";
 
@@ -240,56 +238,42 @@ impl SharedHealth {
         F: Fn(HealthNews) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let mut retry = FIRST_RETRY;
-        loop {
-            let subscribed = tokio::select! {
-                () = stop.cancelled() => return,
-                subscribed = self.subscribe() => subscribed,
-            };
-            match subscribed {
-                Ok(pubsub) => {
-                    retry = FIRST_RETRY;
-                    // Subscribed first, read second: a cool-down published in between is
-                    // both read and heard, never missed.
-                    match self.current().await {
-                        Ok(current) => {
-                            self.note(true, "read the shared cool-downs");
-                            for news in current {
-                                on_news(news).await;
-                            }
-                        }
-                        Err(_) => self.note(false, "read the shared cool-downs"),
+        // Subscribed first, read second: a cool-down published in between is both read and
+        // heard, never missed.
+        let on_subscribed = || async {
+            match self.current().await {
+                Ok(current) => {
+                    self.note(true, "read the shared cool-downs");
+                    for news in current {
+                        on_news(news).await;
                     }
-                    let mut messages = pubsub.into_on_message();
-                    loop {
-                        let message = tokio::select! {
-                            () = stop.cancelled() => return,
-                            message = messages.next() => message,
-                        };
-                        let Some(message) = message else { break };
-                        let Ok(payload) = message.get_payload::<String>() else { continue };
-                        match parse_news(&payload) {
-                            Some((sender, _)) if sender == self.instance => {}
-                            Some((_, news)) => on_news(news).await,
-                            None => tracing::warn!("ignored malformed channel-health news"),
-                        }
-                    }
-                    self.note(false, "follow channel-health news");
                 }
-                Err(_) => self.note(false, "subscribe to channel-health news"),
+                Err(_) => self.note(false, "read the shared cool-downs"),
             }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(retry) => {}
+        };
+        let on_message = |message: redis::Msg| {
+            let news = match message.get_payload::<String>().ok().as_deref().map(parse_news) {
+                Some(Some((sender, _))) if sender == self.instance => None,
+                Some(Some((_, news))) => Some(news),
+                Some(None) => {
+                    tracing::warn!("ignored malformed channel-health news");
+                    None
+                }
+                None => None,
+            };
+            let handled = news.map(&on_news);
+            async move {
+                if let Some(handled) = handled {
+                    handled.await;
+                }
             }
-            retry = (retry * 2).min(LONGEST_RETRY);
-        }
-    }
-
-    async fn subscribe(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(self.news_channel()).await?;
-        Ok(pubsub)
+        };
+        let on_interruption = |interruption| match interruption {
+            Interruption::Lost => self.note(false, "follow channel-health news"),
+            Interruption::Refused(_) => self.note(false, "subscribe to channel-health news"),
+        };
+        let channel = self.news_channel();
+        subscriber::follow(&self.client, &channel, on_subscribed, on_message, on_interruption, stop).await;
     }
 
     /// Logs the first failure after a success (and the first success after a failure),

@@ -33,6 +33,7 @@ mod connection;
 mod health;
 mod lease;
 mod limiter;
+mod subscriber;
 mod wallets;
 
 pub use changes::{ChangeFeed, channel_name};
