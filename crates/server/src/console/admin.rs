@@ -429,31 +429,40 @@ async fn update_channel(
     }
 }
 
+/// What an admin can do to a channel from its row in the list.
+#[derive(Debug, Clone, Copy)]
+enum ChannelAction {
+    Enable,
+    Disable,
+    Test,
+    Delete,
+}
+
 async fn channel_action(
     state: &AppState,
     name: &str,
     form: &SignedInForm,
-    action: &str,
+    action: ChannelAction,
 ) -> Result<Response, ConsoleError> {
     let who = &form.who;
     require_admin(who)?;
     let name = channel_name(name)?;
     channel_status(state, &name).await?;
     let flash = match action {
-        "enable" => channels::enable_channel(state, &name, actor(who))
+        ChannelAction::Enable => channels::enable_channel(state, &name, actor(who))
             .await
             .map(|()| notice(format!("Channel {name} enabled."))),
-        "disable" => channels::disable_channel(state, &name, actor(who))
+        ChannelAction::Disable => channels::disable_channel(state, &name, actor(who))
             .await
             .map(|()| notice(format!("Channel {name} disabled."))),
-        "test" => channels::test_channel(state, &name).await.map(|report| {
+        ChannelAction::Test => channels::test_channel(state, &name).await.map(|report| {
             if report.get("ok") == Some(&Value::Bool(true)) {
                 notice(format!("Channel {name} answered in {} ms.", text(&report, "latency_ms")))
             } else {
                 error(format!("Channel {name} failed its test: {}.", text(&report, "error")))
             }
         }),
-        _ => match channel_admin::delete_channel(state, actor(who), &name).await {
+        ChannelAction::Delete => match channel_admin::delete_channel(state, actor(who), &name).await {
             Ok(()) => Ok(notice(format!("Channel {name} deleted."))),
             Err(failure) => Ok(error(change_message(failure)?)),
         },
@@ -470,7 +479,7 @@ async fn enable_channel(
     Path(name): Path<String>,
     form: SignedInForm,
 ) -> Result<Response, ConsoleError> {
-    channel_action(&state, &name, &form, "enable").await
+    channel_action(&state, &name, &form, ChannelAction::Enable).await
 }
 
 async fn disable_channel(
@@ -478,7 +487,7 @@ async fn disable_channel(
     Path(name): Path<String>,
     form: SignedInForm,
 ) -> Result<Response, ConsoleError> {
-    channel_action(&state, &name, &form, "disable").await
+    channel_action(&state, &name, &form, ChannelAction::Disable).await
 }
 
 async fn test_channel(
@@ -486,7 +495,7 @@ async fn test_channel(
     Path(name): Path<String>,
     form: SignedInForm,
 ) -> Result<Response, ConsoleError> {
-    channel_action(&state, &name, &form, "test").await
+    channel_action(&state, &name, &form, ChannelAction::Test).await
 }
 
 async fn delete_channel(
@@ -494,7 +503,7 @@ async fn delete_channel(
     Path(name): Path<String>,
     form: SignedInForm,
 ) -> Result<Response, ConsoleError> {
-    channel_action(&state, &name, &form, "delete").await
+    channel_action(&state, &name, &form, ChannelAction::Delete).await
 }
 
 // ---------------------------------------------------------------------------------------
