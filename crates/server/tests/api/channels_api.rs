@@ -18,15 +18,20 @@ async fn app_with_priced_model(file_upstream: &MockUpstream) -> (TestApp, String
     let admin_key = admin(&app).await;
     let (user, user_key) = app.user_with_key("alice").await;
     app.credit(&user, "10").await;
+    price_the_model(&app, &admin_key).await;
+    (app, admin_key, user_key)
+}
+
+/// Prices `MODEL` through the API as `admin_key`.
+async fn price_the_model(app: &TestApp, admin_key: &str) {
     let priced = client()
         .put(app.url(&format!("/api/models/{MODEL}")))
-        .bearer_auth(&admin_key)
+        .bearer_auth(admin_key)
         .json(&json!({"price": {"input": "0.10", "output": "0.20"}}))
         .send()
         .await
         .unwrap();
     assert_eq!(priced.status(), 200);
-    (app, admin_key, user_key)
 }
 
 fn client() -> reqwest::Client {
@@ -290,14 +295,7 @@ async fn api_channels_outlive_a_reload_and_a_restart() {
     let admin_key = admin(&app).await;
     let (user, user_key) = app.user_with_key("alice").await;
     app.credit(&user, "10").await;
-    let priced = client()
-        .put(app.url(&format!("/api/models/{MODEL}")))
-        .bearer_auth(&admin_key)
-        .json(&json!({"price": {"input": "0.10", "output": "0.20"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(priced.status(), 200);
+    price_the_model(&app, &admin_key).await;
     assert_eq!(create(&app, &admin_key, &definition(&upstream)).await.status(), 201);
 
     // SIGHUP: the file's seeding retires only the file's own channels.
