@@ -9,7 +9,9 @@
 //! [`RedisWallets`]: balances, holds, key quotas and spend caps (veil-billing's money
 //! state), so parallel calls spread over the instances never overspend, and
 //! [`SharedHealth`]: channel cool-downs, recoveries and the one half-open trial, shared so
-//! no instance keeps calling a channel another found failing.
+//! no instance keeps calling a channel another found failing, and
+//! [`SharedSignInAttempts`]: failed console sign-ins, so the brute-force throttle counts
+//! guesses spread over every instance.
 //!
 //! Promises:
 //! - Every decision is one atomic Lua script on the Redis server's clock, so instances
@@ -28,6 +30,7 @@
 //! A standalone Redis or a Redis Cluster (see [`connect`] for the URLs): all keys share one
 //! `{prefix}` hash tag, so every script's keys sit in one slot on one node.
 
+mod attempts;
 mod changes;
 mod connection;
 mod health;
@@ -36,6 +39,7 @@ mod limiter;
 mod subscriber;
 mod wallets;
 
+pub use attempts::{AttemptsUnavailable, SharedSignInAttempts};
 pub use changes::{ChangeFeed, channel_name};
 pub use connection::{RedisConnection, cluster_nodes, connect, pubsub_url};
 pub use health::{HEALTH_SHARED_FAILURES, HealthNews, SharedHealth, TrialLease};

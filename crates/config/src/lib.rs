@@ -2,6 +2,7 @@
 //! deserialized strictly (an unknown key is an error naming its path) and then validated
 //! into domain types. Nothing outside this crate sees the raw file shape.
 
+mod console;
 mod decimal;
 mod duration;
 mod env;
@@ -12,10 +13,11 @@ mod settings;
 mod telemetry;
 mod videos;
 
+pub use console::OidcSettings;
 pub use duration::parse_duration;
 pub use raw::RawConfig;
 pub use risk::{AuthFailuresRule, BlockAction, NetworksRule, RiskAction, RiskSettings, SpendSpikeRule};
-pub use routing::{NotificationSettings, RoutingSettings, SmtpSettings};
+pub use routing::{NotificationSettings, RoutingSettings, SmtpSecurity, SmtpSettings};
 pub use settings::{BillingDurability, LimitsOnFailure, Settings, TlsFiles};
 pub use telemetry::TelemetrySettings;
 pub use videos::VideoSettings;

@@ -198,11 +198,14 @@ pub struct RawConsole {
     pub signup_group: String,
     #[serde(default)]
     pub signup_domains: Vec<String>,
+    /// `[console.oidc]`: OpenID Connect sign-in, off unless present.
+    #[serde(default)]
+    pub oidc: Option<crate::console::RawOidc>,
 }
 
 impl Default for RawConsole {
     fn default() -> Self {
-        Self { signup: true, signup_group: defaults::group(), signup_domains: Vec::new() }
+        Self { signup: true, signup_group: defaults::group(), signup_domains: Vec::new(), oidc: None }
     }
 }
 

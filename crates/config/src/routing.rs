@@ -41,6 +41,8 @@ pub struct RawNotifications {
     pub smtp_url: Option<String>,
     pub smtp_from: Option<String>,
     pub smtp_password_env: Option<String>,
+    /// PEM file of extra certificate authorities to trust for the SMTP server (a private CA).
+    pub smtp_ca_file: Option<String>,
     pub check_interval: Option<String>,
 }
 
@@ -93,11 +95,22 @@ impl Default for NotificationSettings {
     }
 }
 
-/// `[notifications] smtp_url`, `smtp_from`, `smtp_password_env`.
+/// How the SMTP connection is protected, from the URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtp://`: plain, for a relay on this host or network.
+    Plain,
+    /// `smtps://`: TLS from the first byte (port 465).
+    Tls,
+    /// `smtp+starttls://`: plain, then STARTTLS before anything else is sent (port 587);
+    /// a server that does not offer it gets nothing.
+    StartTls,
+}
+
+/// `[notifications] smtp_url`, `smtp_from`, `smtp_password_env`, `smtp_ca_file`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmtpSettings {
-    /// `smtps://` (TLS from the first byte) or `smtp://` (plain: for a relay on this host or network).
-    pub tls: bool,
+    pub security: SmtpSecurity,
     pub host: String,
     pub port: u16,
     /// The user of `smtp://user@host`; its password comes from `password_env`.
@@ -106,6 +119,8 @@ pub struct SmtpSettings {
     pub password_env: Option<String>,
     /// The envelope and `From:` address.
     pub from: String,
+    /// Extra certificate authorities (PEM) trusted beside the web PKI roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// More attempts than this only multiply the load on upstreams that are failing.
@@ -185,13 +200,23 @@ fn validate_smtp(raw: &RawNotifications) -> Result<Option<SmtpSettings>, ConfigE
         if raw.smtp_password_env.is_some() {
             return Err(ConfigError::invalid("notifications.smtp_password_env", "needs notifications.smtp_url"));
         }
+        if raw.smtp_ca_file.is_some() {
+            return Err(ConfigError::invalid("notifications.smtp_ca_file", "needs notifications.smtp_url"));
+        }
         return Ok(None);
     };
-    let bad_url = || ConfigError::invalid("notifications.smtp_url", "must be smtp://[user@]host[:port] or smtps://…");
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("smtps://") {
-        (true, rest)
+    let bad_url = || {
+        ConfigError::invalid(
+            "notifications.smtp_url",
+            "must be smtp://[user@]host[:port], smtps://… (TLS) or smtp+starttls://… (STARTTLS)",
+        )
+    };
+    let (security, rest) = if let Some(rest) = url.strip_prefix("smtps://") {
+        (SmtpSecurity::Tls, rest)
+    } else if let Some(rest) = url.strip_prefix("smtp+starttls://") {
+        (SmtpSecurity::StartTls, rest)
     } else if let Some(rest) = url.strip_prefix("smtp://") {
-        (false, rest)
+        (SmtpSecurity::Plain, rest)
     } else {
         return Err(bad_url());
     };
@@ -209,7 +234,14 @@ fn validate_smtp(raw: &RawNotifications) -> Result<Option<SmtpSettings>, ConfigE
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((host, port)) => (host, port.parse::<u16>().ok().filter(|port| *port != 0).ok_or_else(bad_url)?),
-        None => (authority, if tls { 465 } else { 25 }),
+        None => (
+            authority,
+            match security {
+                SmtpSecurity::Plain => 25,
+                SmtpSecurity::Tls => 465,
+                SmtpSecurity::StartTls => 587,
+            },
+        ),
     };
     let host_is_valid = !host.is_empty()
         && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
@@ -237,7 +269,19 @@ fn validate_smtp(raw: &RawNotifications) -> Result<Option<SmtpSettings>, ConfigE
             "needs a user in smtp_url (smtp://user@host)",
         ));
     }
-    Ok(Some(SmtpSettings { tls, host: host.to_owned(), port, username, password_env, from: from.to_owned() }))
+    let ca_file = raw.smtp_ca_file.as_deref().map(str::trim).filter(|path| !path.is_empty());
+    if ca_file.is_some() && security == SmtpSecurity::Plain {
+        return Err(ConfigError::invalid("notifications.smtp_ca_file", "needs an smtps:// or smtp+starttls:// URL"));
+    }
+    Ok(Some(SmtpSettings {
+        security,
+        host: host.to_owned(),
+        port,
+        username,
+        password_env,
+        from: from.to_owned(),
+        ca_file: ca_file.map(std::path::PathBuf::from),
+    }))
 }
 
 /// An address fit for `MAIL FROM:<…>` and a `From:` header: one `@`, no spaces or brackets.

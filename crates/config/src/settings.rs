@@ -53,6 +53,8 @@ pub struct ConsoleSettings {
     pub signup: bool,
     pub signup_group: GroupName,
     pub signup_domains: Vec<String>,
+    /// `[console.oidc]`: sign-in through an OpenID Connect provider.
+    pub oidc: Option<crate::OidcSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +151,7 @@ impl Settings {
         };
         let signup_group = GroupName::parse(&raw.console.signup_group)
             .map_err(|e| ConfigError::invalid("console.signup_group", e.to_string()))?;
+        let oidc = crate::console::validate(raw.console.oidc.as_ref())?;
 
         let groups = validate_groups(&raw.group)?;
         let risk = crate::risk::validate(&raw.risk)?;
@@ -225,6 +228,7 @@ impl Settings {
                 signup: raw.console.signup,
                 signup_group,
                 signup_domains: raw.console.signup_domains,
+                oidc,
             },
             log_filter: raw.log.level,
             log_json,

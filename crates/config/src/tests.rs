@@ -330,17 +330,36 @@ fn routing_and_notifications_have_defaults_and_are_validated() {
     assert_eq!(
         mail.notifications.smtp,
         Some(crate::SmtpSettings {
-            tls: true,
+            security: crate::SmtpSecurity::Tls,
             host: "mail.example".into(),
             port: 2465,
             username: Some("veil".into()),
             password_env: Some("VEIL_SMTP_PASSWORD".into()),
             from: "veil@example.org".into(),
+            ca_file: None,
         })
     );
     let plain = load_text("[notifications]\nsmtp_url = \"smtp://127.0.0.1\"\nsmtp_from = \"v@x\"\n", &[]).unwrap();
     let plain = plain.notifications.smtp.unwrap();
-    assert_eq!((plain.tls, plain.port, plain.username), (false, 25, None));
+    assert_eq!((plain.security, plain.port, plain.username), (crate::SmtpSecurity::Plain, 25, None));
+    let starttls = load_text(
+        "[notifications]\nsmtp_url = \"smtp+starttls://mail.example\"\nsmtp_from = \"v@x\"\nsmtp_ca_file = \"ca.pem\"\n",
+        &[],
+    )
+    .unwrap()
+    .notifications
+    .smtp
+    .unwrap();
+    assert_eq!((starttls.security, starttls.port), (crate::SmtpSecurity::StartTls, 587));
+    assert_eq!(starttls.ca_file, Some(std::path::PathBuf::from("ca.pem")));
+    assert_eq!(
+        invalid_key(load_text(
+            "[notifications]\nsmtp_url = \"smtp://mail.example\"\nsmtp_from = \"v@x\"\nsmtp_ca_file = \"ca.pem\"\n",
+            &[]
+        )),
+        "notifications.smtp_ca_file",
+        "a CA file means nothing without TLS"
+    );
     for (text, key) in [
         ("[routing]\nerror_rate_threshold = 1.5\n", "routing.error_rate_threshold"),
         ("[routing]\nmin_calls = 0\n", "routing.min_calls"),
@@ -456,4 +475,39 @@ fn redis_settings_default_to_closed_with_the_veil_prefix_and_reject_bad_values()
     assert_eq!(invalid_key(bad), "redis.limits_on_failure");
     let bad = load_text("[redis]\nurl = \"redis://r\"\nkey_prefix = \"{x}\"\n", &[]);
     assert_eq!(invalid_key(bad), "redis.key_prefix");
+}
+
+#[test]
+fn console_oidc_is_off_by_default_and_validated_with_key_paths() {
+    assert_eq!(load_text("", &[]).unwrap().console.oidc, None);
+    let oidc = load_text(
+        "[console.oidc]\nissuer = \"https://id.example.com/\"\nclient_id = \"veil\"\nclient_secret_env = \"OIDC_SECRET\"\n",
+        &[("VEIL_CONSOLE__OIDC__NAME", "Example SSO")],
+    )
+    .unwrap()
+    .console
+    .oidc
+    .unwrap();
+    assert_eq!(oidc.issuer, "https://id.example.com", "a trailing slash is dropped");
+    assert_eq!(oidc.name, "Example SSO");
+    assert_eq!(oidc.scopes, ["openid", "email", "profile"]);
+    assert_eq!(oidc.client_secret_env.as_deref(), Some("OIDC_SECRET"));
+    assert!(oidc.create_accounts);
+    for (text, key) in [
+        ("[console.oidc]\nclient_id = \"veil\"\n", "console.oidc.issuer"),
+        ("[console.oidc]\nissuer = \"http://id.example.com\"\nclient_id = \"v\"\n", "console.oidc.issuer"),
+        ("[console.oidc]\nissuer = \"https://id.example.com\"\n", "console.oidc.client_id"),
+        (
+            "[console.oidc]\nissuer = \"https://i.example\"\nclient_id = \"v\"\nscopes = [\"email\"]\n",
+            "console.oidc.scopes",
+        ),
+        (
+            "[console.oidc]\nissuer = \"https://i.example\"\nclient_id = \"v\"\nredirect_url = \"https://r.example/x\"\n",
+            "console.oidc.redirect_url",
+        ),
+    ] {
+        assert_eq!(invalid_key(load_text(text, &[])), key, "{text}");
+    }
+    let unknown = load_text("[console.oidc]\nissuer = \"https://i.example\"\nclient_id = \"v\"\nsecret = \"x\"\n", &[]);
+    assert!(format!("{:?}", unknown.unwrap_err()).contains("console.oidc"), "unknown keys are named by path");
 }

@@ -40,6 +40,8 @@ pub struct LoginPage {
     pub flash: Flash,
     pub email: String,
     pub signup_enabled: bool,
+    /// With `[console.oidc]`: the provider's name for the "Sign in with …" link.
+    pub oidc_name: Option<String>,
 }
 
 #[derive(Template)]
@@ -145,6 +147,9 @@ pub struct RecordsPage {
     pub layout: Layout,
     pub rows: Vec<RecordRow>,
     pub key: String,
+    /// The model filter, and the models the user's group can call (the filter's choices).
+    pub model: String,
+    pub models: Vec<String>,
     pub from: String,
     pub to: String,
     pub keys: Vec<(String, String)>,
@@ -213,6 +218,19 @@ pub struct SecurityPage {
     /// Recovery codes just issued: shown on this one response, never again.
     pub recovery_codes: Vec<String>,
     pub sessions: Vec<Figure>,
+    /// False for an account made by OpenID Connect sign-in that never set a password: the
+    /// password form sets a first one, and turning two-factor off asks for a code instead.
+    pub has_password: bool,
+    /// Sign-in providers linked to the account (issuer, and since when).
+    pub linked: Vec<Figure>,
+}
+
+/// After OpenID Connect sign-in: moves on to `next` from Veil's own page (see the server's
+/// `console/oidc.rs` for why this is a page and not a redirect).
+#[derive(Template)]
+#[template(path = "continue.html")]
+pub struct ContinuePage {
+    pub next: &'static str,
 }
 
 /// `/console/notifications`: which categories the user receives, and the balance alert.
@@ -244,6 +262,7 @@ mod tests {
             flash: Flash { notice: None, error: Some("<script>x</script>".into()) },
             email: "a\"b@example.com".into(),
             signup_enabled: true,
+            oidc_name: Some("Corp <SSO>".into()),
         };
         let html = page.render().unwrap_or_default();
         assert!(html.contains(r#"name="csrf" value="tok123""#), "{html}");
@@ -251,6 +270,8 @@ mod tests {
         assert!(html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"), "{html}");
         assert!(!html.contains("a\"b@"));
         assert!(html.contains("/console/signup"));
+        assert!(html.contains(r#"href="/console/oidc/start""#), "{html}");
+        assert!(!html.contains("Corp <SSO>"), "the provider name is escaped too");
     }
 
     #[test]

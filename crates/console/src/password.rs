@@ -1,5 +1,6 @@
-//! Console passwords: Argon2id with the crate's default parameters, as PHC strings (the
-//! same hashes `veil admin user add --password-stdin` writes). Both functions are CPU-heavy
+//! Console passwords: Argon2id with the crate's default parameters, as PHC strings. The
+//! one place passwords are checked and hashed: `veil admin user add --password-stdin` uses
+//! these functions too. Both functions are CPU-heavy
 //! by design: call them off the async runtime (`spawn_blocking`).
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};

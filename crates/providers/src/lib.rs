@@ -17,6 +17,7 @@ mod echo;
 mod error;
 mod gemini;
 mod http;
+pub mod identity;
 mod openai;
 mod transport;
 mod vendor;

@@ -49,6 +49,29 @@ pub async fn credit(store: &dyn Store, user: UserId, amount: Money, actor: Strin
     Ok(())
 }
 
+/// Stores a new API key for `options.user_id` with a fresh secret (kept only as its keyed
+/// hash), audits it — consent to training channels is recorded with the key it was given
+/// for — and returns the key and the secret, for the caller to show once. Shared by
+/// `veil admin key create` and the console.
+pub async fn create_key(
+    store: &dyn Store,
+    hasher: &veil_secrets::KeyHasher,
+    mut options: veil_domain::NewApiKey,
+    actor: String,
+) -> Result<(veil_domain::ApiKey, veil_secrets::ApiKeySecret), StoreError> {
+    let secret = veil_secrets::ApiKeySecret::generate();
+    options.prefix = secret.prefix();
+    options.hash = hasher.hash(secret.expose());
+    let key = store.create_key(options).await?;
+    let details = json!({
+        "allow_training": key.allow_training,
+        "models": key.models,
+        "expires_at": key.expires_at.map(Timestamp::to_rfc3339),
+    });
+    audit(store, actor, "key.create", Some(key.user_id), Some(key.id.to_string()), details).await?;
+    Ok((key, secret))
+}
+
 /// Appends one entry to the hash-chained audit log. Only ids and metadata go in:
 /// entries outlive erasure, so names and e-mail addresses must not.
 pub async fn audit(
@@ -82,6 +105,7 @@ pub async fn export(store: &dyn Store, user: &User, actor: String) -> Result<Val
     let audit_entries = store.list_audit(Some(user.id), EXPORT_LIMIT).await?;
     let sessions = store.list_console_sessions(user.id).await?;
     let two_factor = store.console_totp(user.id).await?.is_some_and(|totp| totp.enabled);
+    let identities = store.console_identities(user.id).await?;
     let notifications = store.notification_preferences(user.id).await?;
     Ok(json!({
         "exported_at": Timestamp::now().to_rfc3339(),
@@ -111,6 +135,11 @@ pub async fn export(store: &dyn Store, user: &User, actor: String) -> Result<Val
             "expires_at": s.expires_at.to_rfc3339(),
         })).collect::<Vec<_>>(),
         "two_factor_enabled": two_factor,
+        "linked_identities": identities.iter().map(|link| json!({
+            "issuer": link.issuer,
+            "subject": link.subject,
+            "linked_at": link.created_at.to_rfc3339(),
+        })).collect::<Vec<_>>(),
         "notification_preferences": {
             "security": notifications.security,
             "spending": notifications.spending,

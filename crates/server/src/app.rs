@@ -37,6 +37,8 @@ pub enum StartupError {
     /// a misconfigured URL should not pass for an outage).
     #[error("cannot use Redis for rate limits")]
     Redis(#[from] veil_cluster::ClusterError),
+    #[error("OpenID Connect sign-in is misconfigured: {0}")]
+    Oidc(String),
 }
 
 pub struct Application {
@@ -109,6 +111,17 @@ impl Application {
                 .ok()
                 .and_then(|key| veil_secrets::Sealer::new(&key));
         let snapshot = Snapshot::load(store.as_ref(), &http, credential_sealer.as_ref()).await?;
+        let oidc = settings
+            .console
+            .oidc
+            .as_ref()
+            .map(|oidc| crate::console::OidcClient::new(oidc, http.clone()))
+            .transpose()
+            .map_err(StartupError::Oidc)?;
+        let throttle_redis = match settings.redis_url.as_deref() {
+            Some(url) => Some(veil_cluster::connect(url).await?),
+            None => None,
+        };
         let has_users = !store.list_users().await?.is_empty();
 
         let window = match settings.durability {
@@ -147,7 +160,13 @@ impl Application {
                 },
                 &hasher.hash_label("console-csrf", "v1"),
             )
-            .with_settings_view(settings),
+            .with_settings_view(settings)
+            .with_oidc(oidc)
+            .with_shared_throttle(
+                throttle_redis,
+                &settings.redis_key_prefix,
+                &hasher.hash_label("console-sign-in-throttle", "v1"),
+            ),
             hasher,
             snapshot: ArcSwap::from_pointee(snapshot),
             principals: AppState::principal_cache(),

@@ -110,7 +110,7 @@ pub async fn usage(
     })
 }
 
-/// `GET /api/usage/calls?from=…&to=…&key=…&user=…&limit=N&offset=N&format=json|csv`:
+/// `GET /api/usage/calls?from=…&to=…&key=…&model=…&user=…&limit=N&offset=N&format=json|csv`:
 /// the account's call records, newest first.
 pub async fn calls(
     State(state): State<Arc<AppState>>,
@@ -140,9 +140,16 @@ pub(crate) async fn calls_for(state: &AppState, user: &User, params: &Params) ->
     let offset = number(params, "offset", 0)?;
     let key = key_filter(state, user, params).await?;
     // One more than asked for tells whether another page follows.
+    let model = match params.get("model").filter(|raw| !raw.is_empty()) {
+        None => None,
+        Some(raw) => Some(veil_domain::ModelName::parse(raw).map_err(|_| {
+            ApiError::invalid_request("`model` must be a model name as the model list shows it.").with_param("model")
+        })?),
+    };
     let filter = CallRecordFilter {
         user_id: Some(user.id),
         key_id: key,
+        model,
         from: Some(days.start()),
         to: Some(days.end()),
         limit: limit + 1,

@@ -1,6 +1,6 @@
 //! Web console accounts in the store: sessions (kept only as a hash of their token, with no
-//! client address), the sealed TOTP secret of an account, and its recovery codes (hashes,
-//! single use). Both backends are here, side by side, so their SQL stays in step; the
+//! client address), the sealed TOTP secret of an account, its recovery codes (hashes,
+//! single use), and its links to OpenID Connect identities (issuer and subject only). Both backends are here, side by side, so their SQL stays in step; the
 //! `Store` implementations delegate to them. Erasing a user deletes all of it (cascade).
 
 use crate::codec::{self, Columns};
@@ -29,6 +29,22 @@ pub struct StoredTotp {
     pub enabled: bool,
     /// The last time step whose code was accepted.
     pub last_step: i64,
+}
+
+/// An account's link to an OpenID Connect identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityLink {
+    pub issuer: String,
+    pub subject: String,
+    pub created_at: Timestamp,
+}
+
+fn identity(row: &impl Columns) -> Result<IdentityLink, StoreError> {
+    Ok(IdentityLink {
+        issuer: row.text("issuer")?,
+        subject: row.text("subject")?,
+        created_at: Timestamp::from_unix_millis(row.int("created_at")?),
+    })
 }
 
 fn session(row: &impl Columns) -> Result<ConsoleSession, StoreError> {
@@ -281,6 +297,43 @@ pub(crate) mod sqlite {
         tx.commit().await?;
         Ok(done > 0)
     }
+
+    pub async fn identity_user(pool: &SqlitePool, issuer: &str, subject: &str) -> Result<Option<UserId>, StoreError> {
+        let row = sqlx::query("SELECT user_id FROM console_identities WHERE issuer = ? AND subject = ?")
+            .bind(issuer)
+            .bind(subject)
+            .fetch_optional(pool)
+            .await?;
+        row.as_ref().map(|row| Ok(UserId::from_uuid(row.uuid("user_id")?))).transpose()
+    }
+
+    pub async fn link_identity(
+        pool: &SqlitePool,
+        issuer: &str,
+        subject: &str,
+        user: UserId,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO console_identities (issuer, subject, user_id, created_at) VALUES (?, ?, ?, ?)")
+            .bind(issuer)
+            .bind(subject)
+            .bind(id(user))
+            .bind(at.unix_millis())
+            .execute(pool)
+            .await
+            .map_err(|e| codec::translate(e, || "identity link".into(), || format!("user {user}")))?;
+        Ok(())
+    }
+
+    pub async fn identities(pool: &SqlitePool, user: UserId) -> Result<Vec<IdentityLink>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT issuer, subject, created_at FROM console_identities WHERE user_id = ? ORDER BY created_at",
+        )
+        .bind(id(user))
+        .fetch_all(pool)
+        .await?;
+        rows.iter().map(super::identity).collect()
+    }
 }
 
 pub(crate) mod postgres {
@@ -501,5 +554,42 @@ pub(crate) mod postgres {
             .rows_affected();
         tx.commit().await?;
         Ok(done > 0)
+    }
+
+    pub async fn identity_user(pool: &PgPool, issuer: &str, subject: &str) -> Result<Option<UserId>, StoreError> {
+        let row = sqlx::query("SELECT user_id FROM console_identities WHERE issuer = $1 AND subject = $2")
+            .bind(issuer)
+            .bind(subject)
+            .fetch_optional(pool)
+            .await?;
+        row.as_ref().map(|row| Ok(UserId::from_uuid(row.uuid("user_id")?))).transpose()
+    }
+
+    pub async fn link_identity(
+        pool: &PgPool,
+        issuer: &str,
+        subject: &str,
+        user: UserId,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO console_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(issuer)
+            .bind(subject)
+            .bind(user.as_uuid())
+            .bind(at.unix_millis())
+            .execute(pool)
+            .await
+            .map_err(|e| codec::translate(e, || "identity link".into(), || format!("user {user}")))?;
+        Ok(())
+    }
+
+    pub async fn identities(pool: &PgPool, user: UserId) -> Result<Vec<IdentityLink>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT issuer, subject, created_at FROM console_identities WHERE user_id = $1 ORDER BY created_at",
+        )
+        .bind(user.as_uuid())
+        .fetch_all(pool)
+        .await?;
+        rows.iter().map(super::identity).collect()
     }
 }

@@ -29,7 +29,7 @@ mod videos;
 pub use audit::{AuditEntry, AuditVerification, GENESIS_HASH, NewAuditEntry, canonical_json, entry_hash};
 pub use channel_states::{ChannelHealthSnapshot, ChannelState, DisabledReason};
 pub use codec::ROUTE_PATHS;
-pub use console::{ConsoleSession, StoredTotp};
+pub use console::{ConsoleSession, IdentityLink, StoredTotp};
 pub use error::StoreError;
 pub use media::{NewMedia, StoredMedia};
 pub use notifications::{BalanceAlert, KeyNotice, NotificationPreferences};
@@ -62,6 +62,8 @@ pub struct CallRecordFilter {
     pub user_id: Option<UserId>,
     /// Only calls made with this key.
     pub key_id: Option<KeyId>,
+    /// Only calls for this (public) model.
+    pub model: Option<veil_domain::ModelName>,
     /// Only calls at or after this instant.
     pub from: Option<Timestamp>,
     /// Only calls before this instant (exclusive).
@@ -586,6 +588,19 @@ pub trait Store: Send + Sync + 'static {
     async fn unused_console_recovery_codes(&self, user: UserId) -> Result<u64, StoreError>;
     /// Turns two-factor sign-in off: deletes the secret and recovery codes.
     async fn clear_console_totp(&self, user: UserId) -> Result<bool, StoreError>;
+    /// The account linked to an OpenID Connect identity (issuer and subject).
+    async fn console_identity_user(&self, issuer: &str, subject: &str) -> Result<Option<UserId>, StoreError>;
+    /// Links an OpenID Connect identity to an account. [`StoreError::Conflict`] when the
+    /// identity is linked already; [`StoreError::NotFound`]-like failures when the user is gone.
+    async fn link_console_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: UserId,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// An account's linked identities, oldest first (for its owner and the export).
+    async fn console_identities(&self, user: UserId) -> Result<Vec<IdentityLink>, StoreError>;
 
     // Notifications (see `notifications.rs`).
     /// A user's choices; every category and no balance alert when the user never chose.

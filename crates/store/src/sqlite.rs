@@ -9,7 +9,7 @@ use crate::{
     ErasureReport, KeyTotals, LedgerCredit, NewAuditEntry, NewCapture, SealedCredential, Store, StoreError,
     StoredCallRecord, StoredCapture, UserSummary, WrappedSecret,
 };
-use crate::{BalanceAlert, ConsoleSession, KeyNotice, NotificationPreferences, StoredTotp};
+use crate::{BalanceAlert, ConsoleSession, IdentityLink, KeyNotice, NotificationPreferences, StoredTotp};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -957,6 +957,9 @@ impl Store for SqliteStore {
         if let Some(key) = filter.key_id {
             query.push(" AND c.key_id = ").push_bind(id_text(key.as_uuid()));
         }
+        if let Some(model) = &filter.model {
+            query.push(" AND c.model = ").push_bind(model.as_str().to_owned());
+        }
         if let Some(from) = filter.from {
             query.push(" AND c.time >= ").push_bind(from.unix_millis());
         }
@@ -1821,6 +1824,21 @@ impl Store for SqliteStore {
     }
     async fn clear_console_totp(&self, user: UserId) -> Result<bool, StoreError> {
         crate::console::sqlite::clear_totp(&self.pool, user).await
+    }
+    async fn console_identity_user(&self, issuer: &str, subject: &str) -> Result<Option<UserId>, StoreError> {
+        crate::console::sqlite::identity_user(&self.pool, issuer, subject).await
+    }
+    async fn link_console_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: UserId,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        crate::console::sqlite::link_identity(&self.pool, issuer, subject, user, at).await
+    }
+    async fn console_identities(&self, user: UserId) -> Result<Vec<IdentityLink>, StoreError> {
+        crate::console::sqlite::identities(&self.pool, user).await
     }
     async fn notification_preferences(&self, user: UserId) -> Result<NotificationPreferences, StoreError> {
         crate::notifications::sqlite::get(&self.pool, user).await

@@ -1987,6 +1987,15 @@ async fn call_records_filter_by_key_and_time_and_page(db: &TestDb) {
     assert_eq!(paged, whole);
     let past_the_end = CallRecordFilter { offset: 30, ..all.clone() };
     assert!(store.list_call_records(&past_the_end).await.unwrap().is_empty());
+
+    // By model: only the calls for it (with the other filters).
+    store.insert_call_records(&[keyed("a-mini", 1_120, alice.id, k1, Some("gpt-4o-mini"), 1)], &[]).await.unwrap();
+    let mini = CallRecordFilter { model: Some("gpt-4o-mini".parse().unwrap()), ..window.clone() };
+    assert_eq!(ids(store.list_call_records(&mini).await.unwrap()), ["a-mini"]);
+    let k2_mini = CallRecordFilter { key_id: Some(k2), ..mini.clone() };
+    assert!(store.list_call_records(&k2_mini).await.unwrap().is_empty());
+    let bobs = CallRecordFilter { user_id: Some(bob.id), ..mini };
+    assert!(store.list_call_records(&bobs).await.unwrap().is_empty());
 }
 
 async fn monthly_bills_split_the_ledger_by_month(db: &TestDb) {

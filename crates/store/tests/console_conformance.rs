@@ -1,4 +1,5 @@
-//! Conformance of the web console's account storage (sessions, TOTP, recovery codes) on
+//! Conformance of the web console's account storage (sessions, TOTP, recovery codes,
+//! OpenID Connect identity links) on
 //! both backends: SQLite in a temporary directory, PostgreSQL in a fresh database per test
 //! (skipped when unreachable unless `VEIL_REQUIRE_SERVICES=1`).
 
@@ -18,6 +19,7 @@ conformance!(
     recovery_codes_work_once,
     erasure_deletes_sessions_and_totp,
     admins_change_role_group_and_disabling,
+    identities_link_once_and_go_with_the_user,
 );
 
 fn at(ms: i64) -> Timestamp {
@@ -175,4 +177,26 @@ async fn admins_change_role_group_and_disabling(db: &TestDb) {
     assert!(matches!(store.update_user(ann, &missing).await, Err(StoreError::NotFound(_))));
     assert_eq!(store.user_by_id(ann).await.unwrap().unwrap().group.as_str(), "staff");
     assert!(!store.update_user(UserId::generate(), &change).await.unwrap());
+}
+
+async fn identities_link_once_and_go_with_the_user(db: &TestDb) {
+    let ann = user(db, "ann").await;
+    let bob = user(db, "bob").await;
+    let store = &db.store;
+    let issuer = "https://id.example.com";
+    assert_eq!(store.console_identity_user(issuer, "sub-1").await.unwrap(), None);
+    store.link_console_identity(issuer, "sub-1", ann, at(5)).await.unwrap();
+    store.link_console_identity("https://other.example.com", "sub-1", bob, at(6)).await.unwrap();
+    assert_eq!(store.console_identity_user(issuer, "sub-1").await.unwrap(), Some(ann));
+    assert_eq!(store.console_identity_user("https://other.example.com", "sub-1").await.unwrap(), Some(bob));
+    assert!(
+        matches!(store.link_console_identity(issuer, "sub-1", bob, at(7)).await, Err(StoreError::Conflict(_))),
+        "one identity names one account"
+    );
+    let links = store.console_identities(ann).await.unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!((links[0].issuer.as_str(), links[0].subject.as_str(), links[0].created_at), (issuer, "sub-1", at(5)));
+    store.erase_user(ann).await.unwrap();
+    assert_eq!(store.console_identity_user(issuer, "sub-1").await.unwrap(), None, "erasure removes the link");
+    assert!(store.console_identities(ann).await.unwrap().is_empty());
 }

@@ -6,6 +6,7 @@
 
 mod codes;
 pub mod mock_upstream;
+pub mod oidc;
 pub mod postgres;
 pub mod redis;
 pub mod smtp;

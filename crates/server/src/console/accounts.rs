@@ -91,6 +91,7 @@ fn login_form(
         flash,
         email,
         signup_enabled: state.console.settings.signup,
+        oidc_name: super::oidc::provider_name(state),
     };
     let response = (status, render(&page)).into_response();
     session::with_cookies(response, &cookie.into_iter().collect::<Vec<_>>())
@@ -100,16 +101,16 @@ pub async fn login(State(state): State<Arc<AppState>>, form: PreSessionForm) -> 
     let email = form.field("email").to_owned();
     let address = form.meta.client_ip.to_string();
     let now = Instant::now();
-    state.console.throttle.check(&email, &address, now).map_err(ConsoleError::TooManyAttempts)?;
+    state.console.throttle.check(&email, &address, now).await.map_err(ConsoleError::TooManyAttempts)?;
     let user = if email.is_empty() { None } else { state.store.user_by_email(&email).await? };
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let matches = verify_password(form.secret("password"), hash).await && hash.is_some();
     let Some(user) = user.filter(|u| matches && !u.disabled) else {
-        state.console.throttle.fail(&email, &address, now);
+        state.console.throttle.fail(&email, &address, now).await;
         let flash = flash_error("The e-mail address or the password is not right.");
         return Ok(login_form(&state, &form.meta, &form.headers, StatusCode::UNAUTHORIZED, flash, email));
     };
-    state.console.throttle.succeed(&email);
+    state.console.throttle.succeed(&email).await;
     let two_factor = state.store.console_totp(user.id).await?.is_some_and(|t| t.enabled);
     let cookie = session::start(&state, &form.meta, &user, two_factor).await?;
     if !two_factor {
@@ -153,7 +154,7 @@ pub async fn second_factor(State(state): State<Arc<AppState>>, form: PreSessionF
     let account = format!("2fa:{}", user.id);
     let address = form.meta.client_ip.to_string();
     let now = Instant::now();
-    state.console.throttle.check(&account, &address, now).map_err(ConsoleError::TooManyAttempts)?;
+    state.console.throttle.check(&account, &address, now).await.map_err(ConsoleError::TooManyAttempts)?;
     let code = form.field("code");
     let mut accepted = false;
     if let Some(secret) = open_totp(&state, user.id, true).await?
@@ -169,11 +170,11 @@ pub async fn second_factor(State(state): State<Arc<AppState>>, form: PreSessionF
         }
     }
     if !accepted {
-        state.console.throttle.fail(&account, &address, now);
+        state.console.throttle.fail(&account, &address, now).await;
         let flash = flash_error("That code is not right (or was used already).");
         return Ok(second_factor_form(&state, &form.meta, &form.headers, StatusCode::UNAUTHORIZED, flash));
     }
-    state.console.throttle.succeed(&account);
+    state.console.throttle.succeed(&account).await;
     // A fresh token once fully signed in: the half-way one is never promoted.
     state.store.delete_console_session(&pending_hash).await?;
     let cookie = session::start(&state, &form.meta, &user, false).await?;
@@ -182,7 +183,7 @@ pub async fn second_factor(State(state): State<Arc<AppState>>, form: PreSessionF
 }
 
 /// Queues the "new sign-in" alert, with the address only as `privacy.ip_logging` allows.
-fn tell_signed_in(state: &AppState, meta: &RequestMeta, user: UserId) {
+pub(super) fn tell_signed_in(state: &AppState, meta: &RequestMeta, user: UserId) {
     let address = crate::client_ip::for_record(meta.client_ip, state.ip_logging, &state.hasher, Timestamp::now());
     let address = Some(address).filter(|address| !address.is_empty());
     state.notifier.send(crate::notify::Event::SignedIn { user, address });
@@ -238,7 +239,7 @@ fn signup_form(
 
 /// Whether an e-mail address is plausible and, if the operator limited sign-up to some
 /// domains, at one of them.
-fn check_email(email: &str, domains: &[String]) -> Result<(), &'static str> {
+pub(super) fn check_email(email: &str, domains: &[String]) -> Result<(), &'static str> {
     let Some((local, domain)) = email.rsplit_once('@') else { return Err("Enter a valid e-mail address.") };
     if local.is_empty() || !domain.contains('.') || email.len() > 254 || email.chars().any(char::is_whitespace) {
         return Err("Enter a valid e-mail address.");
@@ -335,6 +336,13 @@ async fn security(
             value: format!("signed in {}, last seen {}", short_time(s.created_at), short_time(s.last_seen_at)),
         })
         .collect();
+    let linked = state
+        .store
+        .console_identities(who.user.id)
+        .await?
+        .into_iter()
+        .map(|link| Figure { label: link.issuer, value: format!("linked {}", short_time(link.created_at)) })
+        .collect();
     let page = SecurityPage {
         layout: layout(who, "Security", "security"),
         flash,
@@ -343,6 +351,8 @@ async fn security(
         enrol_secret: enrolling.map(|s| s.base32()),
         recovery_codes,
         sessions,
+        has_password: who.user.password_hash.is_some(),
+        linked,
     };
     Ok(render(&page)?.into_response())
 }
@@ -360,7 +370,10 @@ pub async fn change_password(State(state): State<Arc<AppState>>, form: SignedInF
     let who = &form.who;
     let current = form.form.get("current").map_or("", String::as_str);
     let new = form.form.get("new").map_or("", String::as_str);
-    if !verify_password(current, who.user.password_hash.as_deref()).await || who.user.password_hash.is_none() {
+    // An account made by OpenID Connect sign-in has no password to confirm: its first one
+    // is set by the signed-in owner alone.
+    let first = who.user.password_hash.is_none();
+    if !first && !verify_password(current, who.user.password_hash.as_deref()).await {
         return security(&state, who, flash_error("The current password is not right."), Vec::new()).await;
     }
     if let Err(message) = password::check_new(new) {
@@ -372,7 +385,9 @@ pub async fn change_password(State(state): State<Arc<AppState>>, form: SignedInF
     state.store.delete_console_sessions(who.user.id, Some(&who.session_hash)).await?;
     audit(&state, who.user.id, "console.password.change").await;
     state.notifier.send(crate::notify::Event::PasswordChanged { user: who.user.id });
-    security(&state, who, flash_notice("Your password was changed; other sessions were signed out."), Vec::new()).await
+    let notice =
+        if first { "Your password was set." } else { "Your password was changed; other sessions were signed out." };
+    security(&state, who, flash_notice(notice), Vec::new()).await
 }
 
 pub async fn enrol_totp(State(state): State<Arc<AppState>>, form: SignedInForm) -> Result<Response, ConsoleError> {
@@ -413,9 +428,23 @@ pub async fn confirm_totp(State(state): State<Arc<AppState>>, form: SignedInForm
 
 pub async fn disable_totp(State(state): State<Arc<AppState>>, form: SignedInForm) -> Result<Response, ConsoleError> {
     let who = &form.who;
-    let password = form.form.get("password").map_or("", String::as_str);
-    if !verify_password(password, who.user.password_hash.as_deref()).await || who.user.password_hash.is_none() {
-        return security(&state, who, flash_error("The password is not right."), Vec::new()).await;
+    let confirmed = match who.user.password_hash.as_deref() {
+        Some(hash) => verify_password(form.form.get("password").map_or("", String::as_str), Some(hash)).await,
+        // Without a password (OpenID Connect sign-in only), a current code confirms it.
+        None => match open_totp(&state, who.user.id, true).await? {
+            Some(secret) => match secret.verify(form.field("code"), unix_seconds()) {
+                Some(step) => {
+                    state.store.accept_console_totp_step(who.user.id, i64::try_from(step).unwrap_or(i64::MAX)).await?
+                }
+                None => false,
+            },
+            None => false,
+        },
+    };
+    if !confirmed {
+        let message =
+            if who.user.password_hash.is_some() { "The password is not right." } else { "That code is not right." };
+        return security(&state, who, flash_error(message), Vec::new()).await;
     }
     if state.store.clear_console_totp(who.user.id).await? {
         state.notifier.send(crate::notify::Event::TwoFactorChanged { user: who.user.id, enabled: false });

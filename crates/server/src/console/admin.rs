@@ -1118,6 +1118,13 @@ pub fn settings_view(settings: &veil_config::Settings) -> Vec<(String, String)> 
                 settings.console.signup_domains.join(", ")
             },
         ),
+        (
+            "OpenID Connect sign-in".into(),
+            settings.console.oidc.as_ref().map_or("off".into(), |oidc| {
+                let accounts = if oidc.create_accounts { "creates accounts" } else { "existing accounts only" };
+                format!("{} (client {}, {accounts})", oidc.issuer, oidc.client_id)
+            }),
+        ),
         ("Routing: error-rate threshold".into(), format!("{}", routing.error_rate_threshold)),
         ("Routing: minimum calls".into(), routing.min_calls.to_string()),
         ("Routing: window".into(), format!("{} s", routing.window.as_secs())),
@@ -1128,6 +1135,17 @@ pub fn settings_view(settings: &veil_config::Settings) -> Vec<(String, String)> 
         ("Routing: attempts per call".into(), routing.max_attempts.to_string()),
         ("Notifications: webhook".into(), set(settings.notifications.webhook_url.is_some())),
         ("Notifications: webhook secret".into(), set(settings.notifications.webhook_secret.is_some())),
+        (
+            "Notifications: e-mail".into(),
+            settings.notifications.smtp.as_ref().map_or("off".into(), |smtp| {
+                let security = match smtp.security {
+                    veil_config::SmtpSecurity::Plain => "plain",
+                    veil_config::SmtpSecurity::Tls => "TLS",
+                    veil_config::SmtpSecurity::StartTls => "STARTTLS",
+                };
+                format!("{}:{} ({security}), from {}", smtp.host, smtp.port, smtp.from)
+            }),
+        ),
     ]
 }
 

@@ -77,25 +77,11 @@ fn parse_expiry(raw: &str) -> Result<Timestamp, String> {
     Ok(Timestamp::now().plus_millis(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX)))
 }
 
-/// Stores a new key for `options.user_id` with a fresh secret, audits it (consent to training
-/// is recorded with it) and returns the key and its secret.
+/// Stores a new key with a fresh secret and audits it (see [`account::create_key`]).
 pub async fn create(
     state: &AppState,
-    mut options: NewApiKey,
+    options: NewApiKey,
     actor: String,
 ) -> Result<(ApiKey, ApiKeySecret), veil_store::StoreError> {
-    let secret = ApiKeySecret::generate();
-    options.prefix = secret.prefix();
-    options.hash = state.hasher.hash(secret.expose());
-    let key = state.store.create_key(options).await?;
-    account::audit(
-        state.store.as_ref(),
-        actor,
-        "key.create",
-        Some(key.user_id),
-        Some(key.id.to_string()),
-        serde_json::json!({"allow_training": key.allow_training, "models": key.models, "expires_at": key.expires_at.map(Timestamp::to_rfc3339)}),
-    )
-    .await?;
-    Ok((key, secret))
+    account::create_key(state.store.as_ref(), &state.hasher, options, actor).await
 }

@@ -8,10 +8,12 @@ mod accounts;
 mod admin;
 mod keys;
 mod notifications;
+mod oidc;
 mod pages;
 mod session;
 mod throttle;
 
+pub use oidc::OidcClient;
 pub use session::{ConsoleState, SignupRules};
 pub(crate) use session::{session_cookie_sent, signed_in};
 
@@ -37,6 +39,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/console/login", get(accounts::login_page).post(accounts::login))
         .route("/console/login/2fa", get(accounts::second_factor_page).post(accounts::second_factor))
         .route("/console/signup", get(accounts::signup_page).post(accounts::signup))
+        .route("/console/oidc/start", get(oidc::start))
+        .route("/console/oidc/callback", get(oidc::callback))
         .route("/console/logout", post(accounts::logout))
         .route("/console/security", get(accounts::security_page))
         .route("/console/security/password", post(accounts::change_password))

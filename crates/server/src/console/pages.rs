@@ -282,6 +282,7 @@ pub async fn records_page(
     let user_keys = state.store.list_keys(Some(who.user.id)).await?;
     let key =
         params.get("key").and_then(|raw| KeyId::parse(raw).ok()).filter(|id| user_keys.iter().any(|k| k.id == *id));
+    let model = params.get("model").and_then(|raw| veil_domain::ModelName::parse(raw).ok());
     let from = day_param(&params, "from");
     let to = day_param(&params, "to");
     let page: u32 = params.get("page").and_then(|p| p.parse().ok()).unwrap_or(0).min(100_000);
@@ -290,6 +291,7 @@ pub async fn records_page(
         .list_call_records(&CallRecordFilter {
             user_id: Some(who.user.id),
             key_id: key,
+            model: model.clone(),
             from: from.map(midnight),
             to: to.and_then(Date::next_day).map(midnight),
             limit: RECORDS_PER_PAGE + 1,
@@ -326,6 +328,9 @@ pub async fn records_page(
     if let Some(key) = key {
         filter_query.push_str(&format!("&key={key}"));
     }
+    if let Some(model) = &model {
+        filter_query.push_str(&format!("&model={}", veil_console::oidc::form_encode(model.as_str())));
+    }
     if let Some(from) = from {
         filter_query.push_str(&format!("&from={from}"));
     }
@@ -337,6 +342,15 @@ pub async fn records_page(
         layout: layout(&who, "Call records", "records"),
         rows,
         key: key.map_or_else(String::new, |k| k.to_string()),
+        model: model.as_ref().map_or_else(String::new, ToString::to_string),
+        models: state
+            .snapshot
+            .load()
+            .catalogue
+            .models_for_group(&who.user.group)
+            .into_iter()
+            .map(ToString::to_string)
+            .collect(),
         from: from.map_or_else(String::new, |d| d.to_string()),
         to: to.map_or_else(String::new, |d| d.to_string()),
         keys: user_keys

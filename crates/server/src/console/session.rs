@@ -34,6 +34,8 @@ pub struct ConsoleState {
     pub throttle: super::throttle::SignInThrottle,
     /// The running configuration as the admin settings page shows it (secrets as "set").
     pub operator_settings: Vec<(String, String)>,
+    /// `[console.oidc]`: sign-in through an OpenID Connect provider.
+    pub oidc: Option<super::oidc::OidcClient>,
 }
 
 impl ConsoleState {
@@ -45,9 +47,35 @@ impl ConsoleState {
         Self {
             csrf: CsrfKey::new(key),
             settings,
-            throttle: super::throttle::SignInThrottle::new(5, 20, Duration::from_secs(15 * 60)),
+            throttle: super::throttle::SignInThrottle::new(
+                super::throttle::PER_ACCOUNT,
+                super::throttle::PER_ADDRESS,
+                super::throttle::WINDOW,
+            ),
             operator_settings: Vec::new(),
+            oidc: None,
         }
+    }
+
+    /// With `[redis]`: failed sign-ins are counted there too, over every instance; `secret`
+    /// (the same on every instance) keys the hashes that stand for accounts and addresses.
+    pub fn with_shared_throttle(
+        mut self,
+        conn: Option<veil_cluster::RedisConnection>,
+        prefix: &str,
+        secret: &str,
+    ) -> Self {
+        if let Some(conn) = conn {
+            let attempts = veil_cluster::SharedSignInAttempts::new(conn, prefix, super::throttle::WINDOW);
+            self.throttle = self.throttle.with_shared(attempts, secret);
+        }
+        self
+    }
+
+    /// With OpenID Connect sign-in through `client`.
+    pub fn with_oidc(mut self, client: Option<super::oidc::OidcClient>) -> Self {
+        self.oidc = client;
+        self
     }
 
     /// With the settings page's view of the configuration the server started with.

@@ -1,6 +1,9 @@
 //! A small SMTP client for notification mail: one connection per message, `smtps://` (TLS
-//! from the first byte, rustls with the web PKI roots) or plain `smtp://` (for a relay on
-//! this host or network; no STARTTLS), optional `AUTH PLAIN`. Written here rather than taking lettre:
+//! from the first byte), `smtp+starttls://` (STARTTLS required: a server that does not
+//! offer it, or sends anything ahead of the handshake, gets nothing) or plain `smtp://` (for
+//! a relay on this host or network), optional `AUTH PLAIN` (only once the connection is
+//! secured, for the TLS schemes). Certificates are checked against the web PKI roots plus
+//! the operator's `smtp_ca_file`. Written here rather than taking lettre:
 //! Veil sends a handful of short plain-text messages, and this needs no crate beyond the
 //! tokio-rustls already in the build. It never logs a message or an address.
 
@@ -9,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use veil_config::SmtpSettings;
+use veil_config::{SmtpSecurity, SmtpSettings};
 
 /// How long one whole conversation may take.
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -26,6 +29,9 @@ pub enum SmtpError {
     Refused { step: &'static str, code: u16 },
     #[error("the SMTP server's answer was malformed")]
     Malformed,
+    /// `smtp+starttls://`, but the server does not offer STARTTLS (or misbehaved around it).
+    #[error("the SMTP server does not offer STARTTLS")]
+    NoStartTls,
     #[error("the SMTP conversation took too long")]
     Timeout,
 }
@@ -35,7 +41,7 @@ impl SmtpError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Refused { code, .. } => *code < 500,
-            Self::ServerName => false,
+            Self::ServerName | Self::NoStartTls => false,
             _ => true,
         }
     }
@@ -71,12 +77,16 @@ impl Mailer {
                 .trim_end_matches(']')
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
-        if !settings.tls && password.is_some() && !loopback {
-            // No STARTTLS here: a remote server should be reached with smtps://.
-            tracing::warn!("the SMTP password goes to a non-local server without TLS; use an smtps:// URL");
+        if settings.security == SmtpSecurity::Plain && password.is_some() && !loopback {
+            tracing::warn!(
+                "the SMTP password goes to a non-local server without TLS; use smtps:// or smtp+starttls://"
+            );
         }
-        let tls = settings.tls.then(|| {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let tls = (settings.security != SmtpSecurity::Plain).then(|| {
+            let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            if let Some(path) = &settings.ca_file {
+                add_ca_file(&mut roots, path);
+            }
             let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
             tokio_rustls::TlsConnector::from(Arc::new(config))
         });
@@ -90,21 +100,53 @@ impl Mailer {
     async fn converse(&self, mail: &Mail) -> Result<(), SmtpError> {
         let stream =
             TcpStream::connect((self.settings.host.as_str(), self.settings.port)).await.map_err(SmtpError::Connect)?;
-        match &self.tls {
-            Some(connector) => {
-                let host = self.settings.host.trim_start_matches('[').trim_end_matches(']').to_owned();
-                let name = rustls::pki_types::ServerName::try_from(host).map_err(|_| SmtpError::ServerName)?;
-                let stream = connector.connect(name, stream).await.map_err(SmtpError::Tls)?;
-                self.dialogue(stream, mail).await
+        match self.settings.security {
+            SmtpSecurity::Plain => {
+                let mut session = Session::new(stream);
+                session.expect("greeting", 220).await?;
+                session.ehlo().await?;
+                self.deliver(session, mail).await
             }
-            None => self.dialogue(stream, mail).await,
+            SmtpSecurity::Tls => {
+                let mut session = Session::new(self.secure(stream).await?);
+                session.expect("greeting", 220).await?;
+                session.ehlo().await?;
+                self.deliver(session, mail).await
+            }
+            SmtpSecurity::StartTls => {
+                let mut session = Session::new(stream);
+                session.expect("greeting", 220).await?;
+                let extensions = session.ehlo().await?;
+                if !extensions.iter().any(|extension| extension.eq_ignore_ascii_case("STARTTLS")) {
+                    return Err(SmtpError::NoStartTls);
+                }
+                session.command("STARTTLS", "STARTTLS", 220).await?;
+                // Anything the server sent ahead of the handshake would be read as if it came
+                // over TLS (RFC 3207 §4.2): refuse it.
+                if !session.stream.buffer().is_empty() {
+                    return Err(SmtpError::NoStartTls);
+                }
+                let mut session = Session::new(self.secure(session.stream.into_inner()).await?);
+                // Everything learnt before the handshake is forgotten: ask again.
+                session.ehlo().await?;
+                self.deliver(session, mail).await
+            }
         }
     }
 
-    async fn dialogue(&self, stream: impl AsyncRead + AsyncWrite + Unpin, mail: &Mail) -> Result<(), SmtpError> {
-        let mut session = Session { stream: BufReader::new(stream) };
-        session.expect("greeting", 220).await?;
-        session.command("EHLO", "EHLO veil", 250).await?;
+    async fn secure(&self, stream: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SmtpError> {
+        let connector = self.tls.as_ref().ok_or(SmtpError::ServerName)?;
+        let host = self.settings.host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let name = rustls::pki_types::ServerName::try_from(host).map_err(|_| SmtpError::ServerName)?;
+        connector.connect(name, stream).await.map_err(SmtpError::Tls)
+    }
+
+    /// Authentication and the message, after the greeting and EHLO.
+    async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut session: Session<S>,
+        mail: &Mail,
+    ) -> Result<(), SmtpError> {
         if let (Some(user), Some(password)) = (&self.settings.username, &self.password) {
             let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
             session.command("AUTH", &format!("AUTH PLAIN {token}"), 235).await?;
@@ -117,6 +159,25 @@ impl Mailer {
         // The message is accepted; a failed QUIT changes nothing.
         let _ = session.command("QUIT", "QUIT", 221).await;
         Ok(())
+    }
+}
+
+/// Adds the certificates of a PEM file to `roots`; a file that does not load is logged
+/// (the server's certificate will then not verify, and mail fails with a TLS error).
+fn add_ca_file(roots: &mut rustls::RootCertStore, path: &std::path::Path) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let certificates = CertificateDer::pem_file_iter(path).and_then(|certs| certs.collect::<Result<Vec<_>, _>>());
+    match certificates {
+        Ok(certificates) if !certificates.is_empty() => {
+            let (added, _) = roots.add_parsable_certificates(certificates);
+            if added == 0 {
+                tracing::error!(path = %path.display(), "notifications.smtp_ca_file holds no usable certificate");
+            }
+        }
+        Ok(_) | Err(_) => {
+            tracing::error!(path = %path.display(), "notifications.smtp_ca_file could not be read as PEM")
+        }
     }
 }
 
@@ -147,6 +208,17 @@ struct Session<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    fn new(stream: S) -> Self {
+        Self { stream: BufReader::new(stream) }
+    }
+
+    /// EHLO, answered with the server's extensions (the reply's lines after the first).
+    async fn ehlo(&mut self) -> Result<Vec<String>, SmtpError> {
+        self.send_raw("EHLO veil\r\n").await?;
+        let lines = self.reply("EHLO", 250).await?;
+        Ok(lines.into_iter().skip(1).collect())
+    }
+
     async fn command(&mut self, step: &'static str, line: &str, want: u16) -> Result<(), SmtpError> {
         self.send_raw(&format!("{line}\r\n")).await?;
         self.expect(step, want).await
@@ -158,21 +230,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         stream.flush().await.map_err(SmtpError::Connect)
     }
 
-    /// Reads one (possibly multi-line) reply and checks its code.
     async fn expect(&mut self, step: &'static str, want: u16) -> Result<(), SmtpError> {
+        self.reply(step, want).await.map(drop)
+    }
+
+    /// Reads one (possibly multi-line) reply, checks its code and returns each line's text.
+    async fn reply(&mut self, step: &'static str, want: u16) -> Result<Vec<String>, SmtpError> {
+        let mut lines = Vec::new();
         let mut line = String::new();
         loop {
             line.clear();
             let read = self.stream.read_line(&mut line).await.map_err(SmtpError::Connect)?;
-            if read == 0 || line.len() < 3 {
+            if read == 0 || line.len() < 3 || lines.len() > 100 {
                 return Err(SmtpError::Malformed);
             }
             let code: u16 = line.get(..3).and_then(|code| code.parse().ok()).ok_or(SmtpError::Malformed)?;
+            lines.push(line.get(4..).unwrap_or_default().trim_end().to_owned());
             // "250-…" continues; "250 …" (or a bare "250") ends the reply.
             if line.as_bytes().get(3) == Some(&b'-') {
                 continue;
             }
-            return if code == want { Ok(()) } else { Err(SmtpError::Refused { step, code }) };
+            return if code == want { Ok(lines) } else { Err(SmtpError::Refused { step, code }) };
         }
     }
 }
@@ -185,12 +263,13 @@ mod tests {
     async fn a_message_reaches_an_smtp_server_with_its_envelope_and_credentials() {
         let sink = veil_testkit::smtp::SmtpSink::start().await;
         let settings = SmtpSettings {
-            tls: false,
+            security: SmtpSecurity::Plain,
             host: "127.0.0.1".into(),
             port: sink.addr.port(),
             username: Some("veil".into()),
             password_env: None,
             from: "veil@relay.test".into(),
+            ca_file: None,
         };
         let mut mailer = Mailer::new(settings);
         mailer.password = Some("pw".into());
@@ -204,12 +283,54 @@ mod tests {
         assert_eq!(messages[0].auth_user.as_deref(), Some("veil"));
         assert!(messages[0].data.contains("Subject: Hello\r\n"), "{}", messages[0].data);
         assert!(messages[0].data.ends_with("\r\none\r\n.two\r\n"), "{:?}", messages[0].data);
+        assert!(!messages[0].over_tls);
         // A refusing server is an error, and a closed port one worth retrying.
         drop(sink);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let refused = mailer.send(&mail).await.unwrap_err();
         assert!(refused.is_retryable(), "{refused}");
         assert!(!SmtpError::Refused { step: "RCPT TO", code: 550 }.is_retryable());
+    }
+
+    fn starttls_settings(port: u16, ca_file: Option<std::path::PathBuf>) -> SmtpSettings {
+        SmtpSettings {
+            security: SmtpSecurity::StartTls,
+            host: "localhost".into(),
+            port,
+            username: Some("veil".into()),
+            password_env: None,
+            from: "veil@relay.test".into(),
+            ca_file,
+        }
+    }
+
+    #[tokio::test]
+    async fn starttls_secures_the_session_before_credentials_and_checks_the_certificate() {
+        let ca = veil_testkit::tls::TestCa::new("Mail CA");
+        let sink = veil_testkit::smtp::SmtpSink::start_with_starttls(&ca.issue()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+        let mut mailer = Mailer::new(starttls_settings(sink.addr.port(), Some(ca_file)));
+        mailer.password = Some("pw".into());
+        let mail = Mail { to: "ann@example.com".into(), subject: "Hi".into(), body: "over TLS".into() };
+        mailer.send(&mail).await.unwrap();
+        let messages = sink.messages();
+        assert_eq!(messages.len(), 1);
+        assert!(messages[0].over_tls, "the message went after STARTTLS");
+        assert_eq!(messages[0].auth_user.as_deref(), Some("veil"), "credentials went over TLS");
+
+        // Without the operator's CA the certificate does not verify: nothing is sent.
+        let untrusting = Mailer::new(starttls_settings(sink.addr.port(), None));
+        assert!(matches!(untrusting.send(&mail).await, Err(SmtpError::Tls(_))));
+        // A server that does not offer STARTTLS gets nothing, not even the envelope.
+        let plain = veil_testkit::smtp::SmtpSink::start().await;
+        let mut downgraded = Mailer::new(starttls_settings(plain.addr.port(), None));
+        downgraded.password = Some("pw".into());
+        let refused = downgraded.send(&mail).await.unwrap_err();
+        assert!(matches!(refused, SmtpError::NoStartTls) && !refused.is_retryable(), "{refused}");
+        assert!(plain.messages().is_empty());
+        assert_eq!(sink.messages().len(), 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use veil_console::totp::TotpSecret;
 use veil_testkit::mock_upstream::{MockUpstream, Reply};
+use veil_testkit::oidc::{OidcProvider, Person};
 use veil_testkit::spawn_app;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -231,7 +232,7 @@ async fn journey(client: &Client, app: &veil_testkit::TestApp) -> Result<(), Str
     let records = text(client, "#records").await;
     assert!(records.contains("gpt-4o-mini") && records.contains("200"), "{records}");
     full_screenshot(client, "records", 1280).await;
-    for page in ["bills", "redeem", "privacy"] {
+    for page in ["bills", "redeem", "privacy", "notifications"] {
         client.goto(&app.url(&format!("/console/{page}"))).await.unwrap();
         full_screenshot(client, page, 1280).await;
     }
@@ -284,6 +285,44 @@ async fn journey(client: &Client, app: &veil_testkit::TestApp) -> Result<(), Str
     client.goto(&app.url("/console/")).await.unwrap();
     heading(client, "Sign in").await; // the session died too
     Ok(())
+}
+
+/// OpenID Connect sign-in in a real browser: the provider on `localhost` is another site
+/// than Veil on `127.0.0.1`, and the way back starts on the provider's page (its "Continue"
+/// button), so this checks the cookies survive the cross-site round trip (the flow cookie is
+/// `SameSite=Lax`; the `Strict` session cookie is sent from Veil's own continue page).
+#[tokio::test]
+async fn a_user_signs_in_through_the_organisations_provider() {
+    let Some(driver) = start_driver().await else { return };
+    let upstream = MockUpstream::start().await;
+    let provider = OidcProvider::start("veil-console", None, Person::new("sub-olga", "olga@example.com")).await;
+    provider.ask_before_redirecting();
+    let extra = format!(
+        "[console.oidc]\nissuer = \"{}\"\nclient_id = \"veil-console\"\nname = \"Example SSO\"\n",
+        provider.issuer()
+    );
+    let app = spawn_app(&config(&upstream, &extra)).await;
+    let client = browser(&driver).await;
+    let result = async {
+        client.goto(&app.url("/console/login")).await.map_err(|e| e.to_string())?;
+        heading(&client, "Sign in").await;
+        full_screenshot(&client, "login-with-sso", 1280).await;
+        click(&client, "a[href='/console/oidc/start']").await;
+        heading(&client, "Test provider").await;
+        click(&client, "#approve").await;
+        heading(&client, "Dashboard").await;
+        let url = client.current_url().await.map_err(|e| e.to_string())?;
+        if url.as_str() != app.url("/console/") {
+            return Err(format!("ended on {url}"));
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    client.close().await.unwrap();
+    result.unwrap();
+    assert_eq!(provider.authorize_requests().len(), 1);
+    let user = app.store.user_by_email("olga@example.com").await.unwrap().expect("the account was created");
+    assert_eq!(app.store.console_identities(user.id).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -131,6 +131,36 @@ async fn repeated_wrong_passwords_are_throttled_per_account() {
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
 }
 
+/// With `[redis]`, guesses spread over several instances add up: three failures on one
+/// instance and two on another lock the account on both.
+#[tokio::test]
+async fn failed_sign_ins_add_up_across_instances_sharing_redis() {
+    let Some(url) = veil_testkit::redis::test_redis_url().await else { return };
+    let Some(database) = veil_testkit::postgres::TestDatabase::create().await else { return };
+    let upstream = MockUpstream::start().await;
+    // One installation: one database and one master key (so the same keyed hashes in Redis).
+    let shared = format!(
+        "[database]\nurl = \"{}\"\n[redis]\nurl = \"{url}\"\nkey_prefix = \"{}\"\n",
+        database.url,
+        veil_testkit::redis::unique_prefix()
+    );
+    let one = spawn_app(&config(&upstream, &shared)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(one.data_dir.path().join("master.key"), dir.path().join("master.key")).unwrap();
+    let two = veil_testkit::spawn_app_in(&config(&upstream, &shared), dir).await;
+    for (attempt, app) in [&one, &one, &one, &two, &two].into_iter().enumerate() {
+        let page = Console::new(app).sign_in("carol@example.com", &format!("wrong-{attempt}")).await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    for app in [&one, &two] {
+        let page = Console::new(app).sign_in("carol@example.com", "another guess").await;
+        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "locked on every instance");
+    }
+    // Other accounts are not locked (the per-address limit is higher).
+    let page = Console::new(&one).sign_in("dave@example.com", "a guess").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn sign_up_can_be_closed() {
     let upstream = MockUpstream::start().await;
@@ -246,12 +276,24 @@ async fn no_console_page_ever_shows_relayed_content() {
     let mut records = String::new();
     for _ in 0..50 {
         records = console.get("/console/records").await.body;
-        if records.contains("gpt-4o-mini") {
+        if !records.contains("No call records match.") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(records.contains("gpt-4o-mini"), "the call shows up:\n{records}");
+    // The model filter: the call is listed under its model, not under another one.
+    let mini = console.get("/console/records?model=gpt-4o-mini").await.body;
+    assert!(!mini.contains("No call records match."), "{mini}");
+    assert!(mini.contains(r#"<option value="gpt-4o-mini" selected>"#), "the filter shows as chosen");
+    assert!(
+        ["format=csv&#38;model=gpt-4o-mini", "format=csv&amp;model=gpt-4o-mini"].iter().any(|link| mini.contains(link)),
+        "exports keep the filter: {mini}"
+    );
+    let other = console.get("/console/records?model=gpt-4o").await.body;
+    assert!(other.contains("No call records match."), "{other}");
+    let csv = console.get("/console/records/export?format=csv&model=gpt-4o").await.body;
+    assert!(!csv.contains("gpt-4o-mini"), "the export is filtered too: {csv}");
     for path in [
         "/console/",
         "/console/keys",
@@ -263,6 +305,8 @@ async fn no_console_page_ever_shows_relayed_content() {
         "/console/privacy",
         "/console/privacy/export",
         "/console/security",
+        "/console/notifications",
+        "/console/records?model=gpt-4o-mini",
     ] {
         let page = console.get(path).await;
         assert_eq!(page.status, StatusCode::OK, "{path}");

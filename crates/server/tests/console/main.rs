@@ -1,5 +1,6 @@
 //! The web console, black-box: the real application on port 0, spoken to over plain HTTP
-//! (`http.rs`: CSRF, cookies, throttling, headers, sign-up rules, the no-content canary)
+//! (`http.rs`: CSRF, cookies, throttling, headers, sign-up rules, the no-content canary;
+//! `oidc.rs`: OpenID Connect sign-in against the test provider)
 //! and through headless Chromium (`browser.rs`: the user's journey, with screenshots).
 // Helpers outside #[test] functions fail loudly too: this whole crate is a test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -8,4 +9,5 @@ mod admin;
 mod browser;
 mod http;
 mod notifications;
+mod oidc;
 mod support;

@@ -149,7 +149,7 @@ async fn opting_out_of_security_alerts_stops_the_sign_in_mail() {
     console.sign_up("bea", "bea@example.com", PASSWORD).await;
     let page = console.get("/console/notifications").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains(r#"<label for="security">"#), "{}", page.body);
+    assert!(page.body.contains(r#"<label class="inline" for="security">"#), "{}", page.body);
     assert!(page.body.contains(r#"id="security" name="security" type="checkbox" value="on" checked"#));
     // Without the CSRF token nothing changes.
     let refused = console.post("/console/notifications", &[("spending", "on")]).await;

@@ -13,7 +13,7 @@ use veil_domain::{
     ApiKey, Channel, FirewallMode, GroupName, KeyId, KeyLimits, KeyPrivacy, ModelName, Money, NewApiKey, NewUser, Role,
     Timestamp, User, UserName,
 };
-use veil_secrets::{ApiKeySecret, MASTER_KEY_ENV, MasterKey};
+use veil_secrets::{MASTER_KEY_ENV, MasterKey};
 use veil_server::account;
 use veil_server::channels::status_json;
 use veil_server::views::{key_json, record_json, user_json};
@@ -143,26 +143,23 @@ async fn user(store: &dyn Store, command: UserCommand, as_json: bool) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads a console password from standard input; the console's own rules apply.
 fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
-    if password.chars().count() < 8 {
-        bail!("the password must have at least 8 characters");
+    if let Err(reason) = veil_console::password::check_new(&password) {
+        bail!("{}", reason.trim_end_matches('.').to_lowercase());
     }
     Ok(password)
 }
 
+/// The console's Argon2id hash, computed off the runtime like the console does.
 async fn hash_password(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::PasswordHasher;
-        argon2::Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(|e| anyhow!("cannot hash the password: {e}"))
-    })
-    .await
-    .context("password hashing was interrupted")?
+    tokio::task::spawn_blocking(move || veil_console::password::hash(&password))
+        .await
+        .context("password hashing was interrupted")?
+        .ok_or_else(|| anyhow!("cannot hash the password"))
 }
 
 async fn key(
@@ -291,34 +288,23 @@ async fn create_key(settings: &Settings, store: &dyn Store, create: KeyCreate, a
     let privacy = KeyPrivacy { max_retention_days: create.max_retention_days, regions: create.regions, firewall };
     let master = MasterKey::load_or_create(std::env::var(MASTER_KEY_ENV).ok().as_deref(), &settings.data_dir)?;
     let hasher = veil_secrets::key_hasher(store, &master).await?;
-    let secret = ApiKeySecret::generate();
-    let key = store
-        .create_key(NewApiKey {
-            user_id: user.id,
-            name: create.name,
-            prefix: secret.prefix(),
-            hash: hasher.hash(secret.expose()),
-            models,
-            expires_at,
-            quota,
-            limits: KeyLimits { rpm: create.rpm, tpm: create.tpm, max_concurrent: create.max_concurrent },
-            daily_spend,
-            monthly_spend,
-            ip_allow,
-            allow_training: create.allow_training,
-            privacy,
-        })
-        .await?;
-    // Consent to training channels is recorded with the key it was given for.
-    account::audit(
-        store,
-        account::actor_cli(),
-        "key.create",
-        Some(user.id),
-        Some(key.id.to_string()),
-        json!({"allow_training": key.allow_training, "models": key.models, "expires_at": key.expires_at.map(Timestamp::to_rfc3339)}),
-    )
-    .await?;
+    let options = NewApiKey {
+        user_id: user.id,
+        name: create.name,
+        // Filled in by `create_key` with the fresh secret's.
+        prefix: String::new(),
+        hash: String::new(),
+        models,
+        expires_at,
+        quota,
+        limits: KeyLimits { rpm: create.rpm, tpm: create.tpm, max_concurrent: create.max_concurrent },
+        daily_spend,
+        monthly_spend,
+        ip_allow,
+        allow_training: create.allow_training,
+        privacy,
+    };
+    let (key, secret) = account::create_key(store, &hasher, options, account::actor_cli()).await?;
     if as_json {
         let mut value = key_json(&key, user.name.as_str());
         if let Some(object) = value.as_object_mut() {
