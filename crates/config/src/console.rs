@@ -38,6 +38,17 @@ pub struct OidcSettings {
     pub create_accounts: bool,
 }
 
+/// Whether `host` (a URL's host, with or without `:port`; IPv6 in brackets) names this
+/// machine: `localhost` or a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // An IPv6 literal: `[::1]` or `[::1]:8080`.
+        Some(rest) => rest.split_once(']').map_or(host, |(literal, _)| literal),
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Whether `url` is `https://`, or `http://` to this machine (a provider for development or
 /// tests); anything else would send codes and tokens in the clear.
 fn secure_or_loopback(url: &str) -> bool {
@@ -45,13 +56,7 @@ fn secure_or_loopback(url: &str) -> bool {
         return true;
     }
     let Some(rest) = url.strip_prefix("http://") else { return false };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = match host.strip_prefix('[') {
-        // An IPv6 literal: `[::1]` or `[::1]:8080`.
-        Some(rest) => rest.split_once(']').map_or(host, |(literal, _)| literal),
-        None => host.split_once(':').map_or(host, |(name, _)| name),
-    };
-    matches!(host, "localhost" | "127.0.0.1" | "::1")
+    is_loopback_host(rest.split(['/', '?', '#']).next().unwrap_or_default())
 }
 
 pub(crate) fn validate(raw: Option<&RawOidc>) -> Result<Option<OidcSettings>, ConfigError> {
@@ -106,5 +111,6 @@ mod tests {
         assert!(!secure_or_loopback("http://id.example.com"));
         assert!(!secure_or_loopback("http://localhost.evil.com"));
         assert!(!secure_or_loopback("ftp://localhost"));
+        assert!(is_loopback_host("127.0.0.2") && is_loopback_host("LOCALHOST") && !is_loopback_host("10.0.0.1"));
     }
 }

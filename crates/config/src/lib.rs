@@ -13,7 +13,7 @@ mod settings;
 mod telemetry;
 mod videos;
 
-pub use console::OidcSettings;
+pub use console::{OidcSettings, is_loopback_host};
 pub use duration::parse_duration;
 pub use raw::RawConfig;
 pub use risk::{AuthFailuresRule, BlockAction, NetworksRule, RiskAction, RiskSettings, SpendSpikeRule};

@@ -1,12 +1,8 @@
-//! Creating an API key from the options `veil admin key create` takes, given as text (a
-//! form's fields): parsed at the edge into a `NewApiKey`, stored as a keyed hash, audited.
-//! The secret is returned once, for the caller to show once.
+//! The options of an API key as `veil admin key create` takes them, given as text (a form's
+//! fields), parsed at the edge into a `NewApiKey` for `account::create_key`.
 
-use crate::account;
-use crate::state::AppState;
 use std::collections::HashMap;
-use veil_domain::{ApiKey, FirewallMode, KeyLimits, KeyPrivacy, ModelName, Money, NewApiKey, Timestamp, User};
-use veil_secrets::ApiKeySecret;
+use veil_domain::{FirewallMode, KeyLimits, KeyPrivacy, ModelName, Money, NewApiKey, Timestamp, User};
 
 /// Parses a key's options from form fields; `Err` is a sentence naming the bad field.
 pub fn parse_options(user: &User, form: &HashMap<String, String>) -> Result<NewApiKey, String> {
@@ -75,13 +71,4 @@ fn parse_expiry(raw: &str) -> Result<Timestamp, String> {
     }
     let lifetime = veil_config::parse_duration(raw).map_err(|_| "Expiry must be like 30d, 12h or an RFC 3339 time.")?;
     Ok(Timestamp::now().plus_millis(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX)))
-}
-
-/// Stores a new key with a fresh secret and audits it (see [`account::create_key`]).
-pub async fn create(
-    state: &AppState,
-    options: NewApiKey,
-    actor: String,
-) -> Result<(ApiKey, ApiKeySecret), veil_store::StoreError> {
-    account::create_key(state.store.as_ref(), &state.hasher, options, actor).await
 }

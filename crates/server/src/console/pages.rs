@@ -233,7 +233,8 @@ pub async fn create_key(State(state): State<Arc<AppState>>, form: SignedInForm) 
         Ok(options) => options,
         Err(message) => return keys(&state, who, Flash { notice: None, error: Some(message) }, None).await,
     };
-    let (key, secret) = super::keys::create(&state, options, account::actor_user(who.user.id)).await?;
+    let (key, secret) =
+        account::create_key(state.store.as_ref(), &state.hasher, options, account::actor_user(who.user.id)).await?;
     let notice = format!("Key {} created.", key.name.as_deref().unwrap_or(&key.prefix));
     keys(&state, who, Flash { notice: Some(notice), error: None }, Some(secret.expose().to_owned())).await
 }

@@ -70,13 +70,7 @@ impl Mailer {
         if settings.password_env.is_some() && password.is_none() {
             tracing::warn!("notifications.smtp_password_env names an unset variable; mail goes out unauthenticated");
         }
-        let loopback = settings.host == "localhost"
-            || settings
-                .host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+        let loopback = veil_config::is_loopback_host(&settings.host);
         if settings.security == SmtpSecurity::Plain && password.is_some() && !loopback {
             tracing::warn!(
                 "the SMTP password goes to a non-local server without TLS; use smtps:// or smtp+starttls://"
