@@ -281,9 +281,7 @@ async fn admins_edit_groups_but_not_those_of_the_config_file() {
 async fn admins_credit_regroup_promote_and_disable_users() {
     let (_upstream, app) = admin_app("[[group]]\nname = \"team\"\n").await;
     let mut ann = member(&app, "ann", Role::User).await;
-    let csrf = ann.get("/console/keys").await.csrf();
-    let page = ann.post("/console/keys", &[("csrf", &csrf), ("name", "mine")]).await;
-    let key = between(&page.body, r#"id="new-secret">"#, "<").to_owned();
+    let key = ann.create_key("mine").await;
     let mut admin = member(&app, "ada", Role::Admin).await;
     let users = "/console/admin/users";
 

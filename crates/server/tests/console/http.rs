@@ -2,7 +2,7 @@
 //! attributes, CSRF refusals, throttling, sign-up rules — and the canary: no page ever
 //! shows a prompt (or answer) relayed for the user.
 
-use crate::support::{Console, between, config, now_seconds};
+use crate::support::{Console, between, config, now_seconds, relay_chat};
 use reqwest::StatusCode;
 use veil_console::totp::TotpSecret;
 use veil_testkit::mock_upstream::{MockUpstream, Reply};
@@ -260,18 +260,10 @@ async fn no_console_page_ever_shows_relayed_content() {
     let app = spawn_app(&config(&upstream, "")).await;
     let mut console = Console::new(&app);
     console.sign_up("ann", "ann@example.com", PASSWORD).await;
-    let csrf = console.get("/console/keys").await.csrf();
-    let page = console.post("/console/keys", &[("csrf", &csrf), ("name", "canary")]).await;
-    let secret = between(&page.body, r#"id="new-secret">"#, "<").to_owned();
-    let response = reqwest::Client::new()
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(&secret)
-        .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.text().await.unwrap().contains(ANSWER), "the relay answered");
+    let secret = console.create_key("canary").await;
+    let (status, body) = relay_chat(&app, &secret, PROMPT).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(ANSWER), "the relay answered");
     // The record is written in batches: wait until it shows in the call records page.
     let mut records = String::new();
     for _ in 0..50 {

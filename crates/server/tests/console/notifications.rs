@@ -4,7 +4,7 @@
 //! expires in 6 days is reminded exactly once however often the job runs; no relayed
 //! content ever reaches a mail or a webhook body.
 
-use crate::support::{Console, between, config};
+use crate::support::{Console, config, relay_chat};
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use reqwest::StatusCode;
@@ -101,17 +101,8 @@ async fn a_console_sign_in_mails_the_user_and_tells_the_webhook_without_any_cont
     let mut console = Console::new(&app);
     console.sign_up("ann", "ann@example.com", PASSWORD).await;
     // A relayed call with a canary, so that a leak would have something to leak.
-    let csrf = console.get("/console/keys").await.csrf();
-    let page = console.post("/console/keys", &[("csrf", &csrf), ("name", "canary")]).await;
-    let secret = between(&page.body, r#"id="new-secret">"#, "<").to_owned();
-    let response = reqwest::Client::new()
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(&secret)
-        .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let secret = console.create_key("canary").await;
+    assert_eq!(relay_chat(&app, &secret, PROMPT).await.0, StatusCode::OK);
 
     let mut again = Console::new(&app);
     let signed_in = again.sign_in("ann@example.com", PASSWORD).await;

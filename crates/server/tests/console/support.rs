@@ -119,6 +119,13 @@ impl Console {
         self.get("/console/").await
     }
 
+    /// Creates a key named `name` on the keys page; its secret, shown once.
+    pub async fn create_key(&mut self, name: &str) -> String {
+        let csrf = self.get("/console/keys").await.csrf();
+        let page = self.post("/console/keys", &[("csrf", &csrf), ("name", name)]).await;
+        between(&page.body, r#"id="new-secret">"#, "<").to_owned()
+    }
+
     pub async fn sign_in(&mut self, email: &str, password: &str) -> Page {
         let csrf = self.get("/console/login").await.csrf();
         self.post("/console/login", &[("csrf", &csrf), ("email", email), ("password", password)]).await
@@ -136,4 +143,17 @@ pub fn now_seconds() -> u64 {
 pub fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
     let from = html.find(start).unwrap_or_else(|| panic!("{start} not in:\n{html}")) + start.len();
     &html[from..from + html[from..].find(end).unwrap()]
+}
+
+/// One chat completion through the relay with `secret` (the model the tests' channel serves);
+/// the status and the body.
+pub async fn relay_chat(app: &TestApp, secret: &str, prompt: &str) -> (StatusCode, String) {
+    let response = reqwest::Client::new()
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(secret)
+        .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
 }
