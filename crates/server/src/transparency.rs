@@ -11,6 +11,7 @@ use axum::response::Html;
 use serde_json::{Value, json};
 use std::fmt::Write;
 use std::sync::Arc;
+use veil_console::chart::escape;
 use veil_domain::{Channel, ChannelKind, IpLogging, Model, ModelName, Pricing};
 
 /// Call-record fields, in DESIGN §3.5 order: what Veil keeps per call.
@@ -199,22 +200,6 @@ fn page(title: &str, body: &str) -> String {
          <main><h1>{title}</h1>{body}</main></body></html>",
         title = escape(title),
     )
-}
-
-/// HTML-escapes operator-supplied text.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
